@@ -1,0 +1,1 @@
+"""Commands of the tako CLI; each module exposes ``register(app)``."""

@@ -1,0 +1,77 @@
+"""The only module of the CLI that prints: status lines, warnings, errors, tables.
+
+Interactive = stdin and stdout are terminals: spinners and colours only then; plain lines
+otherwise (CI logs). Errors go to stderr as one red line plus an optional hint.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_verbose = False
+
+
+def set_verbose(value: bool) -> None:
+    global _verbose
+    _verbose = value
+
+
+def is_verbose() -> bool:
+    return _verbose
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def line(text: str = "") -> None:
+    _out.print(text, markup=False)
+
+
+def section(title: str) -> None:
+    _out.print()
+    _out.print(f"[bold]{title}[/bold]")
+
+
+def success(text: str) -> None:
+    _out.print(f"[green]✓[/green] {_escape(text)}")
+
+
+def bullet(text: str) -> None:
+    _out.print(f"  • {_escape(text)}")
+
+
+def detail(text: str) -> None:
+    if _verbose:
+        _out.print(f"[dim]  {_escape(text)}[/dim]")
+
+
+def warn(text: str) -> None:
+    _err.print(f"[yellow]![/yellow] {_escape(text)}")
+
+
+def error(text: str, hint: str | None = None) -> None:
+    _err.print(f"[red]✗ {_escape(text)}[/red]")
+    if hint:
+        _err.print(f"  [dim]hint: {_escape(hint)}[/dim]")
+
+
+@contextmanager
+def spinner(text: str) -> Iterator[None]:
+    """A spinner on a terminal; a plain line otherwise."""
+    if is_interactive():
+        with _out.status(_escape(text)):
+            yield
+    else:
+        line(text)
+        yield
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
