@@ -77,7 +77,9 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        output.error(f"unexpected error: {type(exc).__name__}: {exc}", "re-run with --verbose and report it")
+        output.error(
+            f"unexpected error: {type(exc).__name__}: {exc}", "re-run with --verbose and report it"
+        )
         if output.is_verbose():
             traceback.print_exc()
         sys.exit(1)

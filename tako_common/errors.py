@@ -40,7 +40,9 @@ class ConfigError(TakoError):
 
     def __init__(self, issues: list[str], *, hint: str | None = None) -> None:
         self.issues = list(issues)
-        super().__init__("\n".join(self.issues) if self.issues else "invalid configuration", hint=hint)
+        super().__init__(
+            "\n".join(self.issues) if self.issues else "invalid configuration", hint=hint
+        )
 
 
 class ProtocolError(TakoError):

@@ -85,7 +85,9 @@ def sanitize_app_name(raw: str) -> str:
 def release_version(commit: str | None, dirty: bool, source_hash: str) -> str:
     """Version of a deploy: ``{commit}`` clean, ``{commit}_{hash8}`` dirty, ``nogit_{hash8}``."""
     if len(source_hash) < 8 or not re.match(r"^[0-9a-f]+$", source_hash):
-        raise ValidationError(f"invalid source hash {source_hash!r}: need >= 8 lowercase hex digits")
+        raise ValidationError(
+            f"invalid source hash {source_hash!r}: need >= 8 lowercase hex digits"
+        )
     hash8 = source_hash[:8]
     if not commit:
         return f"nogit_{hash8}"
@@ -95,10 +97,13 @@ def release_version(commit: str | None, dirty: bool, source_hash: str) -> str:
 
 
 def parse_release_version(version: str) -> tuple[str | None, bool, str | None]:
-    """Inverse of :func:`release_version`: ``(commit, dirty, hash8)``; ``ValidationError`` if not one."""
+    """Inverse of :func:`release_version`: ``(commit, dirty, hash8)``.
+
+    Raises ``ValidationError`` when the version is not of one of the three forms.
+    """
     validate_version(version)
     if version.startswith("nogit_"):
-        hash8 = version[len("nogit_"):]
+        hash8 = version[len("nogit_") :]
         if _HASH8_RE.match(hash8):
             return None, True, hash8
     elif "_" in version:
@@ -108,5 +113,6 @@ def parse_release_version(version: str) -> tuple[str | None, bool, str | None]:
     elif _COMMIT_RE.match(version):
         return version, False, None
     raise ValidationError(
-        f"release version {version!r} is not of the form {{commit}}, {{commit}}_{{hash8}} or nogit_{{hash8}}"
+        f"release version {version!r} is not of the form "
+        "{commit}, {commit}_{hash8} or nogit_{hash8}"
     )

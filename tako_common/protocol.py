@@ -29,6 +29,8 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+)
+from pydantic import (
     ValidationError as PydanticValidationError,
 )
 
@@ -68,13 +70,21 @@ def _check_owner(value: str) -> str:
 
 def _check_artifact_name(value: str) -> str:
     if "/" in value or "\\" in value or value in (".", "..") or not value.endswith(".tar.zst"):
-        raise ValueError("artifact must be a file name inside the server's incoming directory, ending in .tar.zst")
+        raise ValueError(
+            "artifact must be a file name inside the server's incoming directory, "
+            "ending in .tar.zst"
+        )
     return value
 
 
 def _check_subdir(value: str) -> str:
     parts = value.split("/")
-    if value.startswith("/") or any(p in ("..",) for p in parts) or "\\" in value or "\x00" in value:
+    if (
+        value.startswith("/")
+        or any(p in ("..",) for p in parts)
+        or "\\" in value
+        or "\x00" in value
+    ):
         raise ValueError("app_subdir must be a relative path inside the release ('.' for the root)")
     return value
 
@@ -232,7 +242,7 @@ class UnlockRequest(_AppRef):
 
 
 class HasArtifactRequest(_Message):
-    """Ask whether ``incoming/{sha256}.tar.zst`` is already on the server (upload can be skipped)."""
+    """Is ``incoming/{sha256}.tar.zst`` already on the server? (then the upload is skipped)"""
 
     command: Literal["has_artifact"] = "has_artifact"
     sha256: Sha256

@@ -20,7 +20,9 @@ def test_paths_follow_the_documented_layout(tmp_path: Path) -> None:
     assert layout.state_db.name == "runtime-state.sqlite3"
 
 
-@pytest.mark.parametrize(("app", "env", "version"), [("../x", "p", "v"), ("a", "..", "v"), ("a", "p", "..")])
+@pytest.mark.parametrize(
+    ("app", "env", "version"), [("../x", "p", "v"), ("a", "..", "v"), ("a", "p", "..")]
+)
 def test_unsafe_components_are_refused(tmp_path: Path, app: str, env: str, version: str) -> None:
     with pytest.raises(ValidationError):
         ServerLayout(tmp_path).release_dir(app, env, version)

@@ -26,12 +26,16 @@ def test_invalid_app_names_name_the_rule(name: str) -> None:
         validate_app_name(name)
 
 
-@pytest.mark.parametrize("version", ["abc1234", "abc1234_deadbeef", "nogit_deadbeef", "v1.2.3", "a" * 128])
+@pytest.mark.parametrize(
+    "version", ["abc1234", "abc1234_deadbeef", "nogit_deadbeef", "v1.2.3", "a" * 128]
+)
 def test_valid_versions(version: str) -> None:
     assert validate_version(version) == version
 
 
-@pytest.mark.parametrize("version", ["", ".", "..", "../x", "a/b", "a\\b", "a" * 129, "x y", "a\x00"])
+@pytest.mark.parametrize(
+    "version", ["", ".", "..", "../x", "a/b", "a\\b", "a" * 129, "x y", "a\x00"]
+)
 def test_versions_never_contain_path_separators_or_dots_only(version: str) -> None:
     with pytest.raises(ValidationError, match="invalid release version"):
         validate_version(version)

@@ -61,7 +61,10 @@ def test_a_valid_deploy_request_parses_with_defaults() -> None:
         ({"instances": 1000}, "instances"),
         ({"secrets": {"BAD-NAME": "x"}}, "invalid variable name"),
         ({"manifest": {"runtime": "cobol", "main": "x"}}, "manifest.runtime"),
-        ({"manifest": {"runtime": "python", "main": "app.py", "app_subdir": "../up"}}, "app_subdir"),
+        (
+            {"manifest": {"runtime": "python", "main": "app.py", "app_subdir": "../up"}},
+            "app_subdir",
+        ),
         ({"surprise": 1}, "surprise"),
     ],
 )
@@ -140,12 +143,16 @@ def test_decoder_reports_an_oversized_line_split_over_many_chunks_once() -> None
 
 @given(
     st.lists(
-        st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=30)), max_size=4),
+        st.dictionaries(
+            st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=30)), max_size=4
+        ),
         max_size=6,
     ),
     st.integers(min_value=1, max_value=17),
 )
-def test_framing_round_trips_under_any_chunking(messages: list[dict[str, object]], chunk: int) -> None:
+def test_framing_round_trips_under_any_chunking(
+    messages: list[dict[str, object]], chunk: int
+) -> None:
     stream = b"".join(encode_frame(m) for m in messages)
     decoder = FrameDecoder()
     out: list[bytes | ProtocolError] = []
