@@ -1,0 +1,240 @@
+"""Artifact cache: key, hit/miss/corruption, pruning plan, and whole local builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tako_client.build.artifacts import (
+    KEEP_ARTIFACTS,
+    KEEP_SOURCES,
+    CacheEntry,
+    build_artifact,
+    cache_key,
+    plan_prune,
+)
+from tako_client.build.bundle import list_tar_zst
+from tako_client.build.plan import BuildError, BuildPlan, Stage, Target
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "Tako Test")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "test@example.invalid")
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return proc.stdout
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def names(paths: list[Path]) -> list[str]:
+    return sorted(p.name for p in paths)
+
+
+# --- pure pruning plan ---------------------------------------------------------------
+
+
+def entries(prefix: str, suffix: str, count: int, age0: float = 1000.0) -> list[CacheEntry]:
+    return [CacheEntry(Path(f"/a/{prefix}{i:03d}{suffix}"), NOW - age0 - i) for i in range(count)]
+
+
+def test_prune_keeps_the_newest_30_sources_and_90_artifacts() -> None:
+    sources = entries("v", "-source.tar.zst", KEEP_SOURCES + 2)
+    artifacts = entries("artifact-shared-", ".tar.zst", KEEP_ARTIFACTS + 1)
+    doomed = plan_prune(sources + artifacts, NOW)
+    assert names(doomed) == [
+        f"artifact-shared-{KEEP_ARTIFACTS:03d}.tar.zst",
+        f"v{KEEP_SOURCES:03d}-source.tar.zst",
+        f"v{KEEP_SOURCES + 1:03d}-source.tar.zst",
+    ]
+
+
+def test_prune_removes_metadata_of_pruned_and_missing_artifacts() -> None:
+    artifacts = entries("artifact-shared-", ".tar.zst", KEEP_ARTIFACTS + 1)
+    metas = [CacheEntry(e.path.with_suffix("").with_suffix(".json"), e.mtime) for e in artifacts]
+    orphan = CacheEntry(Path("/a/artifact-linux-x86_64-glibc-deadbeef.json"), NOW)
+    doomed = plan_prune(artifacts + metas + [orphan], NOW)
+    assert names(doomed) == [
+        "artifact-linux-x86_64-glibc-deadbeef.json",
+        f"artifact-shared-{KEEP_ARTIFACTS:03d}.json",
+        f"artifact-shared-{KEEP_ARTIFACTS:03d}.tar.zst",
+    ]
+
+
+def test_prune_never_removes_entries_younger_than_the_grace_period() -> None:
+    fresh = entries("v", "-source.tar.zst", KEEP_SOURCES + 5, age0=0.0)
+    assert plan_prune(fresh, NOW, grace=600.0) == []
+
+
+@pytest.mark.parametrize(("age", "removed"), [(10.0, False), (3600.0, True)])
+def test_prune_removes_stale_temporary_files_only(age: float, removed: bool) -> None:
+    tmp = CacheEntry(Path("/a/artifact-shared-x.tar.zst.tmp-123"), NOW - age)
+    other = CacheEntry(Path("/a/notes.txt"), NOW - 10_000)
+    assert plan_prune([tmp, other], NOW) == ([tmp.path] if removed else [])
+
+
+def test_cache_key_is_canonical_json_order_independent() -> None:
+    assert cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
+    assert cache_key({"a": 1}) != cache_key({"a": 2})
+
+
+# --- whole local builds ---------------------------------------------------------------
+
+
+def python_app(root: Path) -> Path:
+    write(
+        root,
+        {
+            "app.py": "print('hi')\n",
+            "requirements.txt": "",
+            "static/logo.svg": "<svg/>",
+            ".env": "SECRET=1",
+        },
+    )
+    return root
+
+
+def plan_with_build(**kwargs: object) -> BuildPlan:
+    build = Stage("build", run="mkdir -p dist && echo built > dist/out.txt")
+    return BuildPlan(runtime="python", build=build, **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_build_misses_then_the_same_inputs_hit_the_cache(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    lines: list[str] = []
+    first = build_artifact(plan_with_build(), app, on_output=lines.append)
+    assert not first.cache_hit and "$ mkdir -p dist && echo built > dist/out.txt" in lines
+    second = build_artifact(plan_with_build(), app)
+    assert second.cache_hit and second.path == first.path and second.sha256 == first.sha256
+    meta = json.loads(first.path.with_suffix("").with_suffix(".json").read_text())
+    assert meta["cache_key"][:16] in first.path.name and meta["size"] == first.size
+    assert not (app / ".tako" / "build" / f"work-{first.version}").exists()
+
+
+def test_corrupt_cached_artifact_is_rebuilt(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    first = build_artifact(plan_with_build(), app)
+    first.path.write_bytes(b"garbage")
+    again = build_artifact(plan_with_build(), app)
+    assert not again.cache_hit and again.sha256 == first.sha256
+
+
+def test_missing_metadata_forces_a_rebuild(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    first = build_artifact(plan_with_build(), app)
+    first.path.with_suffix("").with_suffix(".json").unlink()
+    assert not build_artifact(plan_with_build(), app).cache_hit
+
+
+@pytest.mark.parametrize(
+    ("edit_source", "second_plan"),
+    [
+        (True, plan_with_build()),
+        (False, plan_with_build(exclude=("*.svg",))),
+        (False, plan_with_build(runtime_version="3.12")),
+    ],
+    ids=["source", "patterns", "runtime-version"],
+)
+def test_changing_source_or_plan_changes_the_cache_key(
+    tmp_path: Path, edit_source: bool, second_plan: BuildPlan
+) -> None:
+    app = python_app(tmp_path / "app")
+    first = build_artifact(plan_with_build(), app)
+    if edit_source:
+        (app / "app.py").write_text("print('changed')\n")
+    second = build_artifact(second_plan, app)
+    assert second.path != first.path and not second.cache_hit
+
+
+def test_artifact_contents_respect_forced_excludes_assets_and_patterns(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    plan = plan_with_build(assets=("static",), exclude=("requirements.txt",))
+    built = build_artifact(plan, app)
+    members = {m.name for m in list_tar_zst(built.path)}
+    assert members == {"app.py", "dist/out.txt", "public/logo.svg", "static/logo.svg"}
+
+
+def test_monorepo_artifact_keeps_source_root_layout_and_manifest_records_subdir(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    write(repo, {"libs/shared.py": "X = 1\n", "README.md": "mono"})
+    python_app(repo / "apps" / "api")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "Add api")
+    stages = (
+        Stage("libs", cwd="../../libs", run="echo compiled > shared.out"),
+        Stage("api", run="test -f ../../libs/shared.out"),
+    )
+    built = build_artifact(
+        BuildPlan(runtime="python", stages=stages, install="pip install -r requirements.txt"),
+        repo / "apps" / "api",
+    )
+    members = {m.name for m in list_tar_zst(built.path)}
+    assert {"apps/api/app.py", "libs/shared.py", "libs/shared.out", "README.md"} <= members
+    commit = git(repo, "rev-parse", "--short", "HEAD").strip()
+    assert built.version == commit
+    assert built.manifest == {
+        "runtime": "python",
+        "runtime_version": None,
+        "main": "app.py",
+        "start": None,
+        "app_subdir": "apps/api",
+        "commit": commit,
+        "commit_message": "Add api",
+        "git_dirty": False,
+        "install": "pip install -r requirements.txt",
+    }
+
+
+def test_build_fails_when_main_is_not_produced(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    with pytest.raises(BuildError, match="main 'server.py' does not exist"):
+        build_artifact(BuildPlan(runtime="python", main="server.py"), app)
+
+
+def test_failed_stage_keeps_no_artifact_and_names_the_stage(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    plan = BuildPlan(runtime="python", build=Stage("build", run="echo boom; exit 7"))
+    with pytest.raises(BuildError, match="build stage 'build' failed: `echo boom; exit 7` exited"):
+        build_artifact(plan, app)
+    assert not list((app / ".tako" / "artifacts").glob("artifact-*"))
+
+
+def test_target_specific_runtime_needs_a_target_and_labels_the_artifact(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    write(app, {"main.go": "package main\n", "app": "prebuilt"})
+    plan = BuildPlan(runtime="go", build=Stage("build", run="true"))
+    with pytest.raises(BuildError, match="no target"):
+        build_artifact(plan, app)
+    built = build_artifact(plan, app, target=Target("x86_64", "musl"))
+    assert built.path.name.startswith("artifact-linux-x86_64-musl-")
+
+
+def test_each_build_prunes_the_cache(tmp_path: Path) -> None:
+    app = python_app(tmp_path / "app")
+    artifacts = app / ".tako" / "artifacts"
+    artifacts.mkdir(parents=True)
+    orphan = artifacts / "artifact-shared-0000000000000000.json"
+    orphan.write_text("{}")
+    build_artifact(plan_with_build(), app)
+    assert not orphan.exists()
