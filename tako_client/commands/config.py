@@ -1,0 +1,188 @@
+"""``tako config``: show the resolved configuration of one environment, or what is wrong.
+
+Rules:
+- the config file is ``-c FILE`` (a file, or a directory holding tako.toml) or
+  ./tako.toml; its parent directory is the app directory;
+- an invalid file prints every problem (``file:line key: rule``) to stderr and exits 1;
+  warnings (legacy forms, ignored keys) go to stderr and never change the exit code;
+- the report shows values from tako.toml and secret NAMES only (read from
+  ``.tako/secrets.json`` beside the config when it exists) — never secret values;
+- ``--json`` prints the same report as one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tako_client import output
+from tako_client import secrets as secret_store
+from tako_common.config import (
+    DEFAULT_ENV,
+    LOCAL_STORAGE,
+    LoadedConfig,
+    build_steps,
+    env_servers,
+    idle_timeout_for,
+    instances_for,
+    load_config,
+    merged_vars,
+    release_command,
+    resolve_config_path,
+    resolve_env,
+    wildcard_routes,
+)
+from tako_common.errors import ConfigError
+from tako_common.names import RESERVED_ENV
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tako config`` to ``app``."""
+    app.command("config", help="Show the resolved configuration of an environment.")(
+        config_command
+    )
+
+
+def print_config_error(exc: ConfigError) -> None:
+    """Every issue on its own line on stderr, then the hint once."""
+    issues = exc.issues or [exc.message]
+    for issue in issues[:-1]:
+        output.error(issue)
+    output.error(issues[-1], exc.hint)
+
+
+def load_or_exit(config: str | None) -> LoadedConfig:
+    """Resolve and load the config; on problems print them and exit 1; print warnings."""
+    try:
+        loaded = load_config(resolve_config_path(config, Path.cwd()))
+    except ConfigError as exc:
+        print_config_error(exc)
+        raise typer.Exit(1) from exc
+    for warning in loaded.warnings:
+        output.warn(warning)
+    return loaded
+
+
+def config_command(
+    env: str = typer.Option(DEFAULT_ENV, "--env", "-e", help="Environment to resolve."),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="Path to tako.toml (its directory is the app directory)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    loaded = load_or_exit(config)
+    try:
+        names = sorted(secret_store.load_secrets(loaded.app_dir).get(env, {}))
+        report = describe(loaded, env, names)
+    except ConfigError as exc:
+        print_config_error(exc)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for text in render_text(report):
+            output.line(text)
+
+
+def describe(loaded: LoadedConfig, env: str, secret_names: list[str]) -> dict[str, Any]:
+    """The resolved view of ``env`` as plain data (what ``--json`` prints)."""
+    config = loaded.config
+    found = resolve_env(loaded, env)
+    servers = env_servers(loaded, env)
+    return {
+        "app": loaded.app_name,
+        "env": env,
+        "config": str(loaded.path),
+        "app_dir": str(loaded.app_dir),
+        "deployable": env != RESERVED_ENV,
+        "runtime": config.runtime,
+        "package_manager": config.package_manager,
+        "preset": config.preset,
+        "main": config.main,
+        "app_root": config.app_root,
+        "dev": config.dev,
+        "start": config.start,
+        "container": config.container,
+        "assets": config.assets or [],
+        "release": release_command(loaded, env),
+        "routes": found.route_list,
+        "wildcard_routes": wildcard_routes(loaded, env),
+        "ssl": found.ssl,
+        "source_ip": found.source_ip,
+        "idle_timeout": found.idle_timeout,
+        "servers": {
+            name: {
+                "instances": instances_for(loaded, env, name),
+                "idle_timeout": idle_timeout_for(loaded, env, name),
+            }
+            for name in servers
+        },
+        "vars": merged_vars(loaded, env, {}),
+        "secrets": secret_names,
+        "build": [stage.model_dump(exclude_none=True) for stage in build_steps(loaded)],
+        "include": config.build.include if config.build else None,
+        "exclude": config.build.exclude if config.build else None,
+        "storages": _storages(loaded, env),
+        "backup": found.backup.storage if found.backup else None,
+    }
+
+
+def _storages(loaded: LoadedConfig, env: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for binding, resource in resolve_env(loaded, env).storages.items():
+        declared = loaded.config.storages.get(resource)
+        if declared is not None:
+            out[binding] = {"resource": resource, **declared.model_dump(exclude_none=True)}
+        else:
+            out[binding] = {"resource": resource, "provider": LOCAL_STORAGE}
+    return out
+
+
+def render_text(report: dict[str, Any]) -> list[str]:
+    """Human lines for the report: scalars first, then one block per collection."""
+    lines = [f"{report['app']} ({report['env']})  {report['config']}"]
+    if not report["deployable"]:
+        lines.append("  (development is used by tako dev and is not deployable)")
+    for key in ("runtime", "package_manager", "preset", "main", "app_root", "container",
+                "release", "ssl", "source_ip", "idle_timeout", "backup"):
+        if report[key] is not None:
+            lines.append(f"{key + ':':<18}{report[key]}")
+    for key in ("dev", "start"):
+        if report[key]:
+            lines.append(f"{key + ':':<18}{json.dumps(report[key])}")
+    lines += _block("routes", report["routes"])
+    if report["wildcard_routes"] and report["ssl"] == "letsencrypt":
+        lines.append("  (wildcard routes need: tako credentials set ssl.cloudflare --env "
+                     f"{report['env']})")
+    lines += _block("servers", [
+        f"{name}  instances={info['instances']} idle_timeout={info['idle_timeout']}"
+        for name, info in report["servers"].items()
+    ])
+    lines += _block("vars", [f"{name}={value}" for name, value in report["vars"].items()])
+    lines += _block("secrets", report["secrets"])
+    lines += _block("build", [_stage_line(stage) for stage in report["build"]])
+    lines += _block("assets", report["assets"])
+    lines += _block("storages", [
+        f"{binding} -> {info['resource']} ({info['provider']})"
+        for binding, info in report["storages"].items()
+    ])
+    return lines
+
+
+def _block(title: str, items: list[str]) -> list[str]:
+    if not items:
+        return [f"{title + ':':<18}(none)"]
+    return [f"{title}:", *(f"  {item}" for item in items)]
+
+
+def _stage_line(stage: dict[str, Any]) -> str:
+    parts = [stage.get("name") or "stage"]
+    if "cwd" in stage:
+        parts.append(f"cwd={stage['cwd']}")
+    if "install" in stage:
+        parts.append(f"install={stage['install']!r}")
+    parts.append(f"run={stage['run']!r}")
+    return "  ".join(parts)

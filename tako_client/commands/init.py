@@ -1,0 +1,204 @@
+"""``tako init [DIR]``: write a commented tako.toml for the app in DIR (default: here).
+
+Rules:
+- runtime: ``--runtime``, else detected from marker files in this order: bun.lock /
+  bun.lockb -> bun; deno.json / deno.jsonc -> deno; package.json -> node; pyproject.toml /
+  requirements.txt -> python; go.mod -> go; else left commented out;
+- main: package.json ``main`` when that file exists, else the first existing usual
+  entrypoint of the runtime (index.ts, server.js, src/index.ts, app.py, main.py, ...);
+- name and production route: flags; on a terminal (stdin and stdout are TTYs) a prompt
+  with the default; otherwise the default: name from the directory, route
+  ``{name}.localhost`` (a private host that deploys with a self-signed certificate;
+  replace it with the real host before going public);
+- an existing tako.toml is overwritten only with ``--force`` or after a yes on a terminal;
+- the rendered file is validated with the real loader before anything is written, and
+  is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from tako_client import output
+from tako_client.commands.config import print_config_error
+from tako_common.config import CONFIG_FILE, load_config_text, split_runtime
+from tako_common.errors import ConfigError, TakoError, ValidationError
+from tako_common.names import sanitize_app_name, validate_app_name
+
+RUNTIME_MARKERS: tuple[tuple[str, str], ...] = (
+    ("bun.lock", "bun"),
+    ("bun.lockb", "bun"),
+    ("deno.json", "deno"),
+    ("deno.jsonc", "deno"),
+    ("package.json", "node"),
+    ("pyproject.toml", "python"),
+    ("requirements.txt", "python"),
+    ("go.mod", "go"),
+)
+PACKAGE_MANAGER_MARKERS: tuple[tuple[str, str], ...] = (
+    ("pnpm-lock.yaml", "pnpm"),
+    ("yarn.lock", "yarn"),
+)
+_JS_MAINS = (
+    "index.ts", "index.tsx", "index.js", "index.mjs", "server.ts", "server.js", "app.ts",
+    "app.js", "src/index.ts", "src/index.tsx", "src/index.js", "src/server.ts",
+    "src/server.js", "src/app.ts", "src/app.js",
+)
+MAIN_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "bun": _JS_MAINS,
+    "node": _JS_MAINS,
+    "deno": ("main.ts", "mod.ts", *_JS_MAINS),
+    "python": ("app.py", "main.py", "server.py", "src/app.py", "src/main.py"),
+    "go": (),
+}
+TEMPLATE = "tako.toml.tmpl"
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What the directory says about the app."""
+
+    runtime: str | None
+    main: str | None
+    package_manager: str | None
+
+
+def detect(directory: Path, runtime: str | None = None) -> Detected:
+    """Runtime (unless given), entrypoint and JS package manager from files in ``directory``."""
+    if runtime is None:
+        runtime = next(
+            (name for marker, name in RUNTIME_MARKERS if (directory / marker).is_file()), None
+        )
+    kind = split_runtime(runtime)[0] if runtime else None
+    manager = None
+    if kind == "node":
+        manager = next(
+            (pm for marker, pm in PACKAGE_MANAGER_MARKERS if (directory / marker).is_file()),
+            None,
+        )
+    return Detected(runtime, _detect_main(directory, kind), manager)
+
+
+def _detect_main(directory: Path, kind: str | None) -> str | None:
+    if kind in ("bun", "node", "deno"):
+        declared = _package_json_main(directory)
+        if declared is not None:
+            return declared
+    for candidate in MAIN_CANDIDATES.get(kind or "", ()):
+        if (directory / candidate).is_file():
+            return candidate
+    return None
+
+
+def _package_json_main(directory: Path) -> str | None:
+    try:
+        data = json.loads((directory / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    main = data.get("main") if isinstance(data, dict) else None
+    if isinstance(main, str) and main and (directory / main).is_file():
+        return main.removeprefix("./")
+    return None
+
+
+def render(name: str, route: str, found: Detected) -> str:
+    """The commented template with the answers filled in (TOML-escaped)."""
+    text = resources.files("tako_client").joinpath("templates", TEMPLATE).read_text("utf-8")
+    runtime = (
+        f"runtime = {json.dumps(found.runtime)}" if found.runtime
+        else '# runtime = "bun"   # not detected: set bun, node, deno, python or go'
+    )
+    main = f"main = {json.dumps(found.main)}" if found.main else '# main = "index.js"'
+    text = text.replace("@@NAME@@", json.dumps(name)).replace("@@ROUTE@@", json.dumps(route))
+    text = text.replace("@@RUNTIME@@", runtime).replace("@@MAIN@@", main)
+    if found.package_manager:
+        text = text.replace(
+            '# package_manager = "npm"', f"package_manager = {json.dumps(found.package_manager)}"
+        )
+    return text
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tako init`` to ``app``."""
+    app.command("init", help="Write a commented tako.toml for an app.")(init_command)
+
+
+def init_command(
+    directory: Path | None = typer.Argument(None, help="App directory (default: current)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing tako.toml."),
+    name: str | None = typer.Option(None, "--name", help="App name (default: directory name)."),
+    route: str | None = typer.Option(None, "--route", help="Production route (host[/path])."),
+    runtime: str | None = typer.Option(
+        None, "--runtime", help="bun, node, deno, python or go (optionally @version)."
+    ),
+) -> None:
+    target = (directory or Path.cwd()).absolute()
+    path = target / CONFIG_FILE
+    interactive = output.is_interactive()
+    _check_overwrite(path, force, interactive)
+    if runtime is not None:
+        split_runtime(runtime)
+    found = detect(target, runtime) if target.is_dir() else Detected(runtime, None, None)
+    app_name = _ask_name(name, target, interactive)
+    app_route = route or _ask(interactive, "Production route", f"{app_name}.localhost")
+    text = render(app_name, app_route, found)
+    try:
+        load_config_text(text, path)
+    except ConfigError as exc:
+        print_config_error(exc)
+        raise typer.Exit(1) from exc
+    target.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, text)
+    output.success(f"wrote {path}")
+    output.bullet(f"runtime: {found.runtime or 'not detected (set runtime in tako.toml)'}")
+    output.bullet(f"main: {found.main or 'not detected (runtime default applies)'}")
+    output.bullet(f"production route: {app_route}")
+    output.line("Next: tako servers add, then tako deploy")
+
+
+def _check_overwrite(path: Path, force: bool, interactive: bool) -> None:
+    if force or not path.exists():
+        return
+    if not interactive:
+        raise TakoError(f"{path} already exists", hint="pass --force to overwrite it")
+    if not typer.confirm(f"{path} already exists. Overwrite it?", default=False):
+        raise TakoError(f"{path} already exists; left unchanged")
+
+
+def _ask_name(name: str | None, target: Path, interactive: bool) -> str:
+    if name is not None:
+        return validate_app_name(name)
+    try:
+        default: str | None = sanitize_app_name(target.name)
+    except ValidationError as exc:
+        if not interactive:
+            raise ValidationError(exc.message, hint="pass --name") from exc
+        default = None
+    return validate_app_name(_ask(interactive, "App name", default))
+
+
+def _ask(interactive: bool, question: str, default: str | None) -> str:
+    if not interactive:
+        if default is None:
+            raise ValidationError(f"{question.lower()} is required")
+        return default
+    return str(typer.prompt(question, default=default)).strip()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tako.toml.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
