@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 #: Command modules, each with ``register(app)``; order is the order in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("init", "config", "secrets")
+COMMAND_MODULES: tuple[str, ...] = ("init", "config", "deploy", "apps", "secrets", "servers")
 
 
 def _version_callback(value: bool) -> None:

@@ -7,10 +7,11 @@ otherwise (CI logs). Errors go to stderr as one red line plus an optional hint.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 _out = Console(highlight=False, soft_wrap=True, emoji=False)
 _err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -75,3 +76,36 @@ def spinner(text: str) -> Iterator[None]:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
+
+
+class TransferProgress:
+    """Upload progress bars, one per server, on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = Progress(console=_out) if is_interactive() else None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> TransferProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def callback(self, name: str) -> Callable[[int, int], None] | None:
+        progress = self._progress
+        if progress is None:
+            return None
+
+        def update(done: int, total: int) -> None:
+            if name not in self._tasks:
+                self._tasks[name] = progress.add_task(f"upload {name}", total=total)
+            progress.update(self._tasks[name], completed=done, total=total)
+
+        return update
+
+
+def transfer_progress() -> TransferProgress:
+    return TransferProgress()

@@ -1,0 +1,169 @@
+"""``tako deploy [--env production] [--yes] [-c FILE] [DIR]``.
+
+Validates the environment (declared, routed, not ``development``, servers mapped, secrets
+complete), builds or reuses the artifact, then deploys to every server in parallel
+(:mod:`tako_client.deploy`) and prints one line per server, the URLs and a summary. Any
+failed server makes the exit code 1. Interactive production deploys ask first unless
+``--yes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from tako_client import output
+from tako_client.appctx import AppContext, build_plan, load_app, select_servers
+from tako_client.build import build_artifact
+from tako_client.build.artifacts import BuiltArtifact
+from tako_client.build.plan import Target
+from tako_client.deploy import DeployTarget, ServerOutcome, deploy_to_server, lock_owner, route_urls
+from tako_client.fanout import HostResult, failed
+from tako_client.global_config import GlobalConfig, ServerEntry
+from tako_client.secrets import decrypt_env, extra_for_env, missing_for_env
+from tako_client.sessions import Session, on_servers
+from tako_client.ssh import SshClient
+from tako_common.config import deploy_check, env_routes, idle_timeout_for, merged_vars
+from tako_common.errors import TakoError
+
+EnvOpt = typer.Option("production", "--env", "-e", help="Environment to deploy.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Path to tako.toml (app dir = its parent).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy", help="Build the app and deploy it to every server of an environment.")(
+        deploy_command
+    )
+
+
+def deploy_command(
+    directory: Path | None = typer.Argument(None, help="App directory (default: current)."),
+    env: str = EnvOpt,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    config: str | None = ConfigOpt,
+) -> None:
+    ctx = load_app(config, directory, env)
+    for warning in ctx.loaded.warnings:
+        output.warn(warning)
+    deploy_check(ctx.loaded, env)
+    selection = select_servers(ctx, GlobalConfig.load())
+    if selection.note:
+        output.warn(selection.note)
+    secrets = _secrets(ctx)
+    if env == "production" and not yes and output.is_interactive():
+        if not typer.confirm(f"Deploy {ctx.app} to production now?", default=False):
+            output.line("Deployment cancelled.")
+            raise typer.Exit(1)
+    artifacts = _build(ctx, selection.servers)
+    target = DeployTarget(
+        app=ctx.app,
+        env=env,
+        routes=env_routes(ctx.loaded, env),
+        vars=merged_vars(ctx.loaded, env, {}),
+        secrets=secrets,
+        instances=_instances(ctx, selection.servers),
+        idle_timeout=idle_timeout_for(ctx.loaded, env, selection.servers[0].name),
+    )
+    results = asyncio.run(_deploy_all(target, selection.servers, artifacts))
+    _summary(ctx, target, results, artifacts)
+
+
+def _secrets(ctx: AppContext) -> dict[str, str]:
+    missing = missing_for_env(ctx.app_dir, ctx.env)
+    if missing:
+        raise TakoError(
+            f"environment '{ctx.env}' is missing secrets that other environments define: "
+            + ", ".join(missing),
+            hint=f"set them with `tako secrets set NAME --env {ctx.env}`",
+        )
+    extra = extra_for_env(ctx.app_dir, ctx.env)
+    if extra:
+        output.warn(f"secrets only '{ctx.env}' defines: {', '.join(extra)}")
+    return decrypt_env(ctx.app_dir, ctx.env)
+
+
+def _instances(ctx: AppContext, servers: list[ServerEntry]) -> int | None:
+    """Desired instances only when the (legacy) config says so; else the server keeps its own."""
+    hints = ctx.loaded.legacy
+    for entry in servers:
+        server_hints = hints.servers.get(entry.name)
+        if server_hints is not None and server_hints.instances is not None:
+            return server_hints.instances
+    return hints.instances
+
+
+def _target_of(entry: ServerEntry) -> Target | None:
+    return Target(entry.arch, entry.libc) if entry.arch and entry.libc else None
+
+
+def _build(ctx: AppContext, servers: list[ServerEntry]) -> dict[str, BuiltArtifact]:
+    """One artifact per build target (interpreted runtimes share one); keyed by server."""
+    plan = build_plan(ctx)
+    output.section("Build")
+    by_label: dict[str, BuiltArtifact] = {}
+    result: dict[str, BuiltArtifact] = {}
+    for entry in servers:
+        target = _target_of(entry)
+        label = target.label if target else "shared"
+        if label not in by_label:
+            with output.spinner(f"Building {ctx.app} for {label}..."):
+                by_label[label] = build_artifact(
+                    plan, ctx.app_dir, target=target, on_output=output.detail
+                )
+            built = by_label[label]
+            how = "cached" if built.cache_hit else "built"
+            output.success(f"{how} {built.version} ({built.size / 1024:.0f} KiB, {label})")
+        result[entry.name] = by_label[label]
+    return result
+
+
+async def _deploy_all(
+    target: DeployTarget, servers: list[ServerEntry], artifacts: dict[str, BuiltArtifact]
+) -> list[HostResult[ServerOutcome]]:
+    output.section("Deploy")
+    owner = lock_owner()
+    client = SshClient.from_env()
+    progress = output.transfer_progress()
+
+    async def one(session: Session) -> ServerOutcome:
+        name = session.entry.name
+        outcome = await deploy_to_server(
+            session, target, artifacts[name], owner=owner, progress=progress.callback(name)
+        )
+        output.success(
+            f"{name}: {outcome.data.version} running "
+            f"({outcome.data.instances} instance{'s' if outcome.data.instances != 1 else ''}"
+            f"{', upload skipped' if not outcome.uploaded else ''})"
+        )
+        return outcome
+
+    with progress:
+        return await on_servers(client, servers, one)
+
+
+def _summary(
+    ctx: AppContext,
+    target: DeployTarget,
+    results: list[HostResult[ServerOutcome]],
+    artifacts: dict[str, BuiltArtifact],
+) -> None:
+    output.section("Summary")
+    for result in results:
+        if result.ok:
+            output.success(f"{result.server}: deployed")
+        else:
+            assert result.error is not None
+            output.error(f"{result.server}: {result.error.message}", result.error.hint)
+    version = next(iter(artifacts.values())).version
+    output.line(f"Revision: {version}")
+    for url in route_urls(target.routes):
+        output.line(f"URL     : {url}")
+    bad = failed(results)
+    if bad:
+        output.error(
+            f"deployment of {ctx.key} partially failed: "
+            f"{len(results) - len(bad)}/{len(results)} servers succeeded"
+        )
+        raise typer.Exit(1)

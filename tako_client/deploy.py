@@ -1,0 +1,162 @@
+"""``tako deploy``: from a loaded tako.toml to a release running on every server.
+
+Steps (000 "Deploy Flow"): validate the environment and its secrets, build (or reuse) the
+artifact locally, then on every server in parallel: hello, deploy lock, disk preflight,
+upload (skipped when the server already holds that sha256), ``deploy`` (the server
+extracts, prepares, rolls out and moves ``current``), unlock. One server's failure never
+stops the others; the summary names each server's result.
+
+Rules: secrets travel only inside the ``deploy`` request (never argv, logs or app.json);
+the lock is released on every path (and by the server when the connection drops); a
+failed deploy leaves no release behind (the server removes the directory it created).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from tako_client.build.artifacts import BuiltArtifact
+from tako_common.errors import TakoError
+from tako_common.protocol import (
+    DeployData,
+    DeployRequest,
+    HasArtifactRequest,
+    LockRequest,
+    ReleaseManifest,
+    ServerInfoData,
+    ServerInfoRequest,
+    UnlockRequest,
+)
+from tako_common.routes import parse_route
+
+#: Free space the server needs beyond the artifact: room to extract it (x3) plus slack.
+DISK_SLACK_BYTES = 64 * 1024 * 1024
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class DeployError(TakoError):
+    code = "deploy"
+
+
+class Session(Protocol):
+    """One server's control channel over its SSH connection."""
+
+    async def request(self, message: BaseModel) -> Any: ...
+
+    async def upload(
+        self, local: Path, remote: str, progress: ProgressCallback | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """What is deployed where: the same for every server of the environment."""
+
+    app: str
+    env: str
+    routes: list[str]
+    vars: dict[str, str]
+    secrets: dict[str, str]
+    instances: int | None
+    idle_timeout: int
+
+
+@dataclass(frozen=True)
+class ServerOutcome:
+    data: DeployData
+    uploaded: bool
+
+
+def lock_owner() -> str:
+    """Who holds a deploy lock, as shown to a second deployer: ``user@host:pid``."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "tako"
+    host = socket.gethostname().split(".")[0] or "localhost"
+    raw = f"{user}@{host}:{os.getpid()}"
+    return "".join(c if c.isalnum() or c in "._@:-" else "-" for c in raw)[:128]
+
+
+def required_disk_bytes(artifact_size: int) -> int:
+    return 3 * artifact_size + DISK_SLACK_BYTES
+
+
+def check_disk(info: ServerInfoData, artifact_size: int) -> None:
+    need = required_disk_bytes(artifact_size)
+    if info.disk_free_bytes < need:
+        raise DeployError(
+            f"not enough disk space under {info.data_dir}: "
+            f"{_mib(info.disk_free_bytes)} free, {_mib(need)} needed "
+            f"(3x the {_mib(artifact_size)} artifact + {_mib(DISK_SLACK_BYTES)})",
+            hint="free space on the server (old releases are pruned after 30 days)",
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> DeployRequest:
+    return DeployRequest(
+        app=target.app,
+        env=target.env,
+        version=artifact.version,
+        artifact=f"{artifact.sha256}.tar.zst",
+        sha256=artifact.sha256,
+        routes=target.routes,
+        manifest=ReleaseManifest.model_validate(artifact.manifest),
+        vars=target.vars,
+        secrets=target.secrets,
+        instances=target.instances,
+        idle_timeout=target.idle_timeout,
+        owner=owner,
+    )
+
+
+async def deploy_to_server(
+    session: Session,
+    target: DeployTarget,
+    artifact: BuiltArtifact,
+    *,
+    owner: str,
+    progress: ProgressCallback | None = None,
+) -> ServerOutcome:
+    """The per-server deploy: lock, preflight, upload, deploy, unlock."""
+    info = ServerInfoData.model_validate(await session.request(ServerInfoRequest()))
+    if info.mode == "upgrading":
+        raise DeployError(
+            f"tako-server is being upgraded (by {info.upgrade_owner or 'unknown'})",
+            hint="retry in a minute",
+        )
+    await session.request(LockRequest(app=target.app, env=target.env, owner=owner))
+    try:
+        check_disk(info, artifact.size)
+        present = await session.request(HasArtifactRequest(sha256=artifact.sha256))
+        uploaded = not bool(present.get("present"))
+        if uploaded:
+            remote = f"{info.incoming_dir.rstrip('/')}/{artifact.sha256}.tar.zst"
+            await session.upload(artifact.path, remote, progress)
+        data = await session.request(build_request(target, artifact, owner))
+        return ServerOutcome(DeployData.model_validate(data), uploaded)
+    finally:
+        try:
+            await session.request(UnlockRequest(app=target.app, env=target.env, owner=owner))
+        except (TakoError, OSError):
+            pass  # the server also drops the lock when this connection closes
+
+
+def route_urls(routes: list[str]) -> list[str]:
+    """Browsable URLs of the routes: ``https://host/path`` (wildcards shown as written)."""
+    urls = []
+    for text in routes:
+        route = parse_route(text)
+        host = f"*.{route.host}" if route.wildcard else route.host
+        path = route.prefix or (route.path if route.path else "")
+        urls.append(f"https://{host}{path if path != '/' else ''}")
+    return urls

@@ -1,0 +1,72 @@
+"""Open one server's SSH connection and control channel for a command, and run a command
+on every server of an environment in parallel.
+
+Rules: one SSH connection per server per command; ``hello`` (protocol check) before any
+other request; connections are closed on every path; results are collected per server by
+:func:`tako_client.fanout.fan_out`, so one failing host never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from tako_client.fanout import HostResult, fan_out
+from tako_client.global_config import ServerEntry
+from tako_client.remote import REQUEST_TIMEOUT, RemoteServer
+from tako_client.ssh import Connection, SshClient, SshTarget
+
+T = TypeVar("T")
+
+#: Commands that roll instances (prep, health checks, draining) may take minutes.
+SLOW_COMMANDS = frozenset({"deploy", "rollback", "update_secrets", "scale", "stop", "delete"})
+SLOW_TIMEOUT = 900.0
+
+
+class Session:
+    """A connected server: typed requests plus SFTP upload (the deploy's :class:`Session`)."""
+
+    def __init__(self, entry: ServerEntry, connection: Connection, remote: RemoteServer) -> None:
+        self.entry = entry
+        self.connection = connection
+        self.remote = remote
+
+    def __repr__(self) -> str:
+        return f"Session({self.entry.name})"
+
+    async def request(self, message: BaseModel) -> Any:
+        command = getattr(message, "command", "")
+        timeout = SLOW_TIMEOUT if command in SLOW_COMMANDS else REQUEST_TIMEOUT
+        return await self.remote.request(message, timeout=timeout)
+
+    async def upload(
+        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        await self.connection.upload(local, remote, progress)
+
+
+@asynccontextmanager
+async def open_session(client: SshClient, entry: ServerEntry) -> AsyncIterator[Session]:
+    connection = await client.connect(SshTarget(entry.host, entry.port, label=entry.name))
+    async with connection:
+        async with RemoteServer(connection) as remote:
+            await remote.hello()
+            yield Session(entry, connection, remote)
+
+
+async def on_servers(
+    client: SshClient,
+    servers: Sequence[ServerEntry],
+    operation: Callable[[Session], Awaitable[T]],
+) -> list[HostResult[T]]:
+    """Connect to every server in parallel and run ``operation`` on each session."""
+
+    async def one(entry: ServerEntry) -> T:
+        async with open_session(client, entry) as session:
+            return await operation(session)
+
+    return await fan_out(servers, lambda e: e.name, one)
