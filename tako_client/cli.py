@@ -57,7 +57,9 @@ _register_commands()
 def main() -> None:
     """Console-script entry point with the error boundary."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click *returns* typer.Exit's code instead of exiting
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except TakoError as exc:
         output.error(exc.message, exc.hint)
         if output.is_verbose():
@@ -72,11 +74,10 @@ def main() -> None:
         output.error("interrupted")
         sys.exit(130)
     except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):  # click's (or typer's) ClickException
+            show()
+            sys.exit(exit_code)
         output.error(
             f"unexpected error: {type(exc).__name__}: {exc}", "re-run with --verbose and report it"
         )

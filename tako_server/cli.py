@@ -1,0 +1,97 @@
+"""The ``tako-server`` command line: ``run`` (the default) and ``version``.
+
+Rules: flags only override settings (see :mod:`tako_server.settings` for precedence);
+the CLI has one error boundary: a :class:`TakoError` at start-up prints a one-line
+message (and hint) on stderr and exits 1, without a traceback or locals.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tako_common import __version__
+from tako_common.errors import ConfigError, TakoError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="tako-server: the Tako daemon (proxy, supervisor, TLS, state).",
+)
+
+
+@app.callback()
+def _default(ctx: typer.Context) -> None:
+    """Run the daemon when no command is given."""
+    if ctx.invoked_subcommand is None:
+        run()
+
+
+@app.command()
+def version() -> None:
+    """Print the server version."""
+    typer.echo(f"tako-server {__version__}")
+
+
+@app.command()
+def run(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default /opt/tako).")
+    ] = None,
+    socket: Annotated[Path | None, typer.Option(help="Management socket path.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP listen port (default 80).")] = None,
+    https_port: Annotated[int | None, typer.Option(help="HTTPS listen port (default 443).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Edge worker processes (0 = in-process).")
+    ] = None,
+    no_edge: Annotated[
+        bool, typer.Option("--no-edge", help="Run without the HTTP(S) proxy.")
+    ] = False,
+) -> None:
+    """Run the daemon in the foreground until SIGTERM/SIGINT."""
+    from tako_server.daemon import run_daemon
+    from tako_server.settings import load_settings
+
+    try:
+        settings = load_settings(
+            data_dir=data_dir,
+            socket=socket,
+            http_port=http_port,
+            https_port=https_port,
+            workers=workers,
+        )
+        _configure_logging(settings.log_level)
+        run_daemon(settings, with_edge=not no_edge)
+    except TakoError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(exc: TakoError) -> None:
+    lines = exc.issues if isinstance(exc, ConfigError) else [exc.message]
+    typer.secho("error: " + "\n  ".join(lines), fg=typer.colors.RED, err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What every command handler needs, built once by the daemon and passed down.
+
+Rules: no globals; the supervisor and the certificate manager are described by the
+small protocols below (the real classes live in ``tako_server.supervisor`` and
+``tako_server.tls``), so handlers depend on behaviour, not on construction details.
+Background work goes through :class:`TaskGroup`, which names every task and keeps a
+reference until it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tako_common.layout import ServerLayout
+from tako_server.locks import DeployLocks
+from tako_server.secrets_store import SecretsStore
+from tako_server.settings import ServerSettings
+from tako_server.state import StateStore
+from tako_server.supervisor.spec import AppRuntime, LaunchSpec, RolloutResult
+
+log = logging.getLogger(__name__)
+
+
+class AppLogLike(Protocol):
+    def history(self, n: int) -> list[str]: ...
+    def follow(self) -> AsyncIterator[str]: ...
+
+
+class SupervisorLike(Protocol):
+    async def deploy(self, spec: LaunchSpec, desired: int, idle_timeout: int) -> RolloutResult: ...
+    async def restore(self, spec: LaunchSpec, desired: int, idle_timeout: int) -> None: ...
+    async def scale(self, key: str, desired: int) -> None: ...
+    async def stop(self, key: str) -> None: ...
+    async def remove(self, key: str) -> None: ...
+    def status(self, key: str) -> AppRuntime | None: ...
+    def keys(self) -> list[str]: ...
+    def log(self, key: str) -> AppLogLike: ...
+    async def shutdown(self) -> None: ...
+
+
+class CertsLike(Protocol):
+    def ensure_hosts(self, hosts: Iterable[str]) -> list[Any]: ...
+    def forget(self, hosts: Iterable[str]) -> None: ...
+    def status(self, host: str) -> Any | None: ...
+
+
+class TaskGroup:
+    """Named background tasks with kept references; failures are logged, not lost."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"TaskGroup({sorted(t.get_name() for t in self._tasks)})"
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def utc_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    state: StateStore
+    secrets: SecretsStore
+    supervisor: SupervisorLike
+    locks: DeployLocks
+    tasks: TaskGroup
+    certs: CertsLike | None = None
+    notify: Callable[[], None] = lambda: None
+    socket_path: str = ""
+    pid: int = 0
+
+    @property
+    def layout(self) -> ServerLayout:
+        return self.settings.layout

@@ -1,0 +1,335 @@
+"""The client side of the edge: one ``asyncio.Protocol`` per accepted connection.
+
+Modelled on uvicorn's ``httptools_impl``: ``httptools.HttpRequestParser`` callbacks build
+an :class:`~.exchange.Exchange` per request; the exchange decides and answers.
+
+Rules:
+
+- Keep-alive and pipelining: requests are answered strictly in order; a pipelined
+  request waits (its body buffered up to ``buffer_limit``, then reading pauses) until
+  the one before it is finished.
+- Flow control: reading pauses while any reason holds (upstream buffer full, request
+  body buffered past the limit, too many pipelined requests, closing); the upstream is
+  paused while this socket's write buffer is full.
+- Deadlines (checked by the runtime's sweeper): headers must be complete
+  ``header_timeout`` after the first byte of a request (or after accept), an idle
+  keep-alive connection closes after ``keepalive_timeout``, an exchange waiting for its
+  upstream answers 504 after ``response_timeout``.
+- Unparseable requests get 400 and the connection closes. A connection that closes while
+  its client is still sending lingers (reading and discarding) for a moment so the
+  client sees the response instead of a reset.
+- After a ``101`` the connection is spliced: raw bytes both ways, no more parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .exchange import Exchange
+from .policy import simple_response
+
+if TYPE_CHECKING:
+    from .runtime import EdgeRuntime
+    from .upstream import UpstreamConnection
+
+MAX_PIPELINE = 32
+LINGER = 2.0
+_BAD_REQUEST = simple_response(400, close=True)
+_TIMEOUT = simple_response(408, close=True)
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection (plain or TLS)."""
+
+    __slots__ = (
+        "rt",
+        "is_tls",
+        "proto",
+        "transport",
+        "parser",
+        "peer_ip",
+        "url",
+        "headers",
+        "active",
+        "queue",
+        "receiving",
+        "deadline",
+        "closed",
+        "write_paused",
+        "_blocked",
+        "splice",
+        "upgrading",
+        "lingering",
+        "in_headers",
+        "_corked",
+        "_out",
+    )
+
+    def __init__(self, rt: EdgeRuntime, is_tls: bool) -> None:
+        self.rt = rt
+        self.is_tls = is_tls
+        self.proto = b"https" if is_tls else b"http"
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = b""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.active: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.receiving: Exchange | None = None
+        self.deadline = 0.0
+        self.closed = False
+        self.write_paused = False
+        self._blocked = 0
+        self.splice: UpstreamConnection | None = None
+        self.upgrading = False
+        self.lingering = False
+        self.in_headers = False
+        self._corked = False
+        self._out: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientProtocol(peer={self.peer_ip.decode()}, tls={self.is_tls}, "
+            f"active={self.active!r}, queued={len(self.queue)})"
+        )
+
+    # --- connection lifecycle -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = (peer[0] if peer else "").encode("ascii")
+        self.rt.connections.add(self)
+        self.deadline = self.rt.now + self.rt.config.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.rt.connections.discard(self)
+        if self.splice is not None:
+            self.splice.close()
+        for ex in (self.active, *self.queue):
+            if ex is not None:
+                ex.abandon()
+        self.active = None
+        self.queue.clear()
+
+    def close_if_idle(self) -> None:
+        if self.active is None and not self.in_headers:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.flush()
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def abort_after_write(self) -> None:
+        """Stop parsing; close once the queued output is written (lingering)."""
+        self._linger()
+
+    def set_deadline(self, when: float) -> None:
+        self.deadline = when
+
+    def on_deadline(self) -> None:
+        self.deadline = 0.0
+        if self.lingering:
+            self.abort()
+        elif self.active is not None and not self.active.response_started:
+            self.active.upstream_timeout()
+        elif self.in_headers:
+            self.write(_TIMEOUT)
+            self._linger()
+        elif self.active is None:
+            self.close()
+
+    # --- writing and flow control ---------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self._corked:
+            self._out.append(data)
+        elif not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`flush` (one TLS record/syscall per upstream read)."""
+        self._corked = True
+
+    def flush(self) -> None:
+        """Write what was collected since :meth:`cork` in one call."""
+        self._corked = False
+        out = self._out
+        if out:
+            self._out = []
+            if not self.closed:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.splice is not None:
+            self.splice.set_reading(False)
+        elif self.active is not None:
+            self.active.on_client_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.splice is not None:
+            self.splice.set_reading(True)
+        elif self.active is not None:
+            self.active.on_client_writable(True)
+
+    def block_reading(self, reason: int) -> None:
+        if not self._blocked and not self.closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._blocked |= reason
+
+    def unblock_reading(self, reason: int) -> None:
+        if not self._blocked & reason:
+            return
+        self._blocked &= ~reason
+        if not self._blocked and not self.closed:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    # --- parsing ------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.splice is not None:
+            self.splice.write(data)
+            return
+        if self.lingering:
+            return
+        if self.upgrading:
+            if self.receiving is not None:
+                self.receiving.feed_upgrade(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError:
+            self._bad_request()
+
+    def _bad_request(self) -> None:
+        ex = self.receiving
+        if ex is not None and not ex.request_done and ex.response_started:
+            self.abort()  # mid-body garbage while answering: nothing sane to send
+            return
+        self.queue.clear()
+        if self.active is None or self.active is ex:
+            if ex is not None:
+                ex.abandon()
+            self.active = None
+            self.write(_BAD_REQUEST)
+        self._linger()
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        self.upgrading = True
+        ex = self.receiving
+        if ex is None:
+            return
+        if ex.head is not None and ex.head.websocket:
+            ex.feed_upgrade(rest)
+        else:
+            ex.keep_alive = False  # an upgrade we do not pass on: answer, then close
+
+    def on_message_begin(self) -> None:
+        self.in_headers = True
+        self.url = b""
+        self.headers = []
+        if self.active is None:
+            self.deadline = self.rt.now + self.rt.config.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_headers = False
+        parser = self.parser
+        ex = Exchange(
+            self,
+            parser.get_method(),
+            self.url,
+            self.headers,
+            parser.should_keep_alive(),
+            parser.get_http_version() == "1.1",
+        )
+        self.receiving = ex
+        if self.active is None:
+            self.active = ex
+            self.deadline = 0.0
+            ex.start()
+        else:
+            self.queue.append(ex)
+            if len(self.queue) >= MAX_PIPELINE:
+                self.block_reading(4)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.receiving
+        if ex is not None and not ex.finished:
+            ex.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.receiving
+        if ex is not None and not ex.finished:
+            ex.feed_end()
+
+    # --- sequencing -----------------------------------------------------------------------
+    def exchange_done(self, ex: Exchange) -> None:
+        """``ex`` wrote its response and read its request: start the next or idle."""
+        if ex is not self.active:
+            return
+        self.active = None
+        if not ex.keep_alive or self.rt.draining:
+            self._linger() if ex.has_unread_body() else self.close()
+            return
+        if self._blocked & 4 and len(self.queue) < MAX_PIPELINE:
+            self.unblock_reading(4)
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            nxt.start()
+        elif not self.in_headers:
+            self.deadline = self.rt.now + self.rt.config.keepalive_timeout
+
+    def start_splice(self, conn: UpstreamConnection, early: bytes) -> None:
+        """Switch to raw byte forwarding with ``conn`` (after a 101)."""
+        self.splice = conn
+        self.deadline = 0.0
+        if early:
+            conn.write(early)
+        if self._blocked:
+            self._blocked = 0
+            if not self.closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _linger(self) -> None:
+        """Close after the pending output; keep discarding input for a moment first."""
+        if self.closed or self.lingering:
+            return
+        self.lingering = True
+        self.flush()
+        self.queue.clear()
+        self.deadline = self.rt.now + LINGER
+        transport = self.transport
+        assert transport is not None
+        if self._blocked:
+            self._blocked = 0
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.rt.loop.call_later(LINGER / 4, self.close)
+
+    def eof_received(self) -> bool | None:
+        if self.lingering:
+            return False  # close
+        return None

@@ -1,0 +1,144 @@
+"""The per-process edge runtime: config, current state, upstream pool, clocks and hooks.
+
+Rules:
+
+- One :class:`EdgeRuntime` per process (main with ``workers=0``, or each worker); every
+  client connection holds a reference to it. It is the only place that knows how to
+  reach the main process (through :class:`EdgeHooks`), so connections never care
+  whether they run in a worker.
+- Time is a coarse clock (:attr:`EdgeRuntime.now`, refreshed by the sweeper every
+  ``tick`` seconds): deadlines cost an attribute write per request, and one sweep closes
+  every connection past its deadline (header, idle keep-alive, upstream response).
+- State is replaced whole (:meth:`set_state`); idle pooled connections to backends that
+  left the state are closed, busy ones finish their request first (drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .activity import Activity
+from .policy import MAX_BODY
+from .snapshot import Backend, EdgeState
+from .upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from .protocol import ClientProtocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Timeouts and limits of the edge (seconds, bytes)."""
+
+    https_port: int = 443  # public HTTPS port used in redirects
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    response_timeout: float = 300.0
+    max_body: int = MAX_BODY
+    max_idle_upstream: int = 256
+    buffer_limit: int = 256 * 1024
+    tick: float = 0.25
+    report_interval: float = 0.25
+
+
+class EdgeHooks(Protocol):
+    """What a process's edge asks of the main process."""
+
+    async def cold_start(self, key: str) -> list[Backend]: ...
+
+    async def challenge(self, token: str) -> str | None: ...
+
+    def app_log(self, key: str, line: str) -> None: ...
+
+    def report(self, reports: dict[str, dict[int, int]]) -> None: ...
+
+
+class EdgeRuntime:
+    """Everything connections in this process share."""
+
+    def __init__(self, config: EdgeConfig, hooks: EdgeHooks, state: EdgeState | None = None):
+        self.config = config
+        self.hooks = hooks
+        self.loop = asyncio.get_running_loop()
+        self.state = state or EdgeState.empty()
+        self.pool = UpstreamPool(config.connect_timeout, config.max_idle_upstream)
+        self.activity = Activity()
+        self.connections: set[ClientProtocol] = set()
+        self.draining = False
+        self.turn = 0
+        self.now = self.loop.time()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._report_handle: asyncio.Handle | None = None
+        self._sweep()
+
+    def __repr__(self) -> str:
+        return (
+            f"EdgeRuntime(connections={len(self.connections)}, state={self.state!r}, "
+            f"draining={self.draining})"
+        )
+
+    def set_state(self, state: EdgeState) -> None:
+        self.state = state
+        self.pool.prune(state.addresses())
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a named background task and keep a reference until it ends."""
+        task = self.loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _sweep(self) -> None:
+        self.now = now = self.loop.time()
+        for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
+            conn.on_deadline()
+        if self.activity.has_pending():
+            self.flush_activity()
+        self._sweeper = self.loop.call_later(self.config.tick, self._sweep)
+
+    def activity_changed(self) -> None:
+        """Called after begin/end: send at once on 0<->n transitions, else batch."""
+        if self.activity.urgent and self._report_handle is None:
+            self._report_handle = self.loop.call_soon(self.flush_activity)
+
+    def flush_activity(self) -> None:
+        self._report_handle = None
+        report = self.activity.take_report(self.loop.time())
+        if report:
+            try:
+                self.hooks.report(report)
+            except Exception:  # a reporting failure must never break serving
+                log.exception("activity report failed")
+
+    def app_log(self, key: str, line: str) -> None:
+        try:
+            self.hooks.app_log(key, line)
+        except Exception:
+            log.exception("app log write failed for %s", key)
+
+    async def drain(self, timeout: float) -> None:
+        """Close idle connections now; let active ones finish until ``timeout``."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.flush_activity()
+        self.pool.close_all()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,207 @@
+"""Edge worker processes: ``python -m tako_server.edge --channel-fd N --config JSON``.
+
+A worker serves the listeners the main process opened for it (inherited descriptors
+``http_fds``/``https_fds`` in its config; :mod:`.listen`) on uvloop and talks to the main process
+over a socketpair (:mod:`.channel`). Messages:
+
+- main -> worker: ``snapshot`` (wire snapshot), ``certs`` (re-read certificates),
+  ``reply`` (answer to a request: ``backends`` / ``answer`` or ``error`` + ``message``),
+  ``stop`` (``drain`` seconds).
+- worker -> main: ``ready``, ``activity`` (``apps``: key -> instance id -> in-flight),
+  ``cold_start`` (``id``, ``key``), ``challenge`` (``id``, ``token``), ``log`` (``key``, ``line``).
+
+Rules: the worker owns no state the main process needs back; if the channel closes
+(main gone) it drains briefly and exits. SIGINT is ignored (the main process decides),
+SIGTERM drains like ``stop``. Cold-start errors come back as :class:`~.exchange.ColdStartError` with
+the same ``kind`` the in-process hooks use. Workers never import the supervisor or the
+server module (memory: a worker is a small process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .channel import Channel
+from .exchange import ColdStartError
+from .listen import serve, serve_sockets
+from .runtime import EdgeConfig, EdgeRuntime
+from .snapshot import Backend, EdgeState, snapshot_from_wire
+from .tls import EdgeTls
+
+log = logging.getLogger("tako_server.edge.worker")
+
+STOP_ON_EOF_DRAIN = 5.0
+GC_THRESHOLD = 20_000  # requests allocate short-lived objects; collect young ones less often
+
+
+def worker_argv(channel_fd: int, config: dict[str, Any]) -> list[str]:
+    """The command line that starts one worker."""
+    return [
+        sys.executable,
+        "-m",
+        "tako_server.edge",
+        "--channel-fd",
+        str(channel_fd),
+        "--config",
+        json.dumps(config),
+    ]
+
+
+def worker_config(
+    *, index: int, host: str, http_port: int, https_port: int, certs_dir: Path, edge: EdgeConfig
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "host": host,
+        "http_port": http_port,
+        "https_port": https_port,
+        "certs_dir": str(certs_dir),
+        "edge": asdict(edge),
+    }
+
+
+class WorkerHooks:
+    """:class:`~.runtime.EdgeHooks` over the channel to the main process."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+    def __repr__(self) -> str:
+        return f"WorkerHooks(waiting={len(self._waiting)})"
+
+    async def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            self.channel.send({**message, "id": request_id})
+            return await future
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def resolve(self, reply: dict[str, Any]) -> None:
+        future = self._waiting.get(int(reply.get("id", 0)))
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def fail_all(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("edge main process went away"))
+
+    async def cold_start(self, key: str) -> list[Backend]:
+        reply = await self._ask({"op": "cold_start", "key": key})
+        if "error" in reply:
+            raise ColdStartError(
+                str(reply["error"]), str(reply.get("message", "cold start failed"))
+            )
+        return [Backend(int(i), str(h), int(p)) for i, h, p in reply.get("backends", [])]
+
+    async def challenge(self, token: str) -> str | None:
+        reply = await self._ask({"op": "challenge", "token": token})
+        answer = reply.get("answer")
+        return str(answer) if answer is not None else None
+
+    def app_log(self, key: str, line: str) -> None:
+        self.channel.send({"op": "log", "key": key, "line": line})
+
+    def report(self, reports: dict[str, dict[int, int]]) -> None:
+        apps = {key: {str(i): n for i, n in counts.items()} for key, counts in reports.items()}
+        self.channel.send({"op": "activity", "apps": apps})
+
+
+async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
+    """Serve until told to stop (or the main process goes away)."""
+    channel = await Channel.open(socket.socket(fileno=channel_fd))
+    hooks = WorkerHooks(channel)
+    rt = EdgeRuntime(EdgeConfig(**config["edge"]), hooks)
+    tls = EdgeTls(Path(config["certs_dir"]))
+    if "http_fds" in config:
+        http = [_adopt(fd) for fd in config["http_fds"]]
+        https = [_adopt(fd) for fd in config["https_fds"]]
+        servers = await serve_sockets(rt, http, https, tls.context)
+    else:
+        servers = await serve(
+            rt, config["host"], config["http_port"], config["https_port"], tls.context
+        )
+    stop = asyncio.Event()
+    drain = [STOP_ON_EOF_DRAIN]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    gc.collect()
+    gc.freeze()  # start-up objects never need scanning again
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
+    channel.send({"op": "ready", "pid": os.getpid()})
+    reader = rt.spawn(_read_loop(channel, hooks, rt, tls, stop, drain), name="edge-worker-channel")
+    await stop.wait()
+    for server in servers:
+        server.close()
+    await rt.drain(drain[0])
+    rt.close()
+    reader.cancel()
+    await channel.drain()
+    channel.close()
+
+
+def _adopt(fd: int) -> socket.socket:
+    """An inherited listening socket, no longer inheritable by anything this worker starts."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    return sock
+
+
+async def _read_loop(
+    channel: Channel,
+    hooks: WorkerHooks,
+    rt: EdgeRuntime,
+    tls: EdgeTls,
+    stop: asyncio.Event,
+    drain: list[float],
+) -> None:
+    while True:
+        message = await channel.recv()
+        if message is None:
+            hooks.fail_all()
+            stop.set()
+            return
+        op = message.get("op")
+        if op == "snapshot":
+            try:
+                rt.set_state(EdgeState.compile(snapshot_from_wire(message["snapshot"])))
+            except Exception:
+                log.exception("edge worker: snapshot refused, keeping the previous one")
+        elif op == "reply":
+            hooks.resolve(message)
+        elif op == "certs":
+            tls.refresh()
+        elif op == "stop":
+            drain[0] = float(message.get("drain", STOP_ON_EOF_DRAIN))
+            stop.set()
+            return
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tako_server.edge")
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="edge-worker %(levelname)s %(message)s")
+    import uvloop
+
+    uvloop.run(run_worker(args.channel_fd, json.loads(args.config)))

@@ -1,0 +1,176 @@
+"""Runtime preparation of a release and the command that starts its instances.
+
+Rules (DESIGN.md "App process contract"):
+
+- Prep runs in the release's working directory before the rolling update: the
+  manifest's ``install`` (a shell command) when given; else python: a venv in
+  ``.venv`` made with the interpreter the server runs on, then ``pip install -r
+  requirements.txt`` or ``pip install .``; node: ``npm ci --omit=dev`` with a lockfile;
+  bun: ``bun install --production`` (``--frozen-lockfile`` with a lockfile).
+- A failed prep raises :class:`PrepError` with the last output lines; the caller removes
+  the release it created.
+- The start command is the manifest's ``start`` with ``{main}`` expanded, else the
+  runtime default. Paths of release-local programs are absolute, and the release's
+  ``.venv/bin`` / ``node_modules/.bin`` come first on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from tako_common.errors import TakoError
+
+PREP_TIMEOUT = 15 * 60.0
+TAIL_LINES = 30
+JS_RUNTIMES = frozenset({"bun", "node", "deno"})
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class PrepError(TakoError):
+    """Runtime preparation failed; ``tail`` holds the last output lines."""
+
+    code = "prep_failed"
+
+    def __init__(self, message: str, tail: list[str]) -> None:
+        super().__init__(message, hint="last output lines:\n" + "\n".join(tail) if tail else None)
+        self.tail = tail
+
+
+def prep_commands(runtime: str, install: str | None, workdir: Path) -> list[list[str]]:
+    """The commands that prepare ``workdir`` (pure apart from looking at which files exist)."""
+    if install:
+        return [["/bin/sh", "-c", install]]
+    if runtime == "python":
+        return _python_prep(workdir)
+    if runtime == "node":
+        if (workdir / "package-lock.json").exists() or (workdir / "npm-shrinkwrap.json").exists():
+            return [["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"]]
+        return []
+    if runtime == "bun" and (workdir / "package.json").exists():
+        command = ["bun", "install", "--production"]
+        if (workdir / "bun.lock").exists() or (workdir / "bun.lockb").exists():
+            command.append("--frozen-lockfile")
+        return [command]
+    return []
+
+
+def _python_prep(workdir: Path) -> list[list[str]]:
+    pip = [str(workdir / ".venv" / "bin" / "python"), "-m", "pip", "install"]
+    pip += ["--disable-pip-version-check", "--no-input"]
+    if (workdir / "requirements.txt").exists():
+        deps = [*pip, "-r", "requirements.txt"]
+    elif (workdir / "pyproject.toml").exists():
+        deps = [*pip, "."]
+    else:
+        return []
+    return [[sys.executable, "-m", "venv", ".venv"], deps]
+
+
+async def prepare(
+    runtime: str, install: str | None, workdir: Path, environ: dict[str, str]
+) -> None:
+    """Run every prep command in ``workdir``; raise PrepError with the output tail."""
+    for command in prep_commands(runtime, install, workdir):
+        await _run(command, workdir, environ)
+
+
+async def _run(command: list[str], workdir: Path, environ: dict[str, str]) -> None:
+    label = " ".join(command)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=workdir,
+            env=environ,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise PrepError(f"runtime prep `{label}` could not start: {exc}", []) from exc
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    try:
+        await asyncio.wait_for(_collect(proc, tail), PREP_TIMEOUT)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise PrepError(
+            f"runtime prep `{label}` timed out after {PREP_TIMEOUT:.0f}s", list(tail)
+        ) from exc
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise PrepError(
+            f"runtime prep `{label}` failed with exit code {proc.returncode}", list(tail)
+        )
+
+
+async def _collect(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
+    await proc.wait()
+
+
+def start_command(manifest: dict[str, Any], workdir: Path) -> list[str]:
+    """argv of an instance: ``start`` with ``{main}`` expanded, else the runtime default."""
+    main = str(manifest["main"])
+    start = manifest.get("start")
+    if start:
+        return [str(arg).replace("{main}", main) for arg in start]
+    runtime = manifest["runtime"]
+    if runtime == "bun":
+        return ["bun", "run", main]
+    if runtime == "node":
+        return ["node", main]
+    if runtime == "deno":
+        return ["deno", "run", "-A", main]
+    if runtime == "python":
+        venv_python = workdir / ".venv" / "bin" / "python"
+        return [str(venv_python) if venv_python.exists() else sys.executable, main]
+    if runtime in ("go", "binary"):
+        return [str(workdir / main)]
+    raise TakoError(f"unsupported runtime {runtime!r}: use bun, node, deno, python, go or binary")
+
+
+def base_environ(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
+    """PATH (release-local bins first) and HOME for prep and instances."""
+    path = server_env.get("PATH") or DEFAULT_PATH
+    extra = [workdir / ".venv" / "bin", workdir / "node_modules" / ".bin"]
+    prefix = [str(p) for p in extra if p.is_dir()]
+    python_dir = str(Path(sys.executable).parent)
+    parts = [*prefix, *path.split(os.pathsep)]
+    if python_dir not in parts:
+        parts.append(python_dir)
+    return {"PATH": os.pathsep.join(parts), "HOME": server_env.get("HOME") or str(workdir)}
+
+
+def app_environ(
+    *,
+    manifest: dict[str, Any],
+    workdir: Path,
+    app: str,
+    env: str,
+    version: str,
+    variables: dict[str, str],
+    secrets: dict[str, str],
+    server_env: dict[str, str],
+) -> dict[str, str]:
+    """The environment of an instance (the supervisor adds HOST, PORT, TAKO_INSTANCE)."""
+    environ = base_environ(workdir, server_env)
+    if manifest["runtime"] in JS_RUNTIMES:
+        environ["NODE_ENV"] = "production"
+    if manifest["runtime"] == "python":
+        environ["PYTHONUNBUFFERED"] = "1"
+    environ.update(variables)
+    environ.update(secrets)
+    environ.update({"TAKO_ENV": env, "TAKO_BUILD": version, "TAKO_APP_NAME": app})
+    return environ

@@ -1,0 +1,188 @@
+"""Server settings: the one object built at start-up and passed down (never a global).
+
+This module is the ONLY reader of the environment in ``tako-server``. Precedence, lowest
+first: built-in defaults < ``{data_dir}/server-config.toml`` < environment (``TAKO_*``) <
+command-line flags (passed as keyword arguments to :func:`load_settings`).
+
+The config file is optional; its shape is::
+
+    [server]
+    http_port = 80
+    https_port = 443
+    workers = 2
+
+    [acme]
+    email = "ops@example.com"
+    staging = false
+    directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+    ca_bundle = "/etc/ssl/pebble.pem"
+    enabled = true
+
+Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
+TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
+TAKO_ACME_ENABLED TAKO_LOG_LEVEL``. Rules: unknown keys and bad values are refused with
+the file, line and key path (:class:`ConfigError`); nothing is silently fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from tako_common.config.lines import KeyLines
+from tako_common.errors import ConfigError
+from tako_common.layout import DEFAULT_DATA_DIR, DEFAULT_SOCKET, ServerLayout
+
+Port = int
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+def _default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _inherited_path() -> str:
+    return os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _inherited_home() -> str | None:
+    return os.environ.get("HOME") or None
+
+
+class ServerSettings(BaseSettings):
+    """Every knob of the daemon; frozen once loaded."""
+
+    model_config = SettingsConfigDict(env_prefix="TAKO_", extra="forbid", frozen=True)
+
+    data_dir: Path = Path(str(DEFAULT_DATA_DIR))
+    socket: Path = Path(str(DEFAULT_SOCKET))
+    http_port: Port = Field(default=80, ge=0, le=65535)
+    https_port: Port = Field(default=443, ge=0, le=65535)
+    workers: int = Field(default_factory=_default_workers, ge=0, le=256)
+    acme_enabled: bool = True
+    acme_email: str | None = None
+    acme_staging: bool = False
+    acme_directory_url: str | None = None
+    acme_ca_bundle: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # what app processes inherit from the server's own environment (PATH, HOME only)
+    inherited_path: str = Field(default_factory=_inherited_path)
+    inherited_home: str | None = Field(default_factory=_inherited_home)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, ConfigFileSource(settings_cls))
+
+    @property
+    def layout(self) -> ServerLayout:
+        return ServerLayout(self.data_dir)
+
+    @property
+    def inherited_env(self) -> dict[str, str]:
+        env = {"PATH": self.inherited_path}
+        if self.inherited_home:
+            env["HOME"] = self.inherited_home
+        return env
+
+    @property
+    def directory_url(self) -> str:
+        """The ACME directory in effect: explicit URL, else Let's Encrypt (staging or not)."""
+        if self.acme_directory_url:
+            return self.acme_directory_url
+        return LETS_ENCRYPT_STAGING if self.acme_staging else LETS_ENCRYPT
+
+
+class _ServerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    http_port: Port | None = None
+    https_port: Port | None = None
+    workers: int | None = None
+
+
+class _AcmeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str | None = None
+    staging: bool | None = None
+    directory_url: str | None = None
+    ca_bundle: Path | None = None
+    enabled: bool | None = None
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server: _ServerSection = Field(default_factory=_ServerSection)
+    acme: _AcmeSection = Field(default_factory=_AcmeSection)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Flat settings from ``server-config.toml`` ({} when the file does not exist)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from exc
+    try:
+        parsed = _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        lines = KeyLines.build(text)
+        issues = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+            line = lines.line_of(loc)
+            where = f"{path}:{line}" if line else str(path)
+            key = ".".join(str(p) for p in loc)
+            issues.append(f"{where}: {key}: {err['msg']}")
+        raise ConfigError(issues, hint="see docs/server.md for the settings file") from exc
+    flat: dict[str, Any] = {}
+    for key, value in parsed.server.model_dump(exclude_none=True).items():
+        flat[key] = value
+    for key, value in parsed.acme.model_dump(exclude_none=True).items():
+        flat[f"acme_{key}"] = value
+    return flat
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads ``server-config.toml`` from the data dir chosen by the higher sources."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data_dir = self.current_state.get("data_dir") or str(DEFAULT_DATA_DIR)
+        return read_config_file(ServerLayout(Path(data_dir)).server_config)
+
+
+def load_settings(**overrides: Any) -> ServerSettings:
+    """Build the settings; ``overrides`` are CLI flags (``None`` values are ignored)."""
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return ServerSettings(**flags)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            issues.append(f"setting {key} (flag, TAKO_{key.upper()} or config file): {err['msg']}")
+        raise ConfigError(issues) from exc

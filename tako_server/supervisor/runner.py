@@ -1,0 +1,236 @@
+"""The runner of one app: the only supervisor code that awaits.
+
+It feeds events (time ticks, spawn results, probe results, process exits, commands) to
+the app's :class:`AppMachine` and executes the actions that come back: spawn a process,
+probe it, signal its group, write a ``[tako]`` log line, notify the edge, settle a
+waiting caller. Rules: every background task is named and kept (``_task``); one
+``asyncio.Lock`` serialises deploy/scale/stop of an app; a process exit is reported after
+its output pipes are drained (bounded), so the log holds the app's last words before the
+``[tako]`` exit line and before a rollout error collects the log tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from tako_server.supervisor.events import (
+    Action,
+    Event,
+    Exited,
+    Fail,
+    FailKind,
+    Log,
+    Notify,
+    Probe,
+    ProbeDone,
+    Resolve,
+    Sig,
+    Signal,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Tick,
+)
+from tako_server.supervisor.health import probe
+from tako_server.supervisor.logs import AppLog
+from tako_server.supervisor.machine import LOOPBACK, AppMachine
+from tako_server.supervisor.process import InstanceProcess
+from tako_server.supervisor.spec import (
+    ColdStartFailed,
+    ColdStartRejected,
+    ColdStartTimeout,
+    RolloutError,
+    SupervisorError,
+    SupervisorSettings,
+)
+
+logger = logging.getLogger("tako.supervisor")
+
+_SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL}
+
+
+class AppRunner:
+    """Runs one :class:`AppMachine` against real processes and a real clock."""
+
+    def __init__(
+        self,
+        key: str,
+        settings: SupervisorSettings,
+        log: AppLog,
+        *,
+        on_change: Callable[[], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.key = key
+        self.settings = settings
+        self.machine = AppMachine(key, settings)
+        self.log = log
+        self.lock = asyncio.Lock()
+        self._on_change = on_change
+        self._clock = clock
+        self._procs: dict[int, InstanceProcess] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._tokens = itertools.count(1)
+        self._closed = False
+        self._ticker = self._task(self._tick_forever(), f"tako-tick-{key}")
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, event: Event) -> None:
+        """Apply one event now and execute its actions."""
+        if self._closed:
+            return
+        for action in self.machine.handle(event, self._clock()):
+            self._execute(action)
+
+    async def call(self, make_event: Callable[[int], Event]) -> Any:
+        """Feed an event that names a token and wait until the machine settles it."""
+        token = next(self._tokens)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        self.feed(make_event(token))
+        try:
+            return await future
+        finally:
+            self._futures.pop(token, None)
+
+    def new_token(self) -> tuple[int, asyncio.Future[Any]]:
+        token = next(self._tokens)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        return token, future
+
+    def drop_token(self, token: int) -> None:
+        self._futures.pop(token, None)
+
+    async def _tick_forever(self) -> None:
+        interval = self.settings.tick_interval
+        while not self._closed:
+            await asyncio.sleep(interval)
+            self.feed(Tick())
+
+    # ------------------------------------------------------------------ actions
+
+    def _execute(self, action: Action) -> None:
+        match action:
+            case Spawn():
+                self._task(self._spawn(action), f"tako-spawn-{self.key}-{action.instance_id}")
+            case Probe():
+                self._task(self._probe(action), f"tako-probe-{self.key}-{action.instance_id}")
+            case Signal():
+                self._signal(action)
+            case Log():
+                self.log.write(action.message, stream="tako", instance=action.instance_id)
+            case Notify():
+                self._notify()
+            case Resolve():
+                self._settle(action.token, result=action.value)
+            case Fail():
+                self._settle(action.token, error=self._error(action))
+
+    async def _spawn(self, action: Spawn) -> None:
+        spec = action.spec
+        try:
+            handle = await InstanceProcess.spawn(
+                action.instance_id, spec.command, spec.workdir, spec.environ, self.log
+            )
+        except (OSError, ValueError) as exc:
+            self.feed(SpawnFailed(action.instance_id, f"{spec.command[:1]}: {exc}"))
+            return
+        self._procs[action.instance_id] = handle
+        if self._closed:
+            handle.signal_group(signal.SIGKILL)
+        self._task(self._watch(handle), f"tako-exit-{self.key}-{action.instance_id}")
+        self.feed(Spawned(action.instance_id, handle.pid, handle.port))
+
+    async def _watch(self, handle: InstanceProcess) -> None:
+        code = await handle.wait()
+        await handle.close_output(timeout=1.0)
+        self._procs.pop(handle.instance_id, None)
+        self.feed(Exited(handle.instance_id, code))
+
+    async def _probe(self, action: Probe) -> None:
+        result = await probe(LOOPBACK, action.port, self.settings.probe_timeout)
+        self.feed(ProbeDone(action.instance_id, result.ok, result.detail))
+
+    def _signal(self, action: Signal) -> None:
+        handle = self._procs.get(action.instance_id)
+        if handle is not None:
+            handle.signal_group(_SIGNALS[action.sig])
+
+    def _notify(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change()
+        except Exception:  # the edge's callback must not break supervision
+            logger.exception("on_change callback of the supervisor failed")
+
+    def _settle(self, token: int, *, result: Any = None, error: Exception | None = None) -> None:
+        future = self._futures.pop(token, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def _error(self, action: Fail) -> Exception:
+        kind = action.kind
+        if kind is FailKind.ROLLOUT:
+            return RolloutError(
+                action.message, log_tail=self.log.history(self.settings.log_tail_lines)
+            )
+        if kind is FailKind.COLD_REJECTED:
+            return ColdStartRejected(action.message, hint="retry in a second")
+        if kind is FailKind.COLD_TIMEOUT:
+            return ColdStartTimeout(action.message)
+        if kind is FailKind.COLD_FAILED:
+            return ColdStartFailed(action.message, hint=f"see the app log: tako logs ({self.key})")
+        return SupervisorError(action.message, code="scale_failed")
+
+    def _task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("supervisor task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------------------ teardown
+
+    @property
+    def pids(self) -> list[int]:
+        return [h.pid for h in self._procs.values()]
+
+    def kill_all(self) -> None:
+        """SIGKILL every instance group now (last resort, synchronous)."""
+        for handle in list(self._procs.values()):
+            handle.signal_group(signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Forget the app: kill what is left, cancel tasks, fail waiting callers."""
+        self.kill_all()
+        watchers = [t for t in self._tasks if t.get_name().startswith("tako-exit-")]
+        if watchers:
+            await asyncio.wait(watchers, timeout=2.0)
+        self._closed = True
+        for token in list(self._futures):
+            self._settle(token, error=SupervisorError(f"app {self.key} was removed"))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.log.close()
+
+    def __repr__(self) -> str:
+        return f"AppRunner({self.key!r}, procs={len(self._procs)}, tasks={len(self._tasks)})"

@@ -1,0 +1,147 @@
+"""Value types of the supervisor: what to launch, its settings, its answers and its errors.
+
+Rules: everything here is an immutable value or an error; nothing does I/O. ``LaunchSpec``
+is built by the daemon from a release; the supervisor adds ``HOST``, ``PORT`` and
+``TAKO_INSTANCE`` itself. Times are seconds (floats); counts are ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tako_common.errors import TakoError
+from tako_common.protocol import InstanceStatus
+
+AppState = Literal["running", "idle", "deploying", "stopped", "error"]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to run one release of ``{app}/{env}``."""
+
+    app: str
+    env: str
+    version: str
+    workdir: Path
+    command: list[str]
+    environ: dict[str, str]
+    public_dir: Path | None
+    log_dir: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}/{self.env}"
+
+    def __hash__(self) -> int:  # lists/dicts inside: hash the identity fields only
+        return hash((self.app, self.env, self.version, str(self.workdir)))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One routable instance: where the edge sends requests."""
+
+    instance_id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """Every timing and limit of the supervisor; tests pass small values."""
+
+    health_interval: float = 1.0
+    unhealthy_after: int = 2
+    dead_after: int = 5
+    startup_timeout: float = 30.0
+    drain_timeout: float = 30.0
+    restart_backoff_cap: float = 30.0
+    cold_start_queue: int = 100
+    cold_start_timeout: float = 30.0
+    idle_check_interval: float = 1.0
+    # additions (not in the shared interface, all optional)
+    startup_probe_interval: float = 0.1
+    probe_timeout: float = 2.0
+    restart_backoff_base: float = 0.5
+    backoff_reset_after: float = 30.0
+    stop_grace: float = 10.0
+    tick_interval: float = 0.1
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_tail_lines: int = 30
+
+    def backoff(self, failures: int) -> float:
+        """Delay before restart number ``failures`` (1-based): base doubling, capped."""
+        if failures <= 0:
+            return 0.0
+        return float(min(self.restart_backoff_cap, self.restart_backoff_base * 2 ** (failures - 1)))
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """What a successful deploy did."""
+
+    version: str
+    instances: int
+    replaced: int
+    warm: bool = False
+
+
+@dataclass(frozen=True)
+class AppRuntime:
+    """``Supervisor.status(key)``: the live state of one app."""
+
+    key: str
+    state: AppState
+    version: str | None
+    desired: int
+    idle_timeout: int
+    instances: list[InstanceStatus] = field(default_factory=list)
+    last_error: str | None = None
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for i in self.instances if i.state == "healthy")
+
+
+class SupervisorError(TakoError):
+    """A supervisor operation broke a rule (unknown app, scale that did not settle, ...)."""
+
+    code = "supervisor"
+
+
+class UnknownApp(SupervisorError):
+    code = "unknown_app"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"app {key!r} is not registered with the supervisor", hint="deploy it first"
+        )
+
+
+class RolloutError(SupervisorError):
+    """A new version did not become healthy; the old one keeps serving."""
+
+    code = "rollout_failed"
+
+    def __init__(self, message: str, *, log_tail: list[str] | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint or "see the app log lines above (tako logs)")
+        self.log_tail = list(log_tail or [])
+
+
+class ColdStartRejected(SupervisorError):
+    """The cold-start queue is full: the edge answers 503 with ``Retry-After: 1``."""
+
+    code = "cold_start_rejected"
+
+
+class ColdStartFailed(SupervisorError):
+    """The instance started for waiting requests failed: the edge answers 502."""
+
+    code = "cold_start_failed"
+
+
+class ColdStartTimeout(SupervisorError):
+    """No instance became ready in time: the edge answers 504."""
+
+    code = "cold_start_timeout"

@@ -1,0 +1,209 @@
+"""The ``Supervisor``: the daemon's one entry point to app instances.
+
+It keeps one :class:`AppRunner` (machine + processes + log) per ``{app}/{env}`` key and
+exposes the calls the daemon and the edge make. Rules: reads (``backends``, ``status``,
+``wants_cold_start``) are synchronous and cheap (the edge calls them on every change);
+deploy/scale/stop of one app are serialised; every instance is stopped on ``shutdown``.
+Activity timestamps are taken from the supervisor's own monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tako_server.supervisor.events import (
+    Activity,
+    ColdStartJoin,
+    ColdStartLeave,
+    Deploy,
+    RequestSeen,
+    Restore,
+    Scale,
+    Stop,
+)
+from tako_server.supervisor.logs import AppLog
+from tako_server.supervisor.runner import AppRunner
+from tako_server.supervisor.spec import (
+    AppRuntime,
+    Backend,
+    LaunchSpec,
+    RolloutResult,
+    SupervisorSettings,
+    UnknownApp,
+)
+
+
+class Supervisor:
+    """Supervises the instances of every app on this host."""
+
+    def __init__(
+        self,
+        settings: SupervisorSettings = SupervisorSettings(),
+        *,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._on_change = on_change
+        self._clock = clock
+        self._apps: dict[str, AppRunner] = {}
+        self._public: dict[str, Path | None] = {}
+
+    # ------------------------------------------------------------------ commands
+
+    async def deploy(self, spec: LaunchSpec, desired: int, idle_timeout: int) -> RolloutResult:
+        """Rolling update to ``spec`` (desired 0 keeps one warm instance); raises RolloutError."""
+        runner = self._runner_for(spec)
+        async with runner.lock:
+            result: RolloutResult = await runner.call(
+                lambda token: Deploy(token, spec, desired, idle_timeout)
+            )
+        self._public[spec.key] = spec.public_dir
+        return result
+
+    async def restore(
+        self, spec: LaunchSpec, desired: int, idle_timeout: int, *, stopped: bool = False
+    ) -> None:
+        """Register an app after a daemon restart without validating it: ``desired``
+        instances start in the background (failures show in ``status``); desired 0 stays
+        idle until a cold start; ``stopped=True`` registers it as stopped."""
+        runner = self._runner_for(spec)
+        async with runner.lock:
+            runner.feed(Restore(spec, desired, idle_timeout, stopped))
+        self._public[spec.key] = spec.public_dir
+
+    async def scale(self, key: str, desired: int) -> None:
+        """Change the desired count; returns once it is reached (0 keeps a warm instance
+        until the idle timeout). Raises SupervisorError when a new instance fails."""
+        runner = self._get(key)
+        async with runner.lock:
+            await runner.call(lambda token: Scale(token, desired))
+
+    async def stop(self, key: str) -> None:
+        """Drain and stop every instance; the app stays registered in state ``stopped``."""
+        runner = self._get(key)
+        async with runner.lock:
+            await runner.call(Stop)
+
+    async def remove(self, key: str) -> None:
+        """Stop and forget the app (no error when it is unknown)."""
+        runner = self._apps.get(key)
+        if runner is None:
+            return
+        async with runner.lock:
+            await runner.call(Stop)
+            await runner.close()
+        self._apps.pop(key, None)
+        self._public.pop(key, None)
+        if self._on_change is not None:
+            self._on_change()
+
+    async def shutdown(self) -> None:
+        """Stop every instance of every app (drain, SIGTERM, SIGKILL); used on daemon exit."""
+        runners = list(self._apps.values())
+        await asyncio.gather(*(r.call(Stop) for r in runners), return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in runners), return_exceptions=True)
+        self._apps.clear()
+
+    def kill_all(self) -> None:
+        """SIGKILL every instance group at once (for an abnormal daemon exit)."""
+        for runner in self._apps.values():
+            runner.kill_all()
+
+    # ------------------------------------------------------------------ reads
+
+    def status(self, key: str) -> AppRuntime | None:
+        runner = self._apps.get(key)
+        if runner is None:
+            return None
+        m = runner.machine
+        return AppRuntime(
+            key=key,
+            state=m.state,
+            version=m.version,
+            desired=m.desired,
+            idle_timeout=m.idle_timeout,
+            instances=m.instance_statuses(self._clock()),
+            last_error=m.last_error,
+        )
+
+    def keys(self) -> list[str]:
+        return sorted(self._apps)
+
+    def backends(self, key: str) -> list[Backend]:
+        runner = self._apps.get(key)
+        return list(runner.machine.backends()) if runner is not None else []
+
+    def public_dir(self, key: str) -> Path | None:
+        return self._public.get(key)
+
+    def wants_cold_start(self, key: str) -> bool:
+        runner = self._apps.get(key)
+        return runner is not None and runner.machine.wants_cold_start
+
+    def log(self, key: str) -> AppLog:
+        return self._get(key).log
+
+    # ------------------------------------------------------------------ edge traffic
+
+    async def cold_start(self, key: str) -> list[Backend]:
+        """Wait for a routable instance, joining the one start in progress.
+
+        Raises ColdStartRejected (queue full), ColdStartFailed, ColdStartTimeout.
+        """
+        runner = self._get(key)
+        token, future = runner.new_token()
+        runner.feed(ColdStartJoin(token))
+        try:
+            backends: tuple[Backend, ...] = await future
+        except asyncio.CancelledError:
+            runner.feed(ColdStartLeave(token))
+            raise
+        finally:
+            runner.drop_token(token)
+        return list(backends)
+
+    def report_activity(
+        self,
+        key: str,
+        in_flight: Mapping[int, int],
+        now: float | None = None,
+        reporter: str = "main",
+        requests: Mapping[int, int] | None = None,
+    ) -> None:
+        """In-flight requests per instance from one edge process (and, optionally, its
+        cumulative request counts per instance). ``now`` is accepted for the interface;
+        the supervisor's own clock is used."""
+        runner = self._apps.get(key)
+        if runner is not None:
+            runner.feed(Activity(reporter, dict(in_flight), dict(requests) if requests else None))
+
+    def note_request(self, key: str, instance_id: int | None = None) -> None:
+        """One request was routed to the app: marks activity and counts it."""
+        runner = self._apps.get(key)
+        if runner is not None:
+            runner.feed(RequestSeen(instance_id))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _get(self, key: str) -> AppRunner:
+        runner = self._apps.get(key)
+        if runner is None:
+            raise UnknownApp(key)
+        return runner
+
+    def _runner_for(self, spec: LaunchSpec) -> AppRunner:
+        runner = self._apps.get(spec.key)
+        if runner is None:
+            log = AppLog(spec.log_dir, max_bytes=self.settings.log_max_bytes)
+            runner = AppRunner(
+                spec.key, self.settings, log, on_change=self._on_change, clock=self._clock
+            )
+            self._apps[spec.key] = runner
+        return runner
+
+    def __repr__(self) -> str:
+        return f"Supervisor(apps={self.keys()})"

@@ -1,0 +1,1 @@
+"""Tiny apps and helpers for the supervisor integration tests."""

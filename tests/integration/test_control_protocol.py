@@ -1,0 +1,163 @@
+"""The management socket of a real tako-server: framing, hello, errors, socket files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from tako_common import __version__
+from tako_common.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from tako_server.state import SCHEMA_VERSION
+from tests.integration.conftest import ControlClient, ServerProcess
+
+HELLO = {"command": "hello", "protocol_version": PROTOCOL_VERSION}
+
+
+def test_fresh_server_lists_no_apps(control: ControlClient) -> None:
+    assert control.ok({"command": "list"}) == {"apps": []}
+    assert control.ok({"command": "status"}) == {"apps": []}
+    assert control.ok({"command": "routes"}) == {"routes": []}
+
+
+def test_hello_reports_version_and_capabilities(control: ControlClient) -> None:
+    data = control.ok(HELLO)
+    assert data["protocol_version"] == PROTOCOL_VERSION
+    assert data["server_version"] == __version__
+    assert {"rollback", "deploy_lock", "upgrade_mode_control"} <= set(data["capabilities"])
+
+
+def test_hello_with_another_protocol_version_is_refused(control: ControlClient) -> None:
+    reply = control.request({"command": "hello", "protocol_version": PROTOCOL_VERSION + 1})
+    assert reply["status"] == "error"
+    assert reply["code"] == "version_mismatch"
+    assert "protocol version mismatch" in reply["message"]
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"{not json\n", "bad_json"),
+        (b"[1, 2]\n", "bad_request"),
+        (b'{"command": "explode"}\n', "unknown_command"),
+        (b'{"command": "status", "app": "Bad_Name"}\n', "invalid_request"),
+        (b'{"command": "hello", "protocol_version": 1, "extra": true}\n', "invalid_request"),
+    ],
+)
+def test_bad_line_gets_an_error_and_the_connection_stays_usable(
+    control: ControlClient, line: bytes, code: str
+) -> None:
+    control.send_raw(line)
+    reply = control.read_line()
+    assert (reply["status"], reply["code"]) == ("error", code)
+    assert control.ok(HELLO)["protocol_version"] == PROTOCOL_VERSION
+
+
+def test_oversized_frame_is_refused_and_the_connection_stays_usable(control: ControlClient) -> None:
+    control.send_raw(b'{"command": "hello", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}\n')
+    reply = control.read_line()
+    assert (reply["status"], reply["code"]) == ("error", "frame_too_large")
+    assert control.ok(HELLO)["server_version"] == __version__
+
+
+def test_many_requests_on_one_connection_are_answered_in_order(control: ControlClient) -> None:
+    control.send_raw(
+        b"".join([b'{"command": "hello", "protocol_version": 1}\n', b'{"command": "list"}\n'] * 5)
+    )
+    replies = [control.read_line() for _ in range(10)]
+    assert all(r["status"] == "ok" for r in replies)
+    assert ["protocol_version" in r["data"] for r in replies] == [True, False] * 5
+
+
+def test_server_info_reports_paths_ports_and_disk(
+    tako_server: ServerProcess, control: ControlClient
+) -> None:
+    info = control.ok({"command": "server_info"})
+    assert info["mode"] == "normal"
+    assert info["data_dir"] == str(tako_server.data_dir)
+    assert info["incoming_dir"] == str(tako_server.incoming)
+    assert (info["http_port"], info["https_port"]) == (
+        tako_server.http_port,
+        tako_server.https_port,
+    )
+    assert info["disk_free_bytes"] > 0
+    assert info["acme_enabled"] is False
+
+
+def test_socket_is_a_symlink_to_a_private_pid_socket(tako_server: ServerProcess) -> None:
+    assert tako_server.proc is not None
+    target = os.readlink(tako_server.socket)
+    assert target == f"tako-{tako_server.proc.pid}.sock"
+    real = tako_server.socket.parent / target
+    assert stat.S_ISSOCK(real.stat().st_mode)
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tako_server.socket.parent.stat().st_mode) == 0o700
+
+
+def test_stop_removes_the_pid_socket_and_the_link(tako_server: ServerProcess) -> None:
+    assert tako_server.proc is not None
+    pid_socket = tako_server.socket.parent / f"tako-{tako_server.proc.pid}.sock"
+    assert tako_server.stop() == 0
+    assert not pid_socket.exists() and not os.path.lexists(tako_server.socket)
+
+
+def test_has_artifact_answers_whether_the_upload_exists(
+    tako_server: ServerProcess, control: ControlClient
+) -> None:
+    digest = "a" * 64
+    assert control.ok({"command": "has_artifact", "sha256": digest})["present"] is False
+    (tako_server.incoming / f"{digest}.tar.zst").write_bytes(b"x")
+    assert control.ok({"command": "has_artifact", "sha256": digest})["present"] is True
+
+
+def test_unknown_app_commands_say_the_app_is_not_deployed(control: ControlClient) -> None:
+    for command in ("list_releases", "stop", "scale", "logs"):
+        message = {"command": command, "app": "ghost", "env": "production"}
+        if command == "scale":
+            message["instances"] = 1
+        reply = control.request(message)
+        assert reply["status"] == "error", reply
+        assert "ghost/production is not deployed" in reply["message"]
+
+
+def test_newer_schema_refuses_to_start_with_the_message(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory()
+    server.data_dir.mkdir(parents=True)
+    db = sqlite3.connect(server.data_dir / "runtime-state.sqlite3")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 7}")
+    db.close()
+    proc = server.spawn()
+    assert proc.wait(timeout=30) == 1
+    server.proc = None
+    output = server.output()
+    assert f"schema version {SCHEMA_VERSION + 7}, newer than the {SCHEMA_VERSION}" in output
+    assert "Traceback" not in output
+
+
+def test_invalid_config_file_refuses_to_start_with_file_and_line(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory()
+    server.data_dir.mkdir(parents=True)
+    (server.data_dir / "server-config.toml").write_text("[server]\nhttp_port = 1\nhtp_port = 2\n")
+    proc = server.spawn()
+    assert proc.wait(timeout=30) == 1
+    server.proc = None
+    assert "server-config.toml:3: server.htp_port" in server.output()
+
+
+def test_version_command_prints_the_version() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tako_server.cli", "version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == f"tako-server {__version__}"

@@ -1,0 +1,138 @@
+"""Runtime prep commands, start commands and instance environments of a release."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tako_common.errors import TakoError
+from tako_server import runtimes
+from tako_server.runtimes import PrepError
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "install", "files", "expected"),
+    [
+        (
+            "node",
+            None,
+            ["package-lock.json"],
+            [["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"]],
+        ),
+        ("node", None, ["package.json"], []),
+        ("bun", None, ["package.json"], [["bun", "install", "--production"]]),
+        (
+            "bun",
+            None,
+            ["package.json", "bun.lock"],
+            [["bun", "install", "--production", "--frozen-lockfile"]],
+        ),
+        (
+            "bun",
+            None,
+            ["package.json", "bun.lockb"],
+            [["bun", "install", "--production", "--frozen-lockfile"]],
+        ),
+        ("deno", None, [], []),
+        ("go", None, [], []),
+        ("node", "make deps", ["package-lock.json"], [["/bin/sh", "-c", "make deps"]]),
+        ("python", None, [], []),
+    ],
+)
+def test_prep_commands_by_runtime_and_files(
+    tmp_path: Path, runtime: str, install: str | None, files: list[str], expected: list[list[str]]
+) -> None:
+    _touch(tmp_path, *files)
+    assert runtimes.prep_commands(runtime, install, tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "last"),
+    [(["requirements.txt"], ["-r", "requirements.txt"]), (["pyproject.toml"], ["."])],
+)
+def test_python_prep_makes_a_venv_with_the_server_interpreter(
+    tmp_path: Path, files: list[str], last: list[str]
+) -> None:
+    _touch(tmp_path, *files)
+    venv, deps = runtimes.prep_commands("python", None, tmp_path)
+    assert venv == [sys.executable, "-m", "venv", ".venv"]
+    assert deps[0] == str(tmp_path / ".venv/bin/python") and deps[-len(last) :] == last
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({"runtime": "bun", "main": "src/index.ts"}, ["bun", "run", "src/index.ts"]),
+        ({"runtime": "node", "main": "server.js"}, ["node", "server.js"]),
+        ({"runtime": "deno", "main": "main.ts"}, ["deno", "run", "-A", "main.ts"]),
+        ({"runtime": "python", "main": "app.py"}, [sys.executable, "app.py"]),
+        (
+            {"runtime": "node", "main": "a.js", "start": ["node", "--enable-x", "{main}"]},
+            ["node", "--enable-x", "a.js"],
+        ),
+    ],
+)
+def test_start_command_by_runtime_and_override(
+    tmp_path: Path, manifest: dict[str, object], expected: list[str]
+) -> None:
+    assert runtimes.start_command(manifest, tmp_path) == expected
+
+
+def test_start_command_prefers_the_release_venv_and_absolute_binaries(tmp_path: Path) -> None:
+    _touch(tmp_path, ".venv/bin/python")
+    assert runtimes.start_command({"runtime": "python", "main": "app.py"}, tmp_path) == [
+        str(tmp_path / ".venv/bin/python"),
+        "app.py",
+    ]
+    assert runtimes.start_command({"runtime": "go", "main": "bin/server"}, tmp_path) == [
+        str(tmp_path / "bin/server")
+    ]
+
+
+def test_unknown_runtime_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TakoError, match="unsupported runtime 'cobol'"):
+        runtimes.start_command({"runtime": "cobol", "main": "x"}, tmp_path)
+
+
+def test_app_environment_merges_vars_secrets_and_tako_names(tmp_path: Path) -> None:
+    (tmp_path / "node_modules/.bin").mkdir(parents=True)
+    env = runtimes.app_environ(
+        manifest={"runtime": "node", "main": "a.js"},
+        workdir=tmp_path,
+        app="web",
+        env="staging",
+        version="v9",
+        variables={"A": "1", "TAKO_ENV": "spoofed"},
+        secrets={"S": "2"},
+        server_env={"PATH": "/usr/bin", "HOME": "/home/tako"},
+    )
+    assert (env["A"], env["S"], env["NODE_ENV"], env["HOME"]) == (
+        "1",
+        "2",
+        "production",
+        "/home/tako",
+    )
+    assert (env["TAKO_ENV"], env["TAKO_BUILD"], env["TAKO_APP_NAME"]) == ("staging", "v9", "web")
+    assert env["PATH"].split(":")[:2] == [str(tmp_path / "node_modules/.bin"), "/usr/bin"]
+
+
+async def test_failed_prep_reports_the_last_output_lines(tmp_path: Path) -> None:
+    script = "for i in $(seq 1 50); do echo line $i; done; exit 4"
+    with pytest.raises(PrepError, match="failed with exit code 4") as info:
+        await runtimes.prepare("node", script, tmp_path, {"PATH": "/usr/bin:/bin"})
+    assert info.value.tail[-1] == "line 50" and len(info.value.tail) == runtimes.TAIL_LINES
+    assert info.value.hint is not None and "line 50" in info.value.hint
+
+
+async def test_missing_prep_program_is_a_prep_error(tmp_path: Path) -> None:
+    _touch(tmp_path, "package.json")
+    with pytest.raises(PrepError, match="could not start"):
+        await runtimes.prepare("bun", None, tmp_path, {"PATH": str(tmp_path)})
