@@ -28,10 +28,10 @@ def main(argv: list[str]) -> int:
         print(f"demo: {reason}", file=sys.stderr)
         return 1
     network = HostNetwork()
+    work = Path(tempfile.mkdtemp(prefix="tako-demo-"))
     try:
         step("making a test host (network namespace + sshd + tako-server)")
         (host,) = network.make_hosts(1)
-        work = Path(tempfile.mkdtemp(prefix="tako-demo-"))
         client = network.client_home(work / "home")
         app = work / "python-app"
         shutil.copytree(ROOT / "examples" / "python-app", app)
@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
         return 0 if response.returncode == 0 else 1
     finally:
         network.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from tako_client import output
 from tako_client.appctx import AppContext, build_plan, load_app, select_servers
 from tako_client.build import build_artifact
 from tako_client.build.artifacts import BuiltArtifact
-from tako_client.build.plan import Target
+from tako_client.build.plan import Target, target_label
+from tako_client.build.presets import load_preset
 from tako_client.deploy import DeployTarget, ServerOutcome, deploy_to_server, lock_owner, route_urls
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
@@ -104,9 +105,10 @@ def _build(ctx: AppContext, servers: list[ServerEntry]) -> dict[str, BuiltArtifa
     output.section("Build")
     by_label: dict[str, BuiltArtifact] = {}
     result: dict[str, BuiltArtifact] = {}
+    preset = load_preset(plan.runtime, plan.preset)
     for entry in servers:
         target = _target_of(entry)
-        label = target.label if target else "shared"
+        label = target_label(preset.target_specific, target)
         if label not in by_label:
             with output.spinner(f"Building {ctx.app} for {label}..."):
                 by_label[label] = build_artifact(
