@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections import deque
 from pathlib import Path
@@ -39,6 +40,21 @@ class PrepError(TakoError):
     def __init__(self, message: str, tail: list[str]) -> None:
         super().__init__(message, hint="last output lines:\n" + "\n".join(tail) if tail else None)
         self.tail = tail
+
+
+def python_interpreter() -> str:
+    """The Python used for app venvs: the server's own, or the host's ``python3`` when the
+    server is the self-contained (PyInstaller) executable."""
+    if not getattr(sys, "frozen", False):
+        return sys.executable
+    found = shutil.which("python3") or shutil.which("python")
+    if found is None:
+        raise PrepError(
+            "python apps need python3 on the server (the tako-server executable bundles "
+            "its own Python but does not lend it to apps)",
+            [],
+        )
+    return found
 
 
 def prep_commands(runtime: str, install: str | None, workdir: Path) -> list[list[str]]:
@@ -68,7 +84,7 @@ def _python_prep(workdir: Path) -> list[list[str]]:
         deps = [*pip, "."]
     else:
         return []
-    return [[sys.executable, "-m", "venv", ".venv"], deps]
+    return [[python_interpreter(), "-m", "venv", ".venv"], deps]
 
 
 async def prepare(
@@ -135,7 +151,7 @@ def start_command(manifest: dict[str, Any], workdir: Path) -> list[str]:
         return ["deno", "run", "-A", main]
     if runtime == "python":
         venv_python = workdir / ".venv" / "bin" / "python"
-        return [str(venv_python) if venv_python.exists() else sys.executable, main]
+        return [str(venv_python) if venv_python.exists() else python_interpreter(), main]
     if runtime in ("go", "binary"):
         return [str(workdir / main)]
     raise TakoError(f"unsupported runtime {runtime!r}: use bun, node, deno, python, go or binary")
@@ -146,7 +162,7 @@ def base_environ(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
     path = server_env.get("PATH") or DEFAULT_PATH
     extra = [workdir / ".venv" / "bin", workdir / "node_modules" / ".bin"]
     prefix = [str(p) for p in extra if p.is_dir()]
-    python_dir = str(Path(sys.executable).parent)
+    python_dir = str(Path(python_interpreter()).parent)
     parts = [*prefix, *path.split(os.pathsep)]
     if python_dir not in parts:
         parts.append(python_dir)
