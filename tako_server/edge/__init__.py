@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runtime import EdgeConfig
-    from .server import Edge, EdgeProvider
+    from .server import Edge, EdgeError, EdgeProvider
     from .snapshot import Backend, EdgeApp, EdgeSnapshot
 
-__all__ = ["Backend", "Edge", "EdgeApp", "EdgeConfig", "EdgeProvider", "EdgeSnapshot"]
+__all__ = ["Backend", "Edge", "EdgeApp", "EdgeError", "EdgeConfig", "EdgeProvider", "EdgeSnapshot"]
 _HOMES = {
     "Backend": "snapshot",
     "EdgeApp": "snapshot",
     "EdgeSnapshot": "snapshot",
     "EdgeConfig": "runtime",
     "Edge": "server",
+    "EdgeError": "server",
     "EdgeProvider": "server",
 }
 

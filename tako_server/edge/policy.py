@@ -79,6 +79,7 @@ _RESPONSE_DROP = frozenset(
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _DIGITS_RE = re.compile(rb"^[0-9]{1,19}$")
 _CONNECTION_TOKENS_IGNORED = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+_PLAIN_CONNECTION = frozenset({b",keep-alive", b",close", b", keep-alive", b", close"})
 
 
 class Rejected(Exception):
@@ -228,7 +229,7 @@ def client_response(
                 upstream_chunked = True
             continue
         parts += (name, b": ", value, b"\r\n")
-    if connection:
+    if connection and connection not in _PLAIN_CONNECTION:
         extra = {t.strip() for t in connection.split(b",")} - _CONNECTION_TOKENS_IGNORED
         if extra:
             parts = [parts[0], *_without(headers, extra | drop)]

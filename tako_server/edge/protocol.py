@@ -65,6 +65,7 @@ class ClientProtocol(asyncio.Protocol):
         "upgrading",
         "lingering",
         "in_headers",
+        "requests",
         "_corked",
         "_out",
     )
@@ -89,6 +90,7 @@ class ClientProtocol(asyncio.Protocol):
         self.upgrading = False
         self.lingering = False
         self.in_headers = False
+        self.requests = 0
         self._corked = False
         self._out: list[bytes] = []
 
@@ -118,7 +120,10 @@ class ClientProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def close_if_idle(self) -> None:
-        if self.active is None and not self.in_headers:
+        """Close a kept-alive connection between requests (drain). A fresh connection that
+        has not sent its first request yet stays: it was accepted, so it gets an answer
+        (with ``Connection: close``) or meets the header timeout."""
+        if self.active is None and not self.in_headers and self.requests:
             self.close()
 
     def close(self) -> None:
@@ -240,6 +245,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_headers = True
+        self.requests += 1
         self.url = b""
         self.headers = []
         if self.active is None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .protocol import ClientProtocol
 
 log = logging.getLogger(__name__)
+DRAIN_LINGER = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,16 @@ class EdgeRuntime:
             log.exception("app log write failed for %s", key)
 
     async def drain(self, timeout: float) -> None:
-        """Close idle connections now; let active ones finish until ``timeout``."""
+        """Close idle connections now; let active ones finish until ``timeout``. Waits at
+        least ``DRAIN_LINGER`` (bounded by ``timeout``): connections accepted just before
+        the listeners closed may still be in their TLS handshake, not yet counted."""
         self.draining = True
         for conn in list(self.connections):
             conn.close_if_idle()
-        deadline = self.loop.time() + timeout
-        while self.connections and self.loop.time() < deadline:
+        start = self.loop.time()
+        deadline = start + timeout
+        linger = start + min(DRAIN_LINGER, timeout)
+        while (self.connections or self.loop.time() < linger) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from tako_common.errors import TakoError
 from tako_server.supervisor.spec import ColdStartRejected, ColdStartTimeout
 
 from .channel import Channel
@@ -59,6 +60,12 @@ class EdgeProvider(Protocol):
     def challenge(self, token: str) -> str | None: ...
 
     def app_log(self, key: str, line: str) -> None: ...
+
+
+class EdgeError(TakoError):
+    """The edge could not start (a port is taken, workers did not come up)."""
+
+    code = "edge"
 
 
 def cold_start_error_kind(exc: BaseException) -> str:
@@ -174,7 +181,16 @@ class Edge:
         count = max(1, self.workers)
         for kind, port in (("http", self.http_port), ("https", self.https_port)):
             inherited = self._inherited.pop(kind, [])
-            self._listeners[kind] = open_listeners(self.host, port, count, inherited)
+            try:
+                self._listeners[kind] = open_listeners(self.host, port, count, inherited)
+            except OSError as exc:
+                for socks in self._listeners.values():
+                    for sock in socks:
+                        sock.close()
+                raise EdgeError(
+                    f"cannot listen on {self.host}:{port}: {exc.strerror or exc}",
+                    hint="another process holds the port, or ports below 1024 need root",
+                ) from exc
         self.http_port = self._listeners["http"][0].getsockname()[1]
         self.https_port = self._listeners["https"][0].getsockname()[1]
         public = self._public_https_port or self.https_port
@@ -197,7 +213,10 @@ class Edge:
                 await asyncio.gather(*(h.ready.wait() for h in self._handles))
         except TimeoutError:
             await self.stop(0)
-            raise RuntimeError("edge workers did not become ready") from None
+            raise EdgeError(
+                f"edge workers did not become ready within {READY_TIMEOUT:.0f}s",
+                hint="see the server log for the worker's error",
+            ) from None
 
     def notify(self) -> None:
         """The provider's state changed: push a new snapshot (coalesced)."""
@@ -363,4 +382,4 @@ def _safe(call: Any, *args: Any) -> Any:
         return None
 
 
-__all__ = ["Edge", "EdgeProvider", "LocalHooks", "cold_start_error_kind"]
+__all__ = ["Edge", "EdgeError", "EdgeProvider", "LocalHooks", "cold_start_error_kind"]

@@ -11,14 +11,12 @@ Public API (see docs/tls.md):
 - Pure policy: :func:`is_due`, :func:`next_attempt`, :func:`decide`, :func:`select_name`.
 
 Rule: this package never reads settings or the environment; the daemon passes them in.
+The ACME side (``acme``, ``josepy``) is imported lazily, on first use of its names, so edge
+worker processes that only need :class:`CertStore` stay small.
 """
 
-from .acme_issuer import (
-    LETSENCRYPT_PRODUCTION,
-    LETSENCRYPT_STAGING,
-    AcmeIssuer,
-    directory_url_for,
-)
+from typing import TYPE_CHECKING, Any
+
 from .certinfo import (
     DEFAULT_DOMAIN,
     CertInfo,
@@ -30,7 +28,6 @@ from .certinfo import (
 )
 from .challenges import ChallengeStore, challenge_response
 from .errors import AcmeError, TlsError
-from .manager import CertManager
 from .policy import (
     Action,
     CertState,
@@ -43,6 +40,35 @@ from .policy import (
 )
 from .selfsigned import ensure_self_signed, make_self_signed
 from .store import CertStore, new_server_context
+
+if TYPE_CHECKING:
+    from .acme_issuer import (
+        LETSENCRYPT_PRODUCTION,
+        LETSENCRYPT_STAGING,
+        AcmeIssuer,
+        directory_url_for,
+    )
+    from .manager import CertManager
+
+_LAZY = {
+    "LETSENCRYPT_PRODUCTION": "acme_issuer",
+    "LETSENCRYPT_STAGING": "acme_issuer",
+    "AcmeIssuer": "acme_issuer",
+    "directory_url_for": "acme_issuer",
+    "CertManager": "manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LETSENCRYPT_PRODUCTION",

@@ -1,0 +1,166 @@
+"""Static file resolution under public/: extensions, prefixes, traversal, ETag, snapshot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tako_server.edge.policy import Rejected
+from tako_server.edge.snapshot import (
+    Backend,
+    EdgeApp,
+    EdgeSnapshot,
+    EdgeState,
+    snapshot_from_wire,
+    snapshot_to_wire,
+)
+from tako_server.edge.static import (
+    content_type_for,
+    etag_for,
+    etag_matches,
+    has_extension,
+    resolve_static,
+    static_head,
+)
+
+
+@pytest.fixture
+def public(tmp_path: Path) -> Path:
+    root = tmp_path / "public"
+    (root / "assets").mkdir(parents=True)
+    (root / "app.js").write_text("js")
+    (root / "assets" / "site.css").write_text("css")
+    (root / "with space.txt").write_text("sp")
+    (root / "folder.d").mkdir()
+    (tmp_path / "secret.txt").write_text("secret")
+    (root / "escape.txt").symlink_to(tmp_path / "secret.txt")
+    (root / "inside.js").symlink_to(root / "app.js")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/a.js", True),
+        ("/a/b.min.css", True),
+        ("/a", False),
+        ("/a.", False),
+        ("/x.d/", False),
+        ("/.env", True),
+        ("/", False),
+    ],
+)
+def test_has_extension(path: str, expected: bool) -> None:
+    assert has_extension(path) is expected
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix", "relative"),
+    [
+        ("/app.js", "", "app.js"),
+        ("/assets/site.css", "", "assets/site.css"),
+        ("/web/app.js", "/web", "app.js"),
+        ("/web/assets/site.css", "/web", "assets/site.css"),
+        ("/with%20space.txt", "", "with space.txt"),
+        ("/inside.js", "", "app.js"),  # symlink inside public/ is fine
+    ],
+)
+def test_resolves_files_under_public(public: Path, path: str, prefix: str, relative: str) -> None:
+    found = resolve_static(public, path, prefix)
+    assert found is not None
+    assert found.path == (public / relative).resolve()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/missing.js", "/folder.d", "/noext", "/web/app.js", "/webapp.js"],
+)
+def test_falls_through_to_the_app(public: Path, path: str) -> None:
+    assert resolve_static(public, path, "/web2") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/assets/..%2f..%2fsecret.txt",
+        "/a%00.js",
+        "/a%5c..%5csecret.txt",
+        "/escape.txt",
+    ],
+)
+def test_traversal_is_refused(public: Path, path: str) -> None:
+    with pytest.raises(Rejected) as info:
+        resolve_static(public, path)
+    assert info.value.status == 400
+
+
+def test_etag_is_strong_from_size_and_mtime(public: Path) -> None:
+    file = public / "app.js"
+    os.utime(file, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    found = resolve_static(public, "/app.js")
+    assert found is not None
+    assert found.etag == etag_for(2, 1_700_000_000_000_000_000)
+    assert not found.etag.startswith("W/")
+    file.write_text("js2")
+    changed = resolve_static(public, "/app.js")
+    assert changed is not None and changed.etag != found.etag
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [('"a"', True), ('"b", "a"', True), ('W/"a"', True), ("*", True), ('"b"', False), ("", False)],
+)
+def test_if_none_match(header: str, expected: bool) -> None:
+    assert etag_matches(header, '"a"') is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype"),
+    [
+        ("a.html", "text/html; charset=utf-8"),
+        ("a.JS", "text/javascript; charset=utf-8"),
+        ("a.woff2", "font/woff2"),
+        ("a.unknown", "application/octet-stream"),
+    ],
+)
+def test_content_types(name: str, ctype: str) -> None:
+    assert content_type_for(name) == ctype
+
+
+def test_static_heads(public: Path) -> None:
+    found = resolve_static(public, "/app.js")
+    assert found is not None
+    ok = static_head(found, not_modified=False, close=False)
+    assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 2\r\n" in ok
+    assert f"ETag: {found.etag}".encode() in ok
+    nm = static_head(found, not_modified=True, close=True)
+    assert nm.startswith(b"HTTP/1.1 304") and b"Content-Length" not in nm
+    assert b"Connection: close" in nm
+
+
+def test_snapshot_round_trips_and_compiles() -> None:
+    snapshot = EdgeSnapshot(
+        routes=(
+            ("a.example.com", "a/prod"),
+            ("*.example.com", "b/prod"),
+            ("x.example.com", "gone/prod"),
+        ),
+        apps={
+            "a/prod": EdgeApp("a/prod", (Backend(1, "127.0.0.1", 3000),), "/srv/public", False),
+            "b/prod": EdgeApp("b/prod", (), None, True),
+        },
+    )
+    again = snapshot_from_wire(snapshot_to_wire(snapshot))
+    assert again == snapshot
+    state = EdgeState.compile(again)
+    a = state.route("A.example.com:443", "/x")
+    b = state.route("z.example.com", "/")
+    assert a is not None and a[1].key == "a/prod" and a[1].public_dir == Path("/srv/public")
+    assert b is not None and b[1].cold_start
+    assert state.route("x.example.com", "/") is None  # route to an unknown app
+    assert state.route("example.org", "/") is None
+    assert state.addresses() == {("127.0.0.1", 3000)}
