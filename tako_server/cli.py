@@ -1,6 +1,9 @@
 """The ``tako-server`` command line: ``run`` (the default) and ``version``.
 
 Rules: flags only override settings (see :mod:`tako_server.settings` for precedence);
+besides the settings, ``run`` reads exactly two things from the environment, at the
+process boundary: ``$NOTIFY_SOCKET`` (:mod:`tako_server.notify`) and the takeover
+variables a predecessor passes (:mod:`tako_server.upgrade`, removed once read);
 the CLI has one error boundary: a :class:`TakoError` at start-up prints a one-line
 message (and hint) on stderr and exits 1, without a traceback or locals.
 """
@@ -8,6 +11,7 @@ message (and hint) on stderr and exits 1, without a traceback or locals.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -55,9 +59,13 @@ def run(
 ) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT."""
     from tako_server.daemon import run_daemon
+    from tako_server.notify import Notifier
     from tako_server.settings import load_settings
+    from tako_server.upgrade import Inheritance
 
+    inherited = None
     try:
+        inherited = Inheritance.from_environ(os.environ)
         settings = load_settings(
             data_dir=data_dir,
             socket=socket,
@@ -66,8 +74,11 @@ def run(
             workers=workers,
         )
         _configure_logging(settings.log_level)
-        run_daemon(settings, with_edge=not no_edge)
+        notifier = Notifier.from_environ(os.environ)
+        run_daemon(settings, with_edge=not no_edge, inherited=inherited, notifier=notifier)
     except TakoError as exc:
+        if inherited is not None:
+            inherited.close()
         _fail(exc)
     except KeyboardInterrupt:
         pass

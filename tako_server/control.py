@@ -6,6 +6,8 @@ Rules:
   created 0700, socket chmod 0600), then points ``tako.sock`` at it with an atomic
   symlink swap (symlink to a temporary name + rename), so a restarting server never
   leaves clients without a socket and an old process never steals it back.
+- After a failed takeover the old server calls :meth:`ControlServer.reclaim`: the link
+  points at its own socket again, whatever the failed successor did with it.
 - Frames are split by :class:`~tako_common.protocol.FrameDecoder`; a bad or oversized
   line gets an error response and the connection stays usable.
 - Requests on one connection are answered in order; connections are independent.
@@ -66,11 +68,28 @@ class ControlServer:
         self.pid_path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.pid_path))
         os.chmod(self.pid_path, 0o600)
-        tmp = directory / f".{self.link_path.name}.{os.getpid()}.tmp"
+        self._point_link()
+
+    def _point_link(self) -> None:
+        """Atomically point ``tako.sock`` at our pid socket (symlink to a temp name + rename)."""
+        tmp = self.link_path.parent / f".{self.link_path.name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(self.pid_path.name, tmp)
         os.replace(tmp, self.link_path)
         log.info("control socket %s -> %s", self.link_path, self.pid_path)
+
+    def owns_link(self) -> bool:
+        try:
+            return os.readlink(self.link_path) == self.pid_path.name
+        except OSError:
+            return False
+
+    def reclaim(self) -> bool:
+        """Point the link back at our socket if it points elsewhere; True when it moved."""
+        if self._server is None or self.owns_link():
+            return False
+        self._point_link()
+        return True
 
     async def stop(self) -> None:
         """Stop accepting, close open connections, remove our socket (and our link)."""
@@ -82,8 +101,8 @@ class ControlServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(OSError):
-            if os.readlink(self.link_path) == self.pid_path.name:
+        if self.owns_link():
+            with contextlib.suppress(OSError):
                 self.link_path.unlink()
         self.pid_path.unlink(missing_ok=True)
 

@@ -9,8 +9,21 @@ Startup (in this order, any failure aborts with a clear message):
 5. every persisted app restored from SQLite (routes, desired instances), no redeploy;
 6. the control socket bound last, so a client that can talk to it sees restored apps.
 
+Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`).
+
 Shutdown on SIGTERM/SIGINT: stop accepting control connections, drain the edge, stop
 every instance (SIGTERM, drain, SIGKILL), cancel background tasks, close the database.
+
+SIGHUP = graceful takeover (:mod:`tako_server.upgrade`, ``docs/upgrade.md``): one at a
+time; upgrading mode is entered unless a client already holds it; in-flight mutating
+commands finish first; a successor is started with this process's listeners and, once
+it serves, this process shuts down as above (without ``STOPPING=1``). A failed takeover
+leaves this process serving. Each takeover's outcome is written to
+``{data_dir}/takeover.json`` (``from_pid``, ``state`` started|failed|succeeded,
+``successor_pid``, ``reason``, ``at``) so ``tako servers restart`` can tell a failed
+takeover from a slow one without reading logs. A process started as a successor
+(``inherited``) adopts the listeners, leaves the predecessor's deploy locks alone, and
+tells it when it serves.
 One :class:`ServerSettings` object is built by the CLI and passed down; nothing here
 reads the environment.
 """
@@ -19,26 +32,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
 from typing import Any
 
+from tako_common.errors import TakoError
+from tako_common.protocol import MUTATING_COMMANDS, Request
 from tako_server import deployer
-from tako_server.context import ServerContext, TaskGroup
+from tako_server.context import ServerContext, TaskGroup, utc_iso
 from tako_server.control import ControlServer
-from tako_server.handlers import Handlers
+from tako_server.handlers import Handlers, Reply
 from tako_server.locks import DeployLocks
+from tako_server.notify import Notifier
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
 from tako_server.supervisor import Supervisor, SupervisorSettings
 from tako_server.tls import ChallengeStore
+from tako_server.upgrade import (
+    READY_TIMEOUT,
+    Inheritance,
+    Successor,
+    TakeoverError,
+    current_successor_argv,
+    reload_owner,
+)
 
 log = logging.getLogger("tako_server")
 
 EDGE_DRAIN_TIMEOUT = 30.0
+MUTATIONS_WAIT = 120.0  # a takeover waits this long for running deploys to finish
 
 
 class Daemon:
@@ -51,8 +77,16 @@ class Daemon:
         with_edge: bool = True,
         with_certs: bool = True,
         supervisor_settings: SupervisorSettings | None = None,
+        inherited: Inheritance | None = None,
+        notifier: Notifier | None = None,
+        takeover_timeout: float = READY_TIMEOUT,
+        drain_timeout: float = EDGE_DRAIN_TIMEOUT,
     ) -> None:
         self.settings = settings
+        self.inherited = inherited
+        self.notifier = notifier or Notifier(None)
+        self.takeover_timeout = takeover_timeout
+        self.drain_timeout = drain_timeout
         self.with_edge = with_edge
         self.with_certs = with_certs
         self.supervisor_settings = supervisor_settings or SupervisorSettings()
@@ -65,33 +99,76 @@ class Daemon:
         self.challenges: ChallengeStore | None = None
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
+        self._serving = False
+        self._mutations = 0  # mutating commands running now (a takeover waits for 0)
+        self._takeover: asyncio.Task[None] | None = None
+        self.successor_pid: int | None = None  # set once a successor serves
 
     def __repr__(self) -> str:
-        return f"Daemon(data_dir={str(self.settings.data_dir)!r}, edge={self.with_edge})"
+        return (
+            f"Daemon(data_dir={str(self.settings.data_dir)!r}, edge={self.with_edge},"
+            f" serving={self._serving}, successor={self.successor_pid})"
+        )
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then shut down."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        handlers = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: self.request_takeover,
+        }
+        for sig, handler in handlers.items():
+            loop.add_signal_handler(sig, handler)
         try:
-            await self.startup()
-            log.info("tako-server ready (pid %d, socket %s)", os.getpid(), self.settings.socket)
+            try:
+                await self.startup()
+            except BaseException:
+                if self.inherited is not None:
+                    self.inherited.close()  # the predecessor sees EOF at once
+                raise
+            self._announce_ready()
             await self._stopping.wait()
             log.info("shutting down")
         finally:
             await self.shutdown()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in handlers:
                 loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def request_takeover(self) -> None:
+        """SIGHUP: start a takeover unless one runs or this process is not serving."""
+        if not self._serving or self._stopping.is_set():
+            log.warning("SIGHUP ignored: this server is not serving (starting or stopping)")
+        elif self._takeover is not None and not self._takeover.done():
+            log.warning("SIGHUP ignored: a takeover is already in progress")
+        else:
+            self._takeover = self.tasks.spawn(self._run_takeover(), name="takeover")
+
+    def _announce_ready(self) -> None:
+        pid = os.getpid()
+        self._serving = True
+        inherited = self.inherited
+        if inherited is None:
+            self.notifier.ready(f"serving (pid {pid})")
+            log.info("tako-server ready (pid %d, socket %s)", pid, self.settings.socket)
+            return
+        self.notifier.ready(f"serving (pid {pid}, took over from pid {inherited.from_pid})")
+        inherited.signal_ready()
+        log.info("tako-server ready (pid %d), took over from pid %d", pid, inherited.from_pid)
+        assert self.ctx is not None
+        mode = self.ctx.state.server_mode()
+        if mode.mode == "upgrading" and mode.owner == inherited.owner:
+            self.ctx.state.set_server_mode("normal", None, None)
+
     async def startup(self) -> None:
         layout = self.settings.layout
         for path in (layout.data_dir, layout.apps_dir, layout.incoming_dir):
             path.mkdir(parents=True, exist_ok=True)
-        for staging in layout.incoming_dir.glob(".extract-*"):
+        takeover = self.inherited is not None
+        for staging in [] if takeover else layout.incoming_dir.glob(".extract-*"):
             shutil.rmtree(staging, ignore_errors=True)
         state = StateStore.open(layout.state_db)
         locks = DeployLocks(layout)
@@ -107,7 +184,7 @@ class Daemon:
             pid=os.getpid(),
             notify=self._changed,
         )
-        for stale in locks.clear_stale():
+        for stale in [] if takeover else locks.clear_stale():  # the predecessor's are live
             log.info("removed stale deploy lock %s", stale)
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
@@ -118,10 +195,28 @@ class Daemon:
         await self._wait_restored(self.supervisor_settings.startup_timeout)
         if self.with_edge:
             await self._start_edge()
+        elif self.inherited is not None:
+            self.inherited.close()
         self.control = ControlServer(
-            self.settings.socket, Handlers(self.ctx).dispatch, on_close=locks.release_connection
+            self.settings.socket,
+            self._counting(Handlers(self.ctx)),
+            on_close=locks.release_connection,
         )
         await self.control.start()
+
+    def _counting(self, handlers: Handlers) -> Any:
+        """``handlers.dispatch`` that counts running mutating commands."""
+
+        async def dispatch(request: Request, connection: int) -> Reply:
+            if request.command not in MUTATING_COMMANDS:
+                return await handlers.dispatch(request, connection)
+            self._mutations += 1
+            try:
+                return await handlers.dispatch(request, connection)
+            finally:
+                self._mutations -= 1
+
+        return dispatch
 
     def _build_certs(self) -> Any:
         from tako_server.tls import AcmeIssuer, CertManager, CertStore
@@ -147,12 +242,19 @@ class Daemon:
 
         assert self.ctx is not None and self.supervisor is not None
         provider = DaemonEdgeProvider(self.ctx, self.supervisor, self.challenges)
+        listeners = {}
+        if self.inherited is not None:
+            listeners = {
+                "http": self.inherited.listeners_for("http", self.settings.http_port),
+                "https": self.inherited.listeners_for("https", self.settings.https_port),
+            }
         self.edge = Edge(
             provider,
             http_port=self.settings.http_port,
             https_port=self.settings.https_port,
             certs_dir=self.settings.layout.certs_dir,
             workers=self.settings.workers,
+            listeners=listeners,
         )
         await self.edge.start()
 
@@ -192,13 +294,90 @@ class Daemon:
         if self.edge is not None:
             self.edge.certs_changed()
 
+    # ------------------------------------------------------------------ takeover (old side)
+
+    async def _run_takeover(self) -> None:
+        assert self.ctx is not None
+        state = self.ctx.state
+        owner = reload_owner(os.getpid())
+        owns_mode = state.server_mode().mode == "normal"
+        if owns_mode:
+            state.set_server_mode("upgrading", owner, utc_iso())
+        self.notifier.status("takeover: starting a new tako-server")
+        self._record_takeover("started")
+        successor: Successor | None = None
+        try:
+            await self._wait_mutations(MUTATIONS_WAIT)
+            listeners = self.edge.listeners if self.edge is not None else {}
+            successor = Successor(
+                current_successor_argv(), listeners, timeout=self.takeover_timeout
+            )
+            self.successor_pid = await successor.start()
+        except (TakoError, OSError) as exc:
+            self.successor_pid = None
+            reason = exc.message if isinstance(exc, TakoError) else f"{type(exc).__name__}: {exc}"
+            log.error("takeover failed, pid %d keeps serving: %s", os.getpid(), reason)
+            if self.control is not None and self.control.reclaim():
+                log.info("control socket reclaimed by pid %d", os.getpid())
+            mode = state.server_mode()
+            if owns_mode and mode.mode == "upgrading" and mode.owner == owner:
+                state.set_server_mode("normal", None, None)
+            self.notifier.status(f"serving (pid {os.getpid()}); takeover failed: {reason}")
+            self._record_takeover("failed", reason=reason)
+            return
+        except asyncio.CancelledError:
+            if successor is not None:  # stopping mid-takeover: the successor must not stay
+                await successor.abort()
+            raise
+        log.info(
+            "takeover: pid %d serves now; pid %d drains and exits", self.successor_pid, os.getpid()
+        )
+        self._record_takeover("succeeded", successor=self.successor_pid)
+        self.request_stop()
+
+    def _record_takeover(
+        self, state: str, *, reason: str | None = None, successor: int | None = None
+    ) -> None:
+        record = {
+            "from_pid": os.getpid(),
+            "state": state,
+            "successor_pid": successor,
+            "reason": reason,
+            "at": utc_iso(),
+        }
+        path = self.settings.data_dir / "takeover.json"
+        tmp = path.with_name(f".takeover.json.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(record) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
+
+    async def _wait_mutations(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._mutations > 0:
+            if loop.time() >= deadline:
+                raise TakeoverError(
+                    f"{self._mutations} deploy-type command(s) still running after"
+                    f" {timeout:.0f}s; takeover not started"
+                )
+            await asyncio.sleep(0.1)
+
     async def shutdown(self) -> None:
+        handed_over = self.successor_pid is not None
+        if self._takeover is not None and not self._takeover.done():
+            self._takeover.cancel()
+            await asyncio.gather(self._takeover, return_exceptions=True)
+        if not handed_over and self._serving:
+            self.notifier.stopping()
+        self._serving = False
         if self.control is not None:
             await self.control.stop()
             self.control = None
         if self.edge is not None:
             with contextlib.suppress(Exception):
-                await self.edge.stop(EDGE_DRAIN_TIMEOUT)
+                await self.edge.stop(self.drain_timeout)
             self.edge = None
         if self.ctx is not None:
             await self.ctx.supervisor.shutdown()
@@ -211,8 +390,15 @@ class Daemon:
             self.ctx = None
 
 
-def run_daemon(settings: ServerSettings, *, with_edge: bool = True) -> None:
-    """Run the daemon on uvloop until it is told to stop."""
+def run_daemon(
+    settings: ServerSettings,
+    *,
+    with_edge: bool = True,
+    inherited: Inheritance | None = None,
+    notifier: Notifier | None = None,
+) -> None:
+    """Run the daemon on uvloop until it is told to stop (or a successor took over)."""
     import uvloop
 
-    uvloop.run(Daemon(settings, with_edge=with_edge).run())
+    daemon = Daemon(settings, with_edge=with_edge, inherited=inherited, notifier=notifier)
+    uvloop.run(daemon.run())

@@ -166,7 +166,8 @@ class Inheritance:
     def listeners_for(self, kind: str, port: int) -> list[socket.socket]:
         """Inherited sockets of ``kind`` bound to ``port`` (any port for 0); the rest are
         closed (the configured port changed: the new process binds the new one)."""
-        keep, drop = [], []
+        keep: list[socket.socket] = []
+        drop: list[socket.socket] = []
         for sock in self.listeners.pop(kind, []):
             bound = sock.getsockname()[1]
             (keep if port in (0, bound) else drop).append(sock)
