@@ -36,7 +36,10 @@ def test_layering_is_respected(package: str, forbidden: set[str]) -> None:
 
 def test_import_linter_contracts_hold() -> None:
     pytest.importorskip("importlinter")
-    script = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    script = (
+        "import sys; from importlinter.cli import lint_imports_command; "
+        "sys.exit(lint_imports_command())"
+    )
     result = subprocess.run(
         [sys.executable, "-c", script, "--config", str(ROOT / "pyproject.toml")],
         cwd=ROOT,

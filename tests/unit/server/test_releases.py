@@ -232,7 +232,9 @@ def test_without_tar_filters_modes_and_owners_are_sanitised(
     monkeypatch.setattr(releases, "_HAS_FILTER", False)
     archive = tmp_path / "a.tar.zst"
     archive.write_bytes(
-        tar_zst_from_entries([Entry("suid", data=b"#!/bin/sh\n", mode=0o4777), Entry("f", mode=0o000)])
+        tar_zst_from_entries(
+            [Entry("suid", data=b"#!/bin/sh\n", mode=0o4777), Entry("f", mode=0o000)]
+        )
     )
     releases.extract_archive(archive, tmp_path / "release")
     assert (tmp_path / "release/suid").stat().st_mode & 0o7777 == 0o755
