@@ -327,7 +327,7 @@ BUNDLED_MODULES = [
 @pytest.mark.parametrize("module", BUNDLED_MODULES)
 def test_executable_bundles_native_and_lazily_imported_modules(module: str) -> None:
     release.build_release()
-    analysis = (REPO / "build/pyinstaller/work/tako-server/Analysis-00.toc").read_text()
+    analysis = (REPO / "build/pyinstaller/build-tmp/tako-server/Analysis-00.toc").read_text()
     as_path = "'" + module.replace(".", "/") + "."
     assert f"'{module}'" in analysis or as_path in analysis
 
