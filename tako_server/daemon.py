@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from tako_common.errors import TakoError
@@ -219,21 +220,28 @@ class Daemon:
         return dispatch
 
     def _build_certs(self) -> Any:
-        from tako_server.tls import AcmeIssuer, CertManager, CertStore
+        from tako_server.tls import CertManager, CertStore
 
         layout = self.settings.layout
         store = CertStore(layout.certs_dir)
         self.challenges = ChallengeStore()
         issuer = None
         if self.settings.acme_enabled:
-            issuer = AcmeIssuer(
-                layout.acme_dir,
-                self.settings.directory_url,
-                self.settings.acme_email,
-                self.settings.acme_ca_bundle,
-                self.challenges,
-                store=store,
-            )
+            settings, challenges = self.settings, self.challenges
+
+            def make_issuer() -> Any:
+                from tako_server.tls import AcmeIssuer
+
+                return AcmeIssuer(
+                    layout.acme_dir,
+                    settings.directory_url,
+                    settings.acme_email,
+                    settings.acme_ca_bundle,
+                    challenges,
+                    store=store,
+                )
+
+            issuer = _LazyIssuer(make_issuer)
         return CertManager(store, issuer, on_change=self._certs_changed)
 
     async def _start_edge(self) -> None:
@@ -402,3 +410,26 @@ def run_daemon(
 
     daemon = Daemon(settings, with_edge=with_edge, inherited=inherited, notifier=notifier)
     uvloop.run(daemon.run())
+
+
+class _LazyIssuer:
+    """Builds the ACME issuer (and imports acme/josepy/requests, ~8 MiB) on first use, so
+    a server whose routes are all local hosts, or already certified, never loads them."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._real: Any = None
+
+    def __repr__(self) -> str:
+        return f"_LazyIssuer(loaded={self._real is not None})"
+
+    async def close(self) -> None:
+        if self._real is not None:
+            result = self._real.close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = self._factory()
+        return getattr(self._real, name)

@@ -24,10 +24,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from tako_common.errors import TakoError
 
-from .acme_issuer import AcmeIssuer
+if TYPE_CHECKING:  # the ACME client (acme, josepy, requests) loads only when enabled
+    from .acme_issuer import AcmeIssuer
 from .certinfo import validate_domain
 from .policy import (
     CHECK_INTERVAL,
