@@ -138,7 +138,7 @@ async def deploy_to_server(
     try:
         check_disk(info, artifact.size)
         present = await session.request(HasArtifactRequest(sha256=artifact.sha256))
-        uploaded = not bool(present.get("present"))
+        uploaded = not (isinstance(present, dict) and bool(present.get("present")))
         if uploaded:
             remote = f"{info.incoming_dir.rstrip('/')}/{artifact.sha256}.tar.zst"
             await session.upload(artifact.path, remote, progress)

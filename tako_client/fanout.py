@@ -44,6 +44,14 @@ async def fan_out(
             return HostResult(name, error=exc)
         except (TimeoutError, OSError) as exc:
             return HostResult(name, error=TakoError(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # a bug or a surprising answer must not cancel the others
+            return HostResult(
+                name,
+                error=TakoError(
+                    f"unexpected error: {type(exc).__name__}: {exc}",
+                    hint="re-run with --verbose and report it",
+                ),
+            )
 
     return list(await asyncio.gather(*(one(s) for s in servers)))
 

@@ -212,7 +212,15 @@ def set_secret(
     if value == "":
         raise ValidationError("secret value cannot be empty")
     data = load_secrets(app_dir)
-    key = ensure_key(env, home)
+    existing = data.get(env) or {}
+    if existing:
+        # Never start a second key for an env that already has values: they would become
+        # undecryptable together. The key must be the one those values were made with.
+        key = require_key(env, home)
+        sample_name, sample = next(iter(existing.items()))
+        decrypt_value(key, sample, label=f"{env}/{sample_name}")
+    else:
+        key = ensure_key(env, home)
     data.setdefault(env, {})[name] = encrypt_value(key.key, value)
     save_secrets(app_dir, data)
     return key

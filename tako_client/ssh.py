@@ -171,8 +171,15 @@ def judge_host_key(known: list[asyncssh.SSHKey], presented: asyncssh.SSHKey) -> 
 class _HostKeyPolicy(asyncssh.SSHClient):
     """Feeds asyncssh the keys on record and records what the server presented."""
 
-    def __init__(self, known_hosts: asyncssh.SSHKnownHosts | None) -> None:
+    def __init__(
+        self,
+        known_hosts: asyncssh.SSHKnownHosts | None,
+        port_known_hosts: asyncssh.SSHKnownHosts | None = None,
+    ) -> None:
         self._known_hosts = known_hosts
+        # For ports other than 22 only ``[host]:port`` entries count, as in OpenSSH
+        # (asyncssh would fall back to the plain-host entry of the port-22 server).
+        self._port_known_hosts = port_known_hosts
         self.known: list[asyncssh.SSHKey] = []
         self.verdict: HostKeyVerdict | None = None
         self.presented: asyncssh.SSHKey | None = None
@@ -180,9 +187,10 @@ class _HostKeyPolicy(asyncssh.SSHClient):
     def match(
         self, host: str, addr: str, port: int | None
     ) -> tuple[list[Any], list[Any], list[Any]]:
-        if self._known_hosts is None:
+        table = self._known_hosts if port in (None, 22) else self._port_known_hosts
+        if table is None:
             return [], [], []
-        keys, ca_keys, revoked, *_ = asyncssh.match_known_hosts(self._known_hosts, host, addr, port)
+        keys, ca_keys, revoked, *_ = asyncssh.match_known_hosts(table, host, addr, port)
         self.known = list(keys)
         return list(keys), list(ca_keys), list(revoked)
 
@@ -192,6 +200,28 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         self.verdict = judge_host_key(self.known, key)
         self.presented = key
         return self.verdict.kind == "trusted"
+
+
+def _port_known_hosts(files: list[Path]) -> asyncssh.SSHKnownHosts | None:
+    """Only the entries that can name a port: ``[host]:port`` patterns and hashed ones."""
+    lines = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            fields = line.split()
+            if fields and fields[0].startswith("@"):
+                fields = fields[1:]
+            if fields and (fields[0].startswith("|") or "]:" in fields[0]):
+                lines.append(line)
+    if not lines:
+        return None
+    try:
+        return asyncssh.import_known_hosts("\n".join(lines) + "\n")
+    except ValueError:
+        return None
 
 
 def _read_known_hosts(files: list[Path]) -> asyncssh.SSHKnownHosts | None:
@@ -336,7 +366,7 @@ class SshClient:
         keys = await asyncio.to_thread(self._client_keys)
         for _ in range(2):
             files = self.settings.known_hosts_files
-            policy = _HostKeyPolicy(_read_known_hosts(files))
+            policy = _HostKeyPolicy(_read_known_hosts(files), _port_known_hosts(files))
             try:
                 conn = await self._open(target, keys, policy)
             except asyncssh.HostKeyNotVerifiable as exc:

@@ -301,13 +301,20 @@ _REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 # --------------------------------------------------------------------------- responses (data)
 
 
-class HelloData(_Message):
+class _Data(BaseModel):
+    """Response payloads ignore fields they do not know, so a newer server that adds a
+    field never breaks an older CLI (requests stay strict: ``extra="forbid"``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class HelloData(_Data):
     protocol_version: int
     server_version: str
     capabilities: list[str]
 
 
-class ServerInfoData(_Message):
+class ServerInfoData(_Data):
     server_version: str
     mode: Literal["normal", "upgrading"]
     upgrade_owner: str | None = None
@@ -322,7 +329,7 @@ class ServerInfoData(_Message):
     acme_directory_url: str | None = None
 
 
-class InstanceStatus(_Message):
+class InstanceStatus(_Data):
     id: int
     state: Literal["starting", "healthy", "unhealthy", "draining", "stopped", "failed"]
     version: str
@@ -334,14 +341,14 @@ class InstanceStatus(_Message):
     restarts: int = 0
 
 
-class CertStatus(_Message):
+class CertStatus(_Data):
     host: str
     state: Literal["issued", "pending", "failed", "self_signed", "needs_dns01", "none"]
     not_after: str | None = None
     reason: str | None = None
 
 
-class AppStatus(_Message):
+class AppStatus(_Data):
     app: str
     env: str
     version: str | None
@@ -356,21 +363,21 @@ class AppStatus(_Message):
     certificates: list[CertStatus] = Field(default_factory=list)
 
 
-class StatusData(_Message):
+class StatusData(_Data):
     apps: list[AppStatus]
 
 
-class AppRoutes(_Message):
+class AppRoutes(_Data):
     app: str
     env: str
     routes: list[str]
 
 
-class RoutesData(_Message):
+class RoutesData(_Data):
     routes: list[AppRoutes]
 
 
-class ReleaseInfo(_Message):
+class ReleaseInfo(_Data):
     version: str
     current: bool
     deployed_at: str | None = None
@@ -378,13 +385,13 @@ class ReleaseInfo(_Message):
     git_dirty: bool | None = None
 
 
-class ReleasesData(_Message):
+class ReleasesData(_Data):
     app: str
     env: str
     releases: list[ReleaseInfo]
 
 
-class DeployData(_Message):
+class DeployData(_Data):
     app: str
     env: str
     version: str
@@ -395,7 +402,7 @@ class DeployData(_Message):
     warnings: list[str] = Field(default_factory=list)
 
 
-class LogsData(_Message):
+class LogsData(_Data):
     lines: list[str]
 
 
@@ -513,7 +520,7 @@ def error_from(exc: TakoError) -> dict[str, Any]:
     return error(exc.message, code=exc.code, hint=exc.hint)
 
 
-class Response(_Message):
+class Response(_Data):
     status: Literal["ok", "error"]
     data: Any = None
     code: str | None = None

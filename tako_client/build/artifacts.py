@@ -78,6 +78,7 @@ def build_inputs(
     return {
         "schema_version": SCHEMA_VERSION,
         "source_hash": bundle.source_hash,
+        "version": bundle.version,  # build commands see it as TAKO_BUILD
         "runtime": plan.runtime,
         "runtime_version": plan.runtime_version,
         "preset": {"name": preset.name, "content_hash": preset.content_hash},

@@ -90,8 +90,9 @@ def prepare_workspace(source_archive: Path, workspace: Path) -> None:
 
 
 def build_env(preset: Preset, target: Target | None, version: str) -> dict[str, str]:
-    """Environment for build commands: the caller's, plus target facts."""
-    env = dict(os.environ)
+    """Environment for build commands: the caller's (minus Tako's own credentials: build
+    scripts and package hooks never see SSH keys or secrets keys), plus target facts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAKO_SSH_KEY", "TAKO_KEY_"))}
     env["TAKO_CALLER_PATH"] = env.get("PATH", "")
     env["TAKO_BUILD"] = version
     if target is not None:

@@ -249,32 +249,40 @@ def sync_command(
     env: str | None = typer.Option(None, "--env", "-e", help="Only this environment."),
     config: str | None = ConfigOpt,
 ) -> None:
-    base = load_app(config, None, env or "production") if env else None
-    if base is None:
-        envs = sorted({e for envs in list_secrets(_app_dir(config)).values() for e in envs})
+    if env is not None:
+        envs = [env]
+    else:
+        declared = set(load_app(config, None, "development").loaded.config.envs)
+        present = {e for names in list_secrets(_app_dir(config)).values() for e in names}
+        for name in sorted(present - declared):
+            output.warn(f"secrets of '{name}' are not synced: no [envs.{name}] in tako.toml")
+        envs = sorted((present & declared) - {"development"})
         if not envs:
             raise TakoError("no secrets to sync", hint="set one with `tako secrets set NAME`")
-    else:
-        envs = [base.env]
     failures = 0
     for name in envs:
-        ctx = load_app(config, None, name)
-        values = decrypt_env(ctx.app_dir, name)
-
-        async def one(
-            session: Session, ctx: AppContext = ctx, values: dict[str, str] = values
-        ) -> int:
-            await session.request(UpdateSecretsRequest(app=ctx.app, env=ctx.env, secrets=values))
-            return len(values)
-
-        output.section(f"{ctx.key}")
-        results = _run(_servers(ctx), one)
+        output.section(f"{name}")
         try:
-            _report(results, "secrets sync", lambda n: f"{n} secret(s) synced; instances restarted")
+            _sync_env(config, name)
+        except TakoError as exc:
+            output.error(exc.message, exc.hint)
+            failures += 1
         except typer.Exit:
             failures += 1
     if failures:
         raise typer.Exit(1)
+
+
+def _sync_env(config: str | None, env: str) -> None:
+    ctx = load_app(config, None, env)
+    values = decrypt_env(ctx.app_dir, env)
+
+    async def one(session: Session) -> int:
+        await session.request(UpdateSecretsRequest(app=ctx.app, env=env, secrets=values))
+        return len(values)
+
+    results = _run(_servers(ctx), one)
+    _report(results, "secrets sync", lambda n: f"{n} secret(s) synced; instances restarted")
 
 
 def _app_dir(config: str | None) -> Path:

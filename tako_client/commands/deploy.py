@@ -58,17 +58,20 @@ def deploy_command(
             output.line("Deployment cancelled.")
             raise typer.Exit(1)
     artifacts = _build(ctx, selection.servers)
-    target = DeployTarget(
-        app=ctx.app,
-        env=env,
-        routes=env_routes(ctx.loaded, env),
-        vars=merged_vars(ctx.loaded, env, {}),
-        secrets=secrets,
-        instances=_instances(ctx, selection.servers),
-        idle_timeout=idle_timeout_for(ctx.loaded, env, selection.servers[0].name),
-    )
-    results = asyncio.run(_deploy_all(target, selection.servers, artifacts))
-    _summary(ctx, target, results, artifacts)
+    targets = {
+        entry.name: DeployTarget(
+            app=ctx.app,
+            env=env,
+            routes=env_routes(ctx.loaded, env),
+            vars=merged_vars(ctx.loaded, env, {}),
+            secrets=secrets,
+            instances=_instances(ctx, entry),
+            idle_timeout=idle_timeout_for(ctx.loaded, env, entry.name),
+        )
+        for entry in selection.servers
+    }
+    results = asyncio.run(_deploy_all(targets, selection.servers, artifacts))
+    _summary(ctx, env_routes(ctx.loaded, env), results, artifacts)
 
 
 def _secrets(ctx: AppContext) -> dict[str, str]:
@@ -85,13 +88,12 @@ def _secrets(ctx: AppContext) -> dict[str, str]:
     return decrypt_env(ctx.app_dir, ctx.env)
 
 
-def _instances(ctx: AppContext, servers: list[ServerEntry]) -> int | None:
+def _instances(ctx: AppContext, entry: ServerEntry) -> int | None:
     """Desired instances only when the (legacy) config says so; else the server keeps its own."""
     hints = ctx.loaded.legacy
-    for entry in servers:
-        server_hints = hints.servers.get(entry.name)
-        if server_hints is not None and server_hints.instances is not None:
-            return server_hints.instances
+    server_hints = hints.servers.get(entry.name)
+    if server_hints is not None and server_hints.instances is not None:
+        return server_hints.instances
     return hints.instances
 
 
@@ -122,7 +124,9 @@ def _build(ctx: AppContext, servers: list[ServerEntry]) -> dict[str, BuiltArtifa
 
 
 async def _deploy_all(
-    target: DeployTarget, servers: list[ServerEntry], artifacts: dict[str, BuiltArtifact]
+    targets: dict[str, DeployTarget],
+    servers: list[ServerEntry],
+    artifacts: dict[str, BuiltArtifact],
 ) -> list[HostResult[ServerOutcome]]:
     output.section("Deploy")
     owner = lock_owner()
@@ -132,7 +136,7 @@ async def _deploy_all(
     async def one(session: Session) -> ServerOutcome:
         name = session.entry.name
         outcome = await deploy_to_server(
-            session, target, artifacts[name], owner=owner, progress=progress.callback(name)
+            session, targets[name], artifacts[name], owner=owner, progress=progress.callback(name)
         )
         output.success(
             f"{name}: {outcome.data.version} running "
@@ -147,7 +151,7 @@ async def _deploy_all(
 
 def _summary(
     ctx: AppContext,
-    target: DeployTarget,
+    routes: list[str],
     results: list[HostResult[ServerOutcome]],
     artifacts: dict[str, BuiltArtifact],
 ) -> None:
@@ -160,7 +164,7 @@ def _summary(
             output.error(f"{result.server}: {result.error.message}", result.error.hint)
     version = next(iter(artifacts.values())).version
     output.line(f"Revision: {version}")
-    for url in route_urls(target.routes):
+    for url in route_urls(routes):
         output.line(f"URL     : {url}")
     bad = failed(results)
     if bad:

@@ -170,3 +170,17 @@ def test_file_is_sorted_and_empty_environments_are_dropped(home: Path, app: Path
     store.remove_secret(app, "B", "staging")
     data = json.loads((app / ".tako" / "secrets.json").read_text())
     assert list(data) == ["production"] and list(data["production"]) == ["A", "Z"]
+
+
+def test_setting_a_secret_never_starts_a_second_key_for_an_env_with_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, home = tmp_path / "app", tmp_path / "home"
+    app.mkdir()
+    monkeypatch.delenv("TAKO_KEY_PRODUCTION", raising=False)
+    store.set_secret(app, "production", "A", "1", home=home)
+    (home / "keys" / "production").unlink()  # a teammate without the key
+    with pytest.raises(store.SecretsError, match="no key for environment"):
+        store.set_secret(app, "production", "B", "2", home=home)
+    assert not (home / "keys" / "production").exists()
+    assert list(store.load_secrets(app)["production"]) == ["A"]

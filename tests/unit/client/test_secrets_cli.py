@@ -65,9 +65,20 @@ def test_set_defaults_to_production_and_honours_config_parent_as_app_dir(
 ) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
+    (other / "tako.toml").write_text('name = "x"\n')
     result = run(cli, ["secrets", "set", "A", "-c", str(other / "tako.toml")], "v\n")
     assert result.exit_code == 0, result.output
-    assert store.decrypt_env(other, "production") == {"A": "v"}
+    result = run(cli, ["secrets", "set", "B", "-c", str(other)], "w\n")  # -c DIR works too
+    assert result.exit_code == 0, result.output
+    assert store.decrypt_env(other, "production") == {"A": "v", "B": "w"}
+
+
+def test_a_mistyped_config_path_is_an_error_and_writes_nothing(
+    cli: typer.Typer, home: Path, tmp_path: Path
+) -> None:
+    result = run(cli, ["secrets", "set", "A", "-c", str(tmp_path / "typo")], "v\n")
+    assert result.exit_code != 0
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize(

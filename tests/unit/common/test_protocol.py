@@ -159,3 +159,12 @@ def test_framing_round_trips_under_any_chunking(
     for i in range(0, len(stream), chunk):
         out += list(decoder.feed(stream[i : i + chunk]))
     assert [json.loads(x) for x in out if isinstance(x, bytes)] == messages
+
+
+def test_response_payloads_ignore_fields_a_newer_server_adds() -> None:
+    from tako_common.protocol import DeployData
+
+    data = DeployData.model_validate(
+        {"app": "a", "env": "p", "version": "v", "new_app": True, "instances": 1, "future": 1}
+    )
+    assert data.instances == 1
