@@ -187,6 +187,8 @@ class Daemon:
         )
         for stale in [] if takeover else locks.clear_stale():  # the predecessor's are live
             log.info("removed stale deploy lock %s", stale)
+        if not takeover:
+            _clear_dead_reload_mode(state)
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
             self.certs.start()
@@ -336,6 +338,9 @@ class Daemon:
         except asyncio.CancelledError:
             if successor is not None:  # stopping mid-takeover: the successor must not stay
                 await successor.abort()
+            mode = state.server_mode()
+            if owns_mode and mode.mode == "upgrading" and mode.owner == owner:
+                state.set_server_mode("normal", None, None)
             raise
         log.info(
             "takeover: pid %d serves now; pid %d drains and exits", self.successor_pid, os.getpid()
@@ -433,3 +438,27 @@ class _LazyIssuer:
         if self._real is None:
             self._real = self._factory()
         return getattr(self._real, name)
+
+
+def _clear_dead_reload_mode(state: StateStore) -> None:
+    """Upgrading mode taken by a server's own SIGHUP reload (owner ``reload-<pid>``) dies
+    with that process: a fresh start after a crash mid-takeover must not refuse every
+    deploy forever. Modes held by a client (``tako servers upgrade``) are left alone."""
+    mode = state.server_mode()
+    owner = mode.owner or ""
+    if mode.mode != "upgrading" or not owner.startswith("reload-"):
+        return
+    pid = owner.removeprefix("reload-")
+    if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        log.warning("leaving upgrading mode held by %s: that process is gone", owner)
+        state.set_server_mode("normal", None, None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -18,6 +18,7 @@ Rules (and the original's bugs we do not copy):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets as random_tokens
 import shutil
@@ -39,6 +40,9 @@ from tako_server import releases, runtimes
 from tako_server.context import ServerContext, utc_iso
 from tako_server.state import AppRecord
 from tako_server.supervisor.spec import LaunchSpec, RolloutError
+
+#: Marker written into a release directory once extraction and runtime prep finished.
+PREPARED = ".tako-prepared"
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,11 @@ async def _deploy_release(
     layout = ctx.layout
     previous = ctx.state.get_app(req.app, req.env)
     release_dir = layout.release_dir(req.app, req.env, req.version)
+    current = releases.current_version(layout.current_link(req.app, req.env))
+    if release_dir.exists() and not (release_dir / PREPARED).exists() and current != req.version:
+        # left half-prepared by a server that died mid-deploy: start it over
+        log.warning("removing half-prepared release %s", release_dir)
+        await asyncio.to_thread(shutil.rmtree, release_dir, True)
     created = not release_dir.exists()
     new_dirs = _missing_dirs(ctx, req.app, req.env) if created else []
     manifest = req.manifest.model_dump(mode="json")
@@ -141,6 +150,7 @@ async def _deploy_release(
             staging = layout.incoming_dir / f".extract-{random_tokens.token_hex(8)}"
             await asyncio.to_thread(releases.install_release, archive, staging, release_dir)
             await _prepare_release(ctx, req, manifest, release_dir)
+            (release_dir / PREPARED).touch()
         fields = {"app": req.app, "env": req.env, "version": req.version, "vars": dict(req.vars)}
         spec = build_spec(ctx, fields, manifest, dict(req.secrets))
         desired = _desired(req.instances, previous)
@@ -150,6 +160,10 @@ async def _deploy_release(
         if created:
             shutil.rmtree(release_dir, ignore_errors=True)
             remove_if_empty(new_dirs)
+        if previous is None and req.key in ctx.supervisor.keys():
+            # a failed first deploy leaves nothing registered (no runner, no "existed")
+            with contextlib.suppress(Exception):
+                await ctx.supervisor.remove(req.key)
         raise
     record = AppRecord(
         app=req.app,
@@ -163,7 +177,7 @@ async def _deploy_release(
         state="running",
         routes=routes,
     )
-    warnings = _commit(ctx, record, dict(req.secrets), previous)
+    warnings = await _commit(ctx, record, dict(req.secrets), previous)
     return DeployData(
         app=req.app,
         env=req.env,
@@ -212,7 +226,7 @@ async def _prepare_release(
     await runtimes.prepare(req.manifest.runtime, req.manifest.install, workdir, environ)
 
 
-def _commit(
+async def _commit(
     ctx: ServerContext, record: AppRecord, secrets: dict[str, str], previous: AppRecord | None
 ) -> list[str]:
     """Persist a successful rollout: state, secrets, current link, pruning, certificates."""
@@ -220,8 +234,11 @@ def _commit(
     ctx.secrets.put(record.app, record.env, secrets)
     layout = ctx.layout
     releases.switch_current(layout.current_link(record.app, record.env), record.version)
-    pruned = releases.prune_releases(
-        layout.releases_dir(record.app, record.env), record.version, time.time()
+    pruned = await asyncio.to_thread(  # big trees (node_modules) must not stall the loop
+        releases.prune_releases,
+        layout.releases_dir(record.app, record.env),
+        record.version,
+        time.time(),
     )
     if pruned:
         ctx.state.forget_releases(record.app, record.env, pruned)
@@ -302,7 +319,7 @@ async def rollback(ctx: ServerContext, req: RollbackRequest, connection: int) ->
             deployed_at=utc_iso(),
             state="running",
         )
-        warnings = _commit(ctx, updated, secrets, record)
+        warnings = await _commit(ctx, updated, secrets, record)
     finally:
         ctx.locks.end_operation(req.key)
     return DeployData(

@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -315,8 +316,12 @@ class Handlers:
     async def stop(self, req: StopRequest, connection: int) -> Reply:
         self.ctx.locks.check_access(req.app, req.env, None, connection)
         record = deployer.require_app(self.ctx, req.app, req.env)
-        if record.key in self.ctx.supervisor.keys():
-            await self.ctx.supervisor.stop(record.key)
+        self.ctx.locks.begin_operation(record.key, "stop")
+        try:
+            if record.key in self.ctx.supervisor.keys():
+                await self.ctx.supervisor.stop(record.key)
+        finally:
+            self.ctx.locks.end_operation(record.key)
         self.ctx.state.set_state(req.app, req.env, "stopped")
         self.ctx.notify()
         return ok({"app": req.app, "env": req.env, "stopped": True})
@@ -350,7 +355,7 @@ class Handlers:
             ctx.locks.forget(req.app, req.env)
             app_dir = ctx.layout.app_dir(req.app, req.env)
             existed = existed or app_dir.exists()
-            shutil.rmtree(app_dir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, app_dir, True)
             deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
         finally:
             ctx.locks.end_operation(req.key)

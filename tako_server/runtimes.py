@@ -162,10 +162,13 @@ def base_environ(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
     path = server_env.get("PATH") or DEFAULT_PATH
     extra = [workdir / ".venv" / "bin", workdir / "node_modules" / ".bin"]
     prefix = [str(p) for p in extra if p.is_dir()]
-    python_dir = str(Path(python_interpreter()).parent)
     parts = [*prefix, *path.split(os.pathsep)]
-    if python_dir not in parts:
-        parts.append(python_dir)
+    if not getattr(sys, "frozen", False):
+        # the server's own Python stays reachable for python apps (never needed when frozen:
+        # python_interpreter() then uses the host's python3 from PATH)
+        python_dir = str(Path(sys.executable).parent)
+        if python_dir not in parts:
+            parts.append(python_dir)
     return {"PATH": os.pathsep.join(parts), "HOME": server_env.get("HOME") or str(workdir)}
 
 

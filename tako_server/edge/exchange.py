@@ -123,7 +123,7 @@ class Exchange:
         self.stream: StaticStream | None = None
         try:
             self.head = policy.inspect_request(headers, http11)
-            self.path, self.query = policy.split_target(target)
+            self.path, self.query = policy.split_target(target, self.head.host)
             if method == b"CONNECT":
                 raise Rejected(405, "CONNECT is not supported")
         except Rejected as exc:
@@ -316,8 +316,9 @@ class Exchange:
         head = self.head
         assert head is not None
         self.conn = conn
+        origin_form = self.path.encode("latin-1") + self.query
         request = policy.upstream_request(
-            self.method, self.target, head, self.client.peer_ip, self.client.proto
+            self.method, origin_form, head, self.client.peer_ip, self.client.proto
         )
         conn.start(self, request, self.is_head)
         if self.pending:
@@ -459,6 +460,8 @@ class Exchange:
             left = (head.content_length or 0) - self.body_size if head is not None else 0
             if head is None or head.chunked or left > self.rt.config.buffer_limit:
                 self.keep_alive = False  # do not read a large unwanted body: close instead
+            else:  # a small rest may still come, but not forever (slowloris on bodies)
+                self.client.set_deadline(self.rt.now + self.rt.config.header_timeout)
             if self.pending_size > self.rt.config.buffer_limit:
                 self.client.unblock_reading(2)
             self.pending, self.pending_size = [], 0

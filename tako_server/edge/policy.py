@@ -121,6 +121,8 @@ def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> Req
         lname = name.lower()
         kind = special.get(lname)
         if kind is None:
+            if b"_" in name:
+                continue  # X_Forwarded_For would reach CGI-style apps as X-Forwarded-For
             forward.append(name + b": " + value + b"\r\n")
             named.append(lname)
         elif kind == _HOST:
@@ -305,14 +307,26 @@ def simple_response(
     return b"".join(parts)
 
 
-def split_target(target: bytes) -> tuple[str, bytes]:
-    """``(path, query-with-?)`` of an origin-form target; absolute-form keeps its path."""
+def split_target(target: bytes, host: str | None = None) -> tuple[str, bytes]:
+    """``(path, query-with-?)`` of a request target.
+
+    Absolute-form (``http://authority/path?q``) is reduced to its path and query, and its
+    authority must name the same host as the ``Host`` header: the instance only ever sees
+    origin-form, so it can never be told about a host the edge did not route on.
+    """
     if not target.startswith(b"/"):
-        if target.startswith((b"http://", b"https://")):
-            slash = target.find(b"/", target.find(b"//") + 2)
-            target = target[slash:] if slash != -1 else b"/"
-        else:
+        if not target.lower().startswith((b"http://", b"https://")):
             raise Rejected(400, "request target must be a path")
+        start = target.find(b"//") + 2
+        ends = [i for i in (target.find(c, start) for c in (b"/", b"?", b"#")) if i != -1]
+        end = min(ends) if ends else len(target)
+        authority = target[start:end].decode("latin-1")
+        if "@" in authority or not host or normalize_host(authority) != normalize_host(host):
+            raise Rejected(400, "absolute request target names another host than Host")
+        rest = target[end:]
+        target = rest if rest.startswith(b"/") else b"/" + rest
+    if b"#" in target:
+        target = target[: target.find(b"#")]
     q = target.find(b"?")
     if q == -1:
         return target.decode("latin-1"), b""

@@ -37,8 +37,20 @@ if TYPE_CHECKING:
     from .upstream import UpstreamConnection
 
 MAX_PIPELINE = 32
+_WAIT_WRITABLE = 8  # block_reading reason: pipelined answers wait for the client to read
 LINGER = 2.0
+MAX_URL_BYTES = 16 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers (+ trailers) of one request
+MAX_HEADERS = 200
 _BAD_REQUEST = simple_response(400, close=True)
+_URI_TOO_LONG = simple_response(414, close=True)
+_HEADERS_TOO_LARGE = simple_response(431, close=True)
+
+
+class _TooLarge(Exception):
+    """Raised from a parser callback; the parser error it becomes carries no answer."""
+
+
 _TIMEOUT = simple_response(408, close=True)
 
 
@@ -65,6 +77,9 @@ class ClientProtocol(asyncio.Protocol):
         "upgrading",
         "lingering",
         "in_headers",
+        "head_bytes",
+        "raw_head_bytes",
+        "reject_with",
         "requests",
         "_corked",
         "_out",
@@ -90,6 +105,9 @@ class ClientProtocol(asyncio.Protocol):
         self.upgrading = False
         self.lingering = False
         self.in_headers = False
+        self.head_bytes = 0  # parsed header bytes of the request being read
+        self.raw_head_bytes = 0  # raw bytes received while its headers are incomplete
+        self.reject_with = _BAD_REQUEST  # the answer when the parser gives up
         self.requests = 0
         self._corked = False
         self._out: list[bytes] = []
@@ -155,6 +173,8 @@ class ClientProtocol(asyncio.Protocol):
             self._linger()
         elif self.active is None:
             self.close()
+        else:  # answered, but its request body (or the client's reading) stalled
+            self.close()
 
     # --- writing and flow control ---------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -189,6 +209,9 @@ class ClientProtocol(asyncio.Protocol):
             self.splice.set_reading(True)
         elif self.active is not None:
             self.active.on_client_writable(True)
+        elif self._blocked & _WAIT_WRITABLE:
+            self.unblock_reading(_WAIT_WRITABLE)
+            self._start_next()
 
     def block_reading(self, reason: int) -> None:
         if not self._blocked and not self.closed:
@@ -213,14 +236,21 @@ class ClientProtocol(asyncio.Protocol):
             if self.receiving is not None:
                 self.receiving.feed_upgrade(data)
             return
+        if self.in_headers:
+            # httptools buffers a header value until it ends: bound the raw bytes too
+            self.raw_head_bytes += len(data)
+            if self.raw_head_bytes > MAX_HEAD_BYTES:
+                self._bad_request(_HEADERS_TOO_LARGE)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0] :])
         except httptools.HttpParserError:
-            self._bad_request()
+            answer, self.reject_with = self.reject_with, _BAD_REQUEST
+            self._bad_request(answer)
 
-    def _bad_request(self) -> None:
+    def _bad_request(self, answer: bytes = _BAD_REQUEST) -> None:
         ex = self.receiving
         if ex is not None and not ex.request_done and ex.response_started:
             self.abort()  # mid-body garbage while answering: nothing sane to send
@@ -230,7 +260,7 @@ class ClientProtocol(asyncio.Protocol):
             if ex is not None:
                 ex.abandon()
             self.active = None
-            self.write(_BAD_REQUEST)
+            self.write(answer)
         self._linger()
 
     def _on_upgrade(self, rest: bytes) -> None:
@@ -248,14 +278,22 @@ class ClientProtocol(asyncio.Protocol):
         self.requests += 1
         self.url = b""
         self.headers = []
+        self.head_bytes = self.raw_head_bytes = 0
         if self.active is None:
             self.deadline = self.rt.now + self.rt.config.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_URL_BYTES:
+            self.reject_with = _URI_TOO_LONG
+            raise _TooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value)
+        if len(self.headers) > MAX_HEADERS or self.head_bytes > MAX_HEAD_BYTES:
+            self.reject_with = _HEADERS_TOO_LARGE
+            raise _TooLarge
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
@@ -269,7 +307,7 @@ class ClientProtocol(asyncio.Protocol):
             parser.get_http_version() == "1.1",
         )
         self.receiving = ex
-        if self.active is None:
+        if self.active is None and not self._blocked & _WAIT_WRITABLE:
             self.active = ex
             self.deadline = 0.0
             ex.start()
@@ -299,11 +337,22 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self._blocked & 4 and len(self.queue) < MAX_PIPELINE:
             self.unblock_reading(4)
+        if self.write_paused and not self.closed:
+            # the client does not read what we already wrote: answer nothing more (and
+            # read nothing more) until it does, so pipelined requests cannot pile up output
+            self.block_reading(_WAIT_WRITABLE)
+            self.deadline = self.rt.now + self.rt.config.keepalive_timeout  # send timeout
+            return
+        self._start_next()
+
+    def _start_next(self) -> None:
         if self.queue:
             nxt = self.queue.popleft()
             self.active = nxt
             nxt.start()
-        elif not self.in_headers:
+        elif self.in_headers:  # a pipelined request is still arriving: its headers are due
+            self.deadline = self.rt.now + self.rt.config.header_timeout
+        else:
             self.deadline = self.rt.now + self.rt.config.keepalive_timeout
 
     def start_splice(self, conn: UpstreamConnection, early: bytes) -> None:

@@ -99,11 +99,15 @@ class EdgeRuntime:
 
     def _sweep(self) -> None:
         self.now = now = self.loop.time()
+        self._sweeper = self.loop.call_later(self.config.tick, self._sweep)  # first: always
         for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
-            conn.on_deadline()
+            try:
+                conn.on_deadline()
+            except Exception:  # one broken connection must not stop every timeout
+                log.exception("edge: timeout handling failed for %r; closing it", conn)
+                conn.close()
         if self.activity.has_pending():
             self.flush_activity()
-        self._sweeper = self.loop.call_later(self.config.tick, self._sweep)
 
     def activity_changed(self) -> None:
         """Called after begin/end: send at once on 0<->n transitions, else batch."""

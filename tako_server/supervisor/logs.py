@@ -13,12 +13,15 @@ Line format: ``<ISO8601 UTC, ms, Z> [out|err|tako] [<instance or ->] <text>``. R
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
+
+logger = logging.getLogger(__name__)
 
 Stream = Literal["out", "err", "tako"]
 MAX_LINE_BYTES = 64 * 1024
@@ -143,6 +146,7 @@ class AppLog:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._followers: set[_Follower] = set()
+        self.lost_lines = 0
 
     @property
     def current(self) -> Path:
@@ -165,11 +169,33 @@ class AppLog:
             if len(text) > MAX_LINE_BYTES:
                 text = text[:MAX_LINE_BYTES] + TRUNCATED
             entry = prefix + text
-            self._append((entry + "\n").encode("utf-8", errors="replace"))
+            self._write_safely((entry + "\n").encode("utf-8", errors="replace"))
             for follower in self._followers:
                 follower.push(entry)
         if self._file is not None:
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._lost(exc)
+
+    def _write_safely(self, data: bytes) -> None:
+        """A full or broken disk loses log lines, never the app: the caller (the pipe
+        reader, the supervisor) must keep running, so errors are counted, not raised."""
+        try:
+            self._append(data)
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        self.lost_lines += 1
+        if self.lost_lines == 1 or self.lost_lines % 1000 == 0:
+            logger.warning("app log %s: %d line(s) lost: %s", self.current, self.lost_lines, exc)
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None  # reopened (and retried) on the next line
 
     def _append(self, data: bytes) -> None:
         if self._file is None:

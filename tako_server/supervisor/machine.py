@@ -90,6 +90,7 @@ class AppMachine:
         self.last_activity = 0.0
         self.last_idle_check = 0.0
         self.crashes = 0
+        self.last_crash_at = 0.0
         self.next_spawn_at = 0.0
         self.pending_restarts: list[int] = []
         self.last_error: str | None = None
@@ -230,6 +231,7 @@ class AppMachine:
         if starting:
             self._fail_waiters(reason, out)
         self.crashes += 1
+        self.last_crash_at = now
         delay = self.settings.backoff(self.crashes)
         self.next_spawn_at = now + delay
         self.pending_restarts.append(inst.restarts + 1)
@@ -417,7 +419,9 @@ class AppMachine:
             return
         if inst.term_sent_at is None:
             started = inst.drain_started or 0.0
-            if inst.in_flight == 0 or now - started >= s.drain_timeout:
+            waited = now - started
+            settled = inst.in_flight == 0 and waited >= min(s.drain_min, s.drain_timeout)
+            if settled or waited >= s.drain_timeout:
                 inst.term_sent_at = now
                 out.add(Signal(inst.id, Sig.TERM))
         elif inst.kill_sent_at is None and now - inst.term_sent_at >= s.stop_grace:
@@ -458,8 +462,11 @@ class AppMachine:
             out.add(Probe(inst.id, inst.port))
 
     def _advance_backoff_reset(self, now: float) -> None:
+        """The crash count resets once an instance that became healthy *after* the last
+        crash stays healthy long enough (a stable sibling proves nothing)."""
         if self.crashes and any(
             i.healthy_since is not None
+            and i.healthy_since >= self.last_crash_at
             and now - i.healthy_since >= self.settings.backoff_reset_after
             for i in self.instances.values()
         ):

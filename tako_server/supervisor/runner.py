@@ -91,6 +91,8 @@ class AppRunner:
 
     async def call(self, make_event: Callable[[int], Event]) -> Any:
         """Feed an event that names a token and wait until the machine settles it."""
+        if self._closed:
+            raise SupervisorError(f"app {self.key} was removed")
         token = next(self._tokens)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._futures[token] = future

@@ -56,6 +56,9 @@ class SupervisorSettings:
     dead_after: int = 5
     startup_timeout: float = 30.0
     drain_timeout: float = 30.0
+    # the edge reports in-flight counts in batches (~250 ms) and workers learn of a
+    # drain by snapshot: an instance drains at least this long before SIGTERM
+    drain_min: float = 1.0
     restart_backoff_cap: float = 30.0
     cold_start_queue: int = 100
     cold_start_timeout: float = 30.0

@@ -60,6 +60,7 @@ def test_a_valid_deploy_request_parses_with_defaults() -> None:
         ({"instances": -1}, "instances"),
         ({"instances": 1000}, "instances"),
         ({"secrets": {"BAD-NAME": "x"}}, "invalid variable name"),
+        ({"vars": {"GOOD": "a\x00b"}}, "NUL byte"),
         ({"manifest": {"runtime": "cobol", "main": "x"}}, "manifest.runtime"),
         (
             {"manifest": {"runtime": "python", "main": "app.py", "app_subdir": "../up"}},

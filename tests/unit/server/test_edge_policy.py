@@ -219,12 +219,27 @@ def test_simple_response_has_length_and_optional_close() -> None:
     [
         (b"/a/b?x=1", "/a/b", b"?x=1"),
         (b"/", "/", b""),
-        (b"http://example.com/p?q", "/p?q".split("?")[0], b"?q"),
+        (b"http://example.com/p?q", "/p", b"?q"),
         (b"http://example.com", "/", b""),
+        (b"HTTP://Example.COM:80?/api/x", "/", b"?/api/x"),
+        (b"/p#frag", "/p", b""),
     ],
 )
 def test_split_target(target: bytes, path: str, query: bytes) -> None:
-    assert split_target(target) == (path, query)
+    assert split_target(target, "example.com") == (path, query)
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (b"http://evil.internal/admin", "app.localhost"),
+        (b"http://app.localhost@evil/x", "app.localhost"),
+        (b"http://app.localhost/x", ""),
+    ],
+)
+def test_absolute_targets_must_name_the_host_header(target: bytes, host: str) -> None:
+    with pytest.raises(Rejected, match="another host"):
+        split_target(target, host)
 
 
 def test_split_target_refuses_authority_form() -> None:

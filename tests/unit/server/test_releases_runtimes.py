@@ -136,3 +136,23 @@ async def test_missing_prep_program_is_a_prep_error(tmp_path: Path) -> None:
     _touch(tmp_path, "package.json")
     with pytest.raises(PrepError, match="could not start"):
         await runtimes.prepare("bun", None, tmp_path, {"PATH": str(tmp_path)})
+
+
+def test_a_frozen_server_builds_a_node_apps_environment_without_any_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tako_server import runtimes
+
+    monkeypatch.setattr(runtimes.sys, "frozen", True, raising=False)
+    monkeypatch.setattr(runtimes.shutil, "which", lambda _name: None)
+    environ = runtimes.app_environ(
+        manifest={"runtime": "node", "main": "server.js"},
+        workdir=tmp_path,
+        app="web",
+        env="production",
+        version="v1",
+        variables={},
+        secrets={},
+        server_env={"PATH": "/usr/bin:/bin"},
+    )
+    assert environ["NODE_ENV"] == "production" and environ["PATH"] == "/usr/bin:/bin"

@@ -109,3 +109,16 @@ async def test_follow_ends_when_the_log_is_closed(tmp_path: Path) -> None:
 )
 def test_health_verdict_is_healthy_for_any_status_below_500(line: bytes, ok: bool) -> None:
     assert judge(parse_status_line(line)).ok is ok
+
+
+def test_a_full_disk_loses_log_lines_but_never_raises(tmp_path: Path) -> None:
+    from tako_server.supervisor.logs import AppLog
+
+    log = AppLog(tmp_path / "logs")
+    log.write("first")
+    log._file = open("/dev/full", "ab")  # noqa: SIM115 - every write now fails with ENOSPC
+    log.write_lines(["a", "b"], stream="out", instance=1)
+    assert log.lost_lines >= 1
+    log.write("after the disk has room again")
+    assert "after the disk has room again" in (tmp_path / "logs" / "current.log").read_text()
+    log.close()

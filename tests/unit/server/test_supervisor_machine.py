@@ -38,6 +38,7 @@ SETTINGS = SupervisorSettings(
     health_interval=1.0,
     startup_timeout=30.0,
     drain_timeout=30.0,
+    drain_min=0.0,  # most tests: SIGTERM as soon as nothing is in flight
     stop_grace=10.0,
     restart_backoff_base=0.5,
     restart_backoff_cap=30.0,
@@ -237,6 +238,23 @@ def test_backoff_resets_after_an_instance_stayed_healthy() -> None:
     assert p.m.crashes == 0
 
 
+def test_a_stable_sibling_does_not_reset_the_backoff_of_a_crash_loop() -> None:
+    p = Playbook()
+    p.running(2)  # instance 1 stays healthy for the whole test
+    p.feed(Tick(), at=p.now + 60.0)
+    iid, delays = 2, []
+    for _ in range(4):
+        p.feed(Exited(iid, 1), at=p.now + 0.01)
+        crashed_at = p.now
+        p.feed(Tick(), at=crashed_at + 0.1)
+        delay = p.m.next_spawn_at - crashed_at
+        delays.append(round(delay, 2))
+        [spawn] = of(Spawn, p.feed(Tick(), at=p.m.next_spawn_at))
+        iid = spawn.instance_id
+        p.start_healthy([spawn])
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+
+
 def test_two_failed_probes_make_an_instance_unroutable_and_five_kill_it() -> None:
     p = Playbook()
     p.running(1)
@@ -399,6 +417,18 @@ def test_scale_down_stops_the_newest_instances_first() -> None:
     p.feed(Scale(4, 1))
     actions = p.feed(Tick(), at=p.now + 0.1)
     assert sorted(s.instance_id for s in of(Signal, actions)) == [2, 3]
+
+
+def test_a_drained_instance_gets_sigterm_only_after_the_minimum_drain() -> None:
+    from dataclasses import replace
+
+    p = Playbook()
+    p.m.settings = replace(SETTINGS, drain_min=1.0)
+    p.running(2)
+    start = p.now
+    assert of(Signal, p.feed(Scale(4, 1)) + p.feed(Tick(), at=start + 0.3)) == []
+    actions = p.feed(Tick(), at=start + 1.1)
+    assert [s.instance_id for s in of(Signal, actions)] == [2]
 
 
 def test_scale_to_zero_keeps_a_warm_instance_until_idle() -> None:
