@@ -56,9 +56,11 @@ def _check_sha256(value: str) -> str:
 
 
 def _check_env_map(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
+    for key, item in value.items():
         if not is_valid_env_var_name(key):
             raise ValueError(f"invalid variable name {key!r}: use [A-Za-z_][A-Za-z0-9_]*")
+        if "\x00" in item:
+            raise ValueError(f"value of {key} contains a NUL byte (not allowed in environments)")
     return value
 
 
