@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tako_client.build.plan import BuildPlan, Stage
+from tako_client.detect import detect
 from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_common.config import (
     LoadedConfig,
@@ -43,6 +44,14 @@ class AppContext:
         return f"{self.app}/{self.env}"
 
 
+def app_dir_for(config: str | Path | None) -> Path:
+    """The app directory named by ``-c`` (a tako.toml, or a directory holding one); the
+    current directory without ``-c``. Raises when ``-c`` names no tako.toml."""
+    if config is None:
+        return Path.cwd()
+    return resolve_config_path(str(config), Path.cwd()).parent
+
+
 def load_app(config: str | None, directory: Path | None, env: str) -> AppContext:
     """Load and validate the app's tako.toml for ``env`` (which must be declared)."""
     validate_env_name(env)
@@ -54,8 +63,6 @@ def load_app(config: str | None, directory: Path | None, env: str) -> AppContext
 
 def detect_runtime(app_dir: Path) -> str:
     """The runtime ``tako init`` would pick for ``app_dir`` (same markers, same order)."""
-    from tako_client.commands.init import detect
-
     runtime = detect(app_dir).runtime
     if runtime:
         return runtime

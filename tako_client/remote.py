@@ -59,9 +59,18 @@ from tako_common.protocol import (
 M = TypeVar("M", bound=BaseModel)
 
 REQUEST_TIMEOUT = 60.0
-DEPLOY_TIMEOUT = (
-    600.0  # a rolling update waits for health checks (startup timeout 30 s per instance)
-)
+#: Commands that prepare releases or roll instances (prep, health checks, draining) may
+#: take minutes; they get this timeout unless the caller gives one.
+DEPLOY_TIMEOUT = 900.0
+SLOW_COMMANDS = frozenset({"deploy", "rollback", "update_secrets", "scale", "stop", "delete"})
+
+
+def default_timeout(message: BaseModel | dict[str, Any]) -> float:
+    if isinstance(message, dict):
+        command = message.get("command")
+    else:
+        command = getattr(message, "command", "")
+    return DEPLOY_TIMEOUT if command in SLOW_COMMANDS else REQUEST_TIMEOUT
 
 
 def raise_for_error(response: Response) -> Any:
@@ -117,9 +126,12 @@ class RemoteServer:
     # -- core ----------------------------------------------------------------------------
 
     async def request(
-        self, message: BaseModel | dict[str, Any], *, timeout: float = REQUEST_TIMEOUT
+        self, message: BaseModel | dict[str, Any], *, timeout: float | None = None
     ) -> Any:
-        """Send one request and return the ``data`` of its response."""
+        """Send one request and return the ``data`` of its response (slow commands get
+        :data:`DEPLOY_TIMEOUT` by default)."""
+        if timeout is None:
+            timeout = default_timeout(message)
         frame = encode_frame(message)
         async with self._lock:
             if self._channel is None:
@@ -132,9 +144,7 @@ class RemoteServer:
                 raise
         return raise_for_error(parse_response(line))
 
-    async def call(
-        self, message: BaseModel, model: type[M], *, timeout: float = REQUEST_TIMEOUT
-    ) -> M:
+    async def call(self, message: BaseModel, model: type[M], *, timeout: float | None = None) -> M:
         """:meth:`request` and validate the data as ``model``."""
         command = str(getattr(message, "command", type(message).__name__))
         return parse_data(model, await self.request(message, timeout=timeout), command)
@@ -178,28 +188,26 @@ class RemoteServer:
     async def list_releases(self, app: str, env: str) -> ReleasesData:
         return await self.call(ListReleasesRequest(app=app, env=env), ReleasesData)
 
-    async def deploy(
-        self, request: DeployRequest, *, timeout: float = DEPLOY_TIMEOUT
-    ) -> DeployData:
+    async def deploy(self, request: DeployRequest, *, timeout: float | None = None) -> DeployData:
         return await self.call(request, DeployData, timeout=timeout)
 
     async def rollback(self, app: str, env: str, version: str) -> DeployData:
         request = RollbackRequest(app=app, env=env, version=version)
-        return await self.call(request, DeployData, timeout=DEPLOY_TIMEOUT)
+        return await self.call(request, DeployData)
 
     async def stop(self, app: str, env: str) -> Any:
-        return await self.request(StopRequest(app=app, env=env), timeout=DEPLOY_TIMEOUT)
+        return await self.request(StopRequest(app=app, env=env))
 
     async def delete(self, app: str, env: str) -> Any:
-        return await self.request(DeleteRequest(app=app, env=env), timeout=DEPLOY_TIMEOUT)
+        return await self.request(DeleteRequest(app=app, env=env))
 
     async def scale(self, app: str, env: str, instances: int) -> Any:
         request = ScaleRequest(app=app, env=env, instances=instances)
-        return await self.request(request, timeout=DEPLOY_TIMEOUT)
+        return await self.request(request)
 
     async def update_secrets(self, app: str, env: str, secrets: dict[str, str]) -> Any:
         request = UpdateSecretsRequest(app=app, env=env, secrets=secrets)
-        return await self.request(request, timeout=DEPLOY_TIMEOUT)
+        return await self.request(request)
 
     async def logs(self, app: str, env: str, lines: int = 100) -> LogsData:
         return await self.call(LogsRequest(app=app, env=env, lines=lines), LogsData)

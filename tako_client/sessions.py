@@ -17,14 +17,10 @@ from pydantic import BaseModel
 
 from tako_client.fanout import HostResult, fan_out
 from tako_client.global_config import ServerEntry
-from tako_client.remote import REQUEST_TIMEOUT, RemoteServer
+from tako_client.remote import RemoteServer
 from tako_client.ssh import Connection, SshClient, SshTarget
 
 T = TypeVar("T")
-
-#: Commands that roll instances (prep, health checks, draining) may take minutes.
-SLOW_COMMANDS = frozenset({"deploy", "rollback", "update_secrets", "scale", "stop", "delete"})
-SLOW_TIMEOUT = 900.0
 
 
 class Session:
@@ -39,9 +35,7 @@ class Session:
         return f"Session({self.entry.name})"
 
     async def request(self, message: BaseModel) -> Any:
-        command = getattr(message, "command", "")
-        timeout = SLOW_TIMEOUT if command in SLOW_COMMANDS else REQUEST_TIMEOUT
-        return await self.remote.request(message, timeout=timeout)
+        return await self.remote.request(message)
 
     async def upload(
         self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
@@ -49,9 +43,14 @@ class Session:
         await self.connection.upload(local, remote, progress)
 
 
+def target_of(entry: ServerEntry) -> SshTarget:
+    """Where to reach an inventory entry over SSH (its name labels messages)."""
+    return SshTarget(entry.host, entry.port, label=entry.name)
+
+
 @asynccontextmanager
 async def open_session(client: SshClient, entry: ServerEntry) -> AsyncIterator[Session]:
-    connection = await client.connect(SshTarget(entry.host, entry.port, label=entry.name))
+    connection = await client.connect(target_of(entry))
     async with connection:
         async with RemoteServer(connection) as remote:
             await remote.hello()

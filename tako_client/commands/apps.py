@@ -17,14 +17,13 @@ from typing import Any, TypeVar
 import typer
 
 from tako_client import output
-from tako_client.appctx import AppContext, load_app, select_servers
+from tako_client.appctx import AppContext, app_dir_for, load_app, select_servers
 from tako_client.commands.secrets import secrets_app
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_client.secrets import decrypt_env, list_secrets
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
-from tako_common.config import resolve_config_path
 from tako_common.errors import TakoError
 from tako_common.protocol import (
     DeleteRequest,
@@ -253,7 +252,7 @@ def sync_command(
         envs = [env]
     else:
         declared = set(load_app(config, None, "development").loaded.config.envs)
-        present = {e for names in list_secrets(_app_dir(config)).values() for e in names}
+        present = {e for names in list_secrets(app_dir_for(config)).values() for e in names}
         for name in sorted(present - declared):
             output.warn(f"secrets of '{name}' are not synced: no [envs.{name}] in tako.toml")
         envs = sorted((present & declared) - {"development"})
@@ -283,7 +282,3 @@ def _sync_env(config: str | None, env: str) -> None:
 
     results = _run(_servers(ctx), one)
     _report(results, "secrets sync", lambda n: f"{n} secret(s) synced; instances restarted")
-
-
-def _app_dir(config: str | None) -> Path:
-    return resolve_config_path(config, Path.cwd()).parent

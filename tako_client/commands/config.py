@@ -41,9 +41,7 @@ from tako_common.names import RESERVED_ENV
 
 def register(app: typer.Typer) -> None:
     """Add ``tako config`` to ``app``."""
-    app.command("config", help="Show the resolved configuration of an environment.")(
-        config_command
-    )
+    app.command("config", help="Show the resolved configuration of an environment.")(config_command)
 
 
 def print_config_error(exc: ConfigError) -> None:
@@ -146,8 +144,19 @@ def render_text(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['app']} ({report['env']})  {report['config']}"]
     if not report["deployable"]:
         lines.append("  (development is used by tako dev and is not deployable)")
-    for key in ("runtime", "package_manager", "preset", "main", "app_root", "container",
-                "release", "ssl", "source_ip", "idle_timeout", "backup"):
+    for key in (
+        "runtime",
+        "package_manager",
+        "preset",
+        "main",
+        "app_root",
+        "container",
+        "release",
+        "ssl",
+        "source_ip",
+        "idle_timeout",
+        "backup",
+    ):
         if report[key] is not None:
             lines.append(f"{key + ':':<18}{report[key]}")
     for key in ("dev", "start"):
@@ -155,20 +164,27 @@ def render_text(report: dict[str, Any]) -> list[str]:
             lines.append(f"{key + ':':<18}{json.dumps(report[key])}")
     lines += _block("routes", report["routes"])
     if report["wildcard_routes"] and report["ssl"] == "letsencrypt":
-        lines.append("  (wildcard routes need: tako credentials set ssl.cloudflare --env "
-                     f"{report['env']})")
-    lines += _block("servers", [
-        f"{name}  instances={info['instances']} idle_timeout={info['idle_timeout']}"
-        for name, info in report["servers"].items()
-    ])
+        lines.append(
+            f"  (wildcard routes need: tako credentials set ssl.cloudflare --env {report['env']})"
+        )
+    lines += _block(
+        "servers",
+        [
+            f"{name}  instances={info['instances']} idle_timeout={info['idle_timeout']}"
+            for name, info in report["servers"].items()
+        ],
+    )
     lines += _block("vars", [f"{name}={value}" for name, value in report["vars"].items()])
     lines += _block("secrets", report["secrets"])
     lines += _block("build", [_stage_line(stage) for stage in report["build"]])
     lines += _block("assets", report["assets"])
-    lines += _block("storages", [
-        f"{binding} -> {info['resource']} ({info['provider']})"
-        for binding, info in report["storages"].items()
-    ])
+    lines += _block(
+        "storages",
+        [
+            f"{binding} -> {info['resource']} ({info['provider']})"
+            for binding, info in report["storages"].items()
+        ],
+    )
     return lines
 
 

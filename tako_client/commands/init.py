@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,91 +27,20 @@ import typer
 
 from tako_client import output
 from tako_client.commands.config import print_config_error
+from tako_client.detect import Detected, detect  # noqa: F401 (detect is public here too)
 from tako_common.config import CONFIG_FILE, load_config_text, split_runtime
 from tako_common.errors import ConfigError, TakoError, ValidationError
 from tako_common.names import sanitize_app_name, validate_app_name
 
-RUNTIME_MARKERS: tuple[tuple[str, str], ...] = (
-    ("bun.lock", "bun"),
-    ("bun.lockb", "bun"),
-    ("deno.json", "deno"),
-    ("deno.jsonc", "deno"),
-    ("package.json", "node"),
-    ("pyproject.toml", "python"),
-    ("requirements.txt", "python"),
-    ("go.mod", "go"),
-)
-PACKAGE_MANAGER_MARKERS: tuple[tuple[str, str], ...] = (
-    ("pnpm-lock.yaml", "pnpm"),
-    ("yarn.lock", "yarn"),
-)
-_JS_MAINS = (
-    "index.ts", "index.tsx", "index.js", "index.mjs", "server.ts", "server.js", "app.ts",
-    "app.js", "src/index.ts", "src/index.tsx", "src/index.js", "src/server.ts",
-    "src/server.js", "src/app.ts", "src/app.js",
-)
-MAIN_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "bun": _JS_MAINS,
-    "node": _JS_MAINS,
-    "deno": ("main.ts", "mod.ts", *_JS_MAINS),
-    "python": ("app.py", "main.py", "server.py", "src/app.py", "src/main.py"),
-    "go": (),
-}
 TEMPLATE = "tako.toml.tmpl"
-
-
-@dataclass(frozen=True)
-class Detected:
-    """What the directory says about the app."""
-
-    runtime: str | None
-    main: str | None
-    package_manager: str | None
-
-
-def detect(directory: Path, runtime: str | None = None) -> Detected:
-    """Runtime (unless given), entrypoint and JS package manager from files in ``directory``."""
-    if runtime is None:
-        runtime = next(
-            (name for marker, name in RUNTIME_MARKERS if (directory / marker).is_file()), None
-        )
-    kind = split_runtime(runtime)[0] if runtime else None
-    manager = None
-    if kind == "node":
-        manager = next(
-            (pm for marker, pm in PACKAGE_MANAGER_MARKERS if (directory / marker).is_file()),
-            None,
-        )
-    return Detected(runtime, _detect_main(directory, kind), manager)
-
-
-def _detect_main(directory: Path, kind: str | None) -> str | None:
-    if kind in ("bun", "node", "deno"):
-        declared = _package_json_main(directory)
-        if declared is not None:
-            return declared
-    for candidate in MAIN_CANDIDATES.get(kind or "", ()):
-        if (directory / candidate).is_file():
-            return candidate
-    return None
-
-
-def _package_json_main(directory: Path) -> str | None:
-    try:
-        data = json.loads((directory / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    main = data.get("main") if isinstance(data, dict) else None
-    if isinstance(main, str) and main and (directory / main).is_file():
-        return main.removeprefix("./")
-    return None
 
 
 def render(name: str, route: str, found: Detected) -> str:
     """The commented template with the answers filled in (TOML-escaped)."""
     text = resources.files("tako_client").joinpath("templates", TEMPLATE).read_text("utf-8")
     runtime = (
-        f"runtime = {json.dumps(found.runtime)}" if found.runtime
+        f"runtime = {json.dumps(found.runtime)}"
+        if found.runtime
         else '# runtime = "bun"   # not detected: set bun, node, deno, python or go'
     )
     main = f"main = {json.dumps(found.main)}" if found.main else '# main = "index.js"'

@@ -21,7 +21,7 @@ import typer
 
 from tako_client import output
 from tako_client import secrets as store
-from tako_common.config import resolve_config_path
+from tako_client.appctx import app_dir_for
 from tako_common.errors import TakoError, ValidationError
 
 secrets_app = typer.Typer(
@@ -42,11 +42,9 @@ def register(app: typer.Typer) -> None:
 
 
 def app_dir_of(config: Path | None) -> Path:
-    """The app directory: that of ``-c`` (a tako.toml or a directory holding one, as for
-    every app command, so secrets land where deploy reads them), else the current one."""
-    if config is None:
-        return Path.cwd()
-    return resolve_config_path(str(config), Path.cwd()).parent
+    """The app directory, resolved as for every app command (so secrets land where deploy
+    reads them)."""
+    return app_dir_for(config)
 
 
 def stdin_is_tty() -> bool:

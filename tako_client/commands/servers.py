@@ -42,6 +42,7 @@ from tako_client import output
 from tako_client.fanout import HostResult, failed, fan_out
 from tako_client.global_config import ARCHES, GlobalConfig, ServerEntry, normalize_arch
 from tako_client.remote import RemoteServer
+from tako_client.sessions import target_of
 from tako_client.ssh import Connection, SshClient, SshTarget
 from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import AppStatus, HelloData, ServerInfoData, StatusData
@@ -66,10 +67,6 @@ def register(app: typer.Typer) -> None:
         upgrade_command
     )
     app.add_typer(servers, name="servers")
-
-
-def target_of(entry: ServerEntry) -> SshTarget:
-    return SshTarget(entry.host, entry.port, label=entry.name)
 
 
 # --------------------------------------------------------------------------- add
