@@ -26,15 +26,13 @@ import json
 import os
 import posixpath
 import shutil
-import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from tako_common.errors import TakoError, ValidationError
+from tako_common.archive import ArchiveError, UnsafeArchiveError, extract_tar_zst
+from tako_common.errors import ValidationError
 from tako_common.layout import ServerLayout
 
 KEEP_RELEASES = 5
@@ -43,12 +41,8 @@ APP_JSON = "app.json"
 _CHUNK = 1024 * 1024
 
 
-class ArtifactError(TakoError):
-    code = "artifact"
-
-
-class UnsafeArchiveError(ArtifactError):
-    code = "unsafe_archive"
+# One error tree for archives on both sides: an unreadable artifact, a refused member.
+ArtifactError = ArchiveError
 
 
 def artifact_path(layout: ServerLayout, name: str) -> Path:
@@ -88,124 +82,9 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- extraction
 
 
-def check_member(member: tarfile.TarInfo, seen: set[str]) -> str:
-    """Validate one archive member; return its normalised name or raise UnsafeArchiveError."""
-    name = member.name
-    if name.startswith("/") or "\x00" in name:
-        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"archive member {name!r} contains '..'")
-    norm = "/".join(parts)
-    if member.issym():
-        target = member.linkname
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(norm), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchiveError(
-                f"archive symlink {name!r} -> {target!r} points outside the release"
-            )
-    elif member.islnk():
-        target = posixpath.normpath(member.linkname)
-        if member.linkname.startswith("/") or target.startswith("..") or target not in seen:
-            raise UnsafeArchiveError(
-                f"archive hard link {name!r} -> {member.linkname!r} does not point to an"
-                " earlier member of the archive"
-            )
-    elif not (member.isreg() or member.isdir()):
-        raise UnsafeArchiveError(
-            f"archive member {name!r} is a device, FIFO or other special file; only files,"
-            " directories and links are allowed"
-        )
-    return norm
-
-
 def extract_archive(archive: Path, dest: Path) -> int:
-    """Extract a ``.tar.zst`` into the new directory ``dest``; return the member count.
-
-    ``dest`` must not exist. On any refusal or error ``dest`` is removed and the error
-    re-raised, so a refused archive leaves nothing behind.
-    """
-    dest.mkdir(mode=0o755)
-    try:
-        count = _extract_members(archive, dest)
-        _check_links_inside(dest)
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-    return count
-
-
-def _extract_members(archive: Path, dest: Path) -> int:
-    seen: set[str] = set()
-    count = 0
-    try:
-        with archive.open("rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as raw:
-            with tarfile.open(fileobj=raw, mode="r|") as tar:
-                for member in tar:
-                    norm = check_member(member, seen)
-                    if norm:
-                        _check_parent_inside(dest, norm)
-                        _extract_one(tar, member, dest)
-                    seen.add(norm)
-                    count += 1
-    except _FILTER_ERRORS as exc:
-        raise UnsafeArchiveError(f"archive refused: {exc}") from exc
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise ArtifactError(f"artifact {archive.name} is not a valid .tar.zst: {exc}") from exc
-    return count
-
-
-# Python < 3.11.4 (e.g. Debian 12's 3.11.2) has no extraction filters: the same rules are
-# applied by hand (check_member, _check_parent_inside, and _sanitise for modes/owners).
-_HAS_FILTER = hasattr(tarfile, "data_filter")
-_FILTER_ERRORS: tuple[type[Exception], ...] = (
-    (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
-)
-
-
-def _extract_one(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
-    if _HAS_FILTER:
-        tar.extract(member, dest, filter="data")
-    else:
-        tar.extract(_sanitise(member), dest, set_attrs=not member.issym())
-
-
-def _sanitise(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """What the ``data`` filter does to modes and owners: no setuid/setgid/sticky, no
-    group/other write, owned by the extracting user."""
-    member.mode &= 0o755
-    if member.isreg():
-        member.mode |= 0o600
-    elif member.isdir():
-        member.mode |= 0o700
-    member.uid, member.gid = os.getuid(), os.getgid()
-    member.uname = member.gname = ""
-    return member
-
-
-def _check_parent_inside(dest: Path, norm: str) -> None:
-    """A member must not be written through a symlink that leads outside ``dest``."""
-    root = os.path.realpath(dest)
-    parent = os.path.realpath(os.path.join(root, posixpath.dirname(norm)))
-    if parent != root and not parent.startswith(root + os.sep):
-        raise UnsafeArchiveError(
-            f"archive member {norm!r} would be written through a link outside the release"
-        )
-
-
-def _check_links_inside(dest: Path) -> None:
-    """Final guard: every symlink under ``dest`` resolves inside it (chains included)."""
-    root = dest.resolve()
-    for dirpath, dirnames, filenames in os.walk(dest):
-        for entry in [*dirnames, *filenames]:
-            path = Path(dirpath) / entry
-            if path.is_symlink():
-                target = path.resolve()
-                if target != root and root not in target.parents:
-                    rel = path.relative_to(dest)
-                    raise UnsafeArchiveError(
-                        f"archive symlink {str(rel)!r} resolves outside the release"
-                    )
+    """Extract a ``.tar.zst`` into the new directory ``dest`` (see :mod:`tako_common.archive`)."""
+    return extract_tar_zst(archive, dest)
 
 
 def install_release(archive: Path, staging: Path, release_dir: Path) -> None:

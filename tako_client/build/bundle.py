@@ -28,6 +28,7 @@ import zstandard
 
 from tako_client.build.plan import BuildError
 from tako_client.build.sources import SourceTree, is_forced_excluded
+from tako_common import archive as archive_mod
 from tako_common.names import release_version
 
 ZSTD_LEVEL = 3
@@ -133,14 +134,11 @@ def _add_member(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
 
 
 def extract_tar_zst(archive: Path, dest: Path) -> None:
-    """Extract a ``.tar.zst`` into ``dest`` with tarfile's ``data`` filter (no escapes)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    decompressor = zstandard.ZstdDecompressor()
+    """Extract a ``.tar.zst`` into the new directory ``dest`` with the shared safe extractor."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with archive.open("rb") as raw, decompressor.stream_reader(raw) as zst:
-            with tarfile.open(fileobj=zst, mode="r|") as tar:
-                tar.extractall(dest, filter="data")
-    except (tarfile.TarError, zstandard.ZstdError) as exc:
+        archive_mod.extract_tar_zst(archive, dest)
+    except archive_mod.ArchiveError as exc:
         raise BuildError(f"cannot extract archive {archive}: {exc}") from exc
 
 
