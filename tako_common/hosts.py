@@ -37,8 +37,8 @@ PRIVATE_SUFFIXES: tuple[str, ...] = (
     "lan",
 )
 
-_ACME_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_PORT_RE = re.compile(r"^\d*$")
+_ACME_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
+_PORT_RE = re.compile(r"[0-9]*")
 
 
 def normalize_host(value: str) -> str:
@@ -48,12 +48,12 @@ def normalize_host(value: str) -> str:
         end = host.find("]")
         if end != -1:
             rest = host[end + 1 :]
-            if rest == "" or (rest.startswith(":") and _PORT_RE.match(rest[1:])):
+            if rest == "" or (rest.startswith(":") and _PORT_RE.fullmatch(rest[1:])):
                 return host[1:end]
         return host.rstrip(".")
     if host.count(":") == 1:
         name, port = host.split(":")
-        if _PORT_RE.match(port):
+        if _PORT_RE.fullmatch(port):
             host = name
     return host.rstrip(".")
 
@@ -110,4 +110,4 @@ def acme_challenge_token(path: str) -> str | None:
     if not is_acme_challenge_path(path):
         return None
     token = path[len(ACME_CHALLENGE_PREFIX) :]
-    return token if _ACME_TOKEN_RE.match(token) else None
+    return token if _ACME_TOKEN_RE.fullmatch(token) else None

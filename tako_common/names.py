@@ -20,17 +20,17 @@ NAME_RULE = "use [a-z][a-z0-9-]{0,62}, no trailing '-'"
 VERSION_RULE = "use 1-128 characters of [A-Za-z0-9._-], not '.' or '..'"
 ENV_VAR_RULE = "use [A-Za-z_][A-Za-z0-9_]*"
 
-_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{4,40}$")
-_HASH8_RE = re.compile(r"^[0-9a-f]{8}$")
+_NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMIT_RE = re.compile(r"[0-9a-f]{4,40}")
+_HASH8_RE = re.compile(r"[0-9a-f]{8}")
 
 RESERVED_ENV = "development"
 
 
 def is_valid_name(value: str) -> bool:
-    return bool(_NAME_RE.match(value))
+    return bool(_NAME_RE.fullmatch(value))
 
 
 def validate_app_name(value: str) -> str:
@@ -46,7 +46,7 @@ def validate_env_name(value: str) -> str:
 
 
 def is_valid_version(value: str) -> bool:
-    return bool(_VERSION_RE.match(value)) and value not in (".", "..")
+    return bool(_VERSION_RE.fullmatch(value)) and value not in (".", "..")
 
 
 def validate_version(value: str) -> str:
@@ -56,7 +56,7 @@ def validate_version(value: str) -> str:
 
 
 def is_valid_env_var_name(value: str) -> bool:
-    return bool(_ENV_VAR_RE.match(value))
+    return bool(_ENV_VAR_RE.fullmatch(value))
 
 
 def validate_env_var_name(value: str) -> str:
@@ -84,14 +84,14 @@ def sanitize_app_name(raw: str) -> str:
 
 def release_version(commit: str | None, dirty: bool, source_hash: str) -> str:
     """Version of a deploy: ``{commit}`` clean, ``{commit}_{hash8}`` dirty, ``nogit_{hash8}``."""
-    if len(source_hash) < 8 or not re.match(r"^[0-9a-f]+$", source_hash):
+    if len(source_hash) < 8 or not re.fullmatch(r"[0-9a-f]+", source_hash):
         raise ValidationError(
             f"invalid source hash {source_hash!r}: need >= 8 lowercase hex digits"
         )
     hash8 = source_hash[:8]
     if not commit:
         return f"nogit_{hash8}"
-    if not _COMMIT_RE.match(commit):
+    if not _COMMIT_RE.fullmatch(commit):
         raise ValidationError(f"invalid git commit {commit!r}: need 4-40 lowercase hex digits")
     return f"{commit}_{hash8}" if dirty else commit
 
@@ -104,13 +104,13 @@ def parse_release_version(version: str) -> tuple[str | None, bool, str | None]:
     validate_version(version)
     if version.startswith("nogit_"):
         hash8 = version[len("nogit_") :]
-        if _HASH8_RE.match(hash8):
+        if _HASH8_RE.fullmatch(hash8):
             return None, True, hash8
     elif "_" in version:
         commit, _, hash8 = version.partition("_")
-        if _COMMIT_RE.match(commit) and _HASH8_RE.match(hash8):
+        if _COMMIT_RE.fullmatch(commit) and _HASH8_RE.fullmatch(hash8):
             return commit, True, hash8
-    elif _COMMIT_RE.match(version):
+    elif _COMMIT_RE.fullmatch(version):
         return version, False, None
     raise ValidationError(
         f"release version {version!r} is not of the form "

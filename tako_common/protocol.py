@@ -45,12 +45,12 @@ from tako_common.names import (
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1024 * 1024
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9._@:-]{1,128}$")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_OWNER_RE = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
 def _check_sha256(value: str) -> str:
-    if not _SHA256_RE.match(value):
+    if not _SHA256_RE.fullmatch(value):
         raise ValueError("sha256 must be 64 lowercase hex digits")
     return value
 
@@ -65,7 +65,7 @@ def _check_env_map(value: dict[str, str]) -> dict[str, str]:
 
 
 def _check_owner(value: str) -> str:
-    if not _OWNER_RE.match(value):
+    if not _OWNER_RE.fullmatch(value):
         raise ValueError("owner must be 1-128 characters of [A-Za-z0-9._@:-]")
     return value
 

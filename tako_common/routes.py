@@ -31,8 +31,8 @@ from tako_common.hosts import normalize_host
 T = TypeVar("T")
 
 MAX_HOST_LENGTH = 253
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()+,;=:@]|%[0-9A-Fa-f]{2})+$")
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()+,;=:@]|%[0-9A-Fa-f]{2})+")
 _WHITESPACE_RE = re.compile(r"\s")
 LABEL_RULE = "labels are 1-63 characters of [a-z0-9-] and do not start or end with '-'"
 
@@ -139,7 +139,7 @@ def _parse_host(text: str, raw: str) -> tuple[str, bool]:
         )
     labels = name.split(".")
     for label in labels:
-        if not _LABEL_RE.match(label):
+        if not _LABEL_RE.fullmatch(label):
             hint = (
                 "write internationalised names in punycode (xn--...)"
                 if not label.isascii()
@@ -184,7 +184,7 @@ def _parse_path(text: str, raw: str) -> tuple[str | None, PathKind]:
     for segment in base[1:].split("/"):
         if segment in (".", ".."):
             raise _invalid(text, "a path cannot contain '.' or '..' segments")
-        if not _SEGMENT_RE.match(segment):
+        if not _SEGMENT_RE.fullmatch(segment):
             raise _invalid(
                 text, f"invalid path segment {segment!r}: use URL path characters or %XX escapes"
             )

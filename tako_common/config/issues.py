@@ -21,7 +21,7 @@ import pydantic
 from tako_common.config.lines import KeyLines, KeyPath
 from tako_common.config.model import RULE_TYPE, TakoConfig
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 _TYPE_WORDS = {
     "string_type": "a string",
@@ -49,7 +49,7 @@ def dotted(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _BARE_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+            key = part if _BARE_KEY.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
             out += f".{key}" if out else key
     return out
 

@@ -34,7 +34,7 @@ DEFAULT_CONCURRENCY = 10
 DEFAULT_LOCAL_IMAGE_PATTERNS = ("/**",)
 RULE_TYPE = "tako_rule"
 
-_RUNTIME_RE = re.compile(r"^([a-z]+)(?:@([0-9A-Za-z][0-9A-Za-z.+_-]*))?$")
+_RUNTIME_RE = re.compile(r"([a-z]+)(?:@([0-9A-Za-z][0-9A-Za-z.+_-]*))?")
 
 
 def rule_error(message: str) -> PydanticCustomError:
@@ -56,7 +56,7 @@ def _app_name(value: str) -> str:
 
 def split_runtime(value: str) -> tuple[str, str | None]:
     """``"bun@1.2.3"`` -> ``("bun", "1.2.3")``; raises ``ValidationError`` for unknown runtimes."""
-    match = _RUNTIME_RE.match(value)
+    match = _RUNTIME_RE.fullmatch(value)
     if match is None or match.group(1) not in RUNTIMES:
         raise ValidationError(
             f"invalid runtime {value!r}: use one of {', '.join(RUNTIMES)}, optionally @version "

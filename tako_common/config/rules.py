@@ -29,7 +29,7 @@ from tako_common.names import NAME_RULE, RESERVED_ENV, is_valid_name
 from tako_common.routes import parse_route
 
 LOCAL_STORAGE = "local"
-_RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_RESOURCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _RESOURCE_RULE = "use letters, digits, '_' and '-', starting with a letter or digit"
 
 
@@ -89,7 +89,7 @@ def _check_bindings(
     servers = env_server_names(name, env, hints)
     for binding, resource in env.storages.items():
         where = (*path, "storages", binding)
-        if not _RESOURCE_RE.match(binding):
+        if not _RESOURCE_RE.fullmatch(binding):
             issues.append(Issue(
                 where, f"invalid storage binding name {binding!r}: {_RESOURCE_RULE}"
             ))
@@ -190,7 +190,7 @@ def _check_storages(config: TakoConfig) -> list[Issue]:
                 "'local' is a built-in storage; do not declare [storages.local], "
                 "bind to it with storages = { <binding> = \"local\" }",
             ))
-        elif not _RESOURCE_RE.match(name):
+        elif not _RESOURCE_RE.fullmatch(name):
             issues.append(Issue(
                 ("storages", name), f"invalid storage name {name!r}: {_RESOURCE_RULE}"
             ))

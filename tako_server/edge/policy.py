@@ -76,8 +76,8 @@ _RESPONSE_DROP = frozenset(
         b"content-length",
     }
 )
-_HOST_RE = re.compile(rb"^(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_DIGITS_RE = re.compile(rb"^[0-9]{1,19}$")
+_HOST_RE = re.compile(rb"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_DIGITS_RE = re.compile(rb"[0-9]{1,19}")
 _CONNECTION_TOKENS_IGNORED = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _PLAIN_CONNECTION = frozenset({b",keep-alive", b",close", b", keep-alive", b", close"})
 
@@ -127,7 +127,7 @@ def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> Req
             named.append(lname)
         elif kind == _HOST:
             hosts += 1
-            if not _HOST_RE.match(value):
+            if not _HOST_RE.fullmatch(value):
                 raise Rejected(400, "invalid Host header")
             head.host = value.decode("ascii")
         elif kind == _CL:
@@ -161,7 +161,7 @@ def _check_framing(head: RequestHead, lengths: list[bytes], te: list[bytes]) -> 
     if len(te) > 1 or (te and te[0] != b"chunked"):
         raise Rejected(400, "only 'Transfer-Encoding: chunked' is accepted")
     if lengths:
-        if not _DIGITS_RE.match(lengths[0]):
+        if not _DIGITS_RE.fullmatch(lengths[0]):
             raise Rejected(400, "invalid Content-Length")
         size = int(lengths[0])
         if size > MAX_BODY:

@@ -30,7 +30,7 @@ DEFAULT_DOMAIN = "default"
 WILDCARD_DIR_PREFIX = "_wildcard."
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
+_DOMAIN_RE = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class CertInfo:
 def validate_domain(domain: str) -> str:
     """Return ``domain`` normalised (lowercase, no trailing dot) or raise ValidationError."""
     name = normalize_host(domain)
-    if len(name) > 253 or not _DOMAIN_RE.match(name):
+    if len(name) > 253 or not _DOMAIN_RE.fullmatch(name):
         raise ValidationError(
             f"invalid certificate domain {domain!r}: use DNS labels [a-z0-9-] "
             "separated by '.', optionally starting with '*.'"
@@ -72,7 +72,7 @@ def domain_for_dir(dir_name: str) -> str | None:
     name = dir_name
     if name.startswith(WILDCARD_DIR_PREFIX):
         name = "*." + name[len(WILDCARD_DIR_PREFIX) :]
-    if name != name.lower() or not _DOMAIN_RE.match(name):
+    if name != name.lower() or not _DOMAIN_RE.fullmatch(name):
         return None
     return name
 

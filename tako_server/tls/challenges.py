@@ -24,12 +24,12 @@ from pathlib import Path
 from tako_common.errors import ValidationError
 from tako_common.hosts import ACME_CHALLENGE_PREFIX, acme_challenge_token
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 NOT_FOUND_BODY = b"challenge token not found\n"
 
 
 def _check_token(token: str) -> str:
-    if not _TOKEN_RE.match(token):
+    if not _TOKEN_RE.fullmatch(token):
         raise ValidationError(f"invalid ACME token {token!r}: use base64url [A-Za-z0-9_-]+")
     return token
 
@@ -64,13 +64,13 @@ class ChallengeStore:
     def remove(self, token: str) -> None:
         """Stop serving ``token`` (no error if it is unknown)."""
         self._answers.pop(token, None)
-        if self.mirror_dir is not None and _TOKEN_RE.match(token):
+        if self.mirror_dir is not None and _TOKEN_RE.fullmatch(token):
             (self.mirror_dir / token).unlink(missing_ok=True)
 
     def get(self, token: str) -> str | None:
         """The key authorization for ``token``, or None."""
         answer = self._answers.get(token)
-        if answer is not None or self.mirror_dir is None or not _TOKEN_RE.match(token):
+        if answer is not None or self.mirror_dir is None or not _TOKEN_RE.fullmatch(token):
             return answer
         try:
             return (self.mirror_dir / token).read_text(encoding="ascii")

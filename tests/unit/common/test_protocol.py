@@ -1,6 +1,7 @@
 """Management protocol: request validation, envelopes and JSON-lines framing."""
 
 import json
+import typing
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from tako_common.protocol import (
     DeployRequest,
     FrameDecoder,
     HelloData,
+    Request,
     check_hello,
     encode_frame,
     error,
@@ -92,6 +94,14 @@ def test_malformed_lines_get_a_protocol_error(line: str | bytes, code: str) -> N
     with pytest.raises(ProtocolError) as info:
         parse_request(line)
     assert info.value.code == code
+
+
+def test_the_command_list_is_exactly_the_request_union_tags() -> None:
+    # A command that loses its model (or a model missing from the list) fails here.
+    members = typing.get_args(typing.get_args(Request)[0])
+    tags = [member.model_fields["command"].default for member in members]
+    assert len(tags) == len(set(tags))
+    assert sorted(tags) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
