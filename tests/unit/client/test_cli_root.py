@@ -20,10 +20,12 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_tako_and_tako_server_print_the_same_version(tmp_path: Path) -> None:
     assert run("--version", cwd=tmp_path).stdout.strip() == f"tako {__version__}"
-    server = subprocess.run(
-        [sys.executable, "-m", "tako_server.cli", "version"], capture_output=True, text=True
-    )
-    assert server.stdout.strip() == f"tako-server {__version__}"
+    for form in ("version", "--version"):
+        server = subprocess.run(
+            [sys.executable, "-m", "tako_server.cli", form], capture_output=True, text=True
+        )
+        assert server.returncode == 0, server.stderr
+        assert server.stdout.strip() == f"tako-server {__version__}"
 
 
 def test_a_tako_error_is_one_red_line_with_hint_and_exit_1(tmp_path: Path) -> None:
