@@ -68,7 +68,8 @@ def detect_runtime(app_dir: Path) -> str:
         return runtime
     raise TakoError(
         f"cannot tell the runtime of {app_dir}: no package.json, deno.json, go.mod, "
-        "pyproject.toml or requirements.txt",
+        "pyproject.toml or requirements.txt, and no usual entry file (app.py, main.go, "
+        "main.ts, index.ts, index.js, ...)",
         hint='set runtime in tako.toml, e.g. runtime = "python"',
     )
 

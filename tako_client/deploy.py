@@ -8,7 +8,8 @@ stops the others; the summary names each server's result.
 
 Rules: secrets travel only inside the ``deploy`` request (never argv, logs or app.json);
 the lock is released on every path (and by the server when the connection drops); a
-failed deploy leaves no release behind (the server removes the directory it created).
+failed deploy leaves no release behind (the server removes the directory it created); the
+URLs are shown only when at least one server runs the release.
 """
 
 from __future__ import annotations
@@ -149,6 +150,20 @@ async def deploy_to_server(
             await session.request(UnlockRequest(app=target.app, env=target.env, owner=owner))
         except (TakoError, OSError):
             pass  # the server also drops the lock when this connection closes
+
+
+def failure_summary(key: str, succeeded: int, total: int) -> str | None:
+    """The summary line of a deploy with failed servers; ``None`` when every server succeeded.
+
+    Some succeeded: the partial-failure line (those servers run the new release). None
+    succeeded: the deploy failed as a whole, said as such (there is nothing to browse).
+    """
+    if succeeded == total:
+        return None
+    if succeeded == 0:
+        where = "its only server" if total == 1 else f"all {total} servers"
+        return f"deploy of {key} failed on {where}"
+    return f"deployment of {key} partially failed: {succeeded}/{total} servers succeeded"
 
 
 def route_urls(routes: list[str]) -> list[str]:

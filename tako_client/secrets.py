@@ -8,8 +8,9 @@ Rules:
 - key per environment: 32 random bytes as base64 text, either in the environment variable
   ``TAKO_KEY_<ENV>`` (upper-cased, ``-`` -> ``_``; wins, for CI) or in the file
   ``$TAKO_HOME/keys/{env}`` (mode 0600, directory 0700), created on the first ``set``;
-- secret names must be process environment names, environment names follow the app
-  name rule; a value that does not decrypt is an error naming the key source;
+- secret names must be process environment names (those that are not UPPER_SNAKE_CASE
+  are accepted; :func:`is_upper_snake_case` lets the CLI warn), environment names follow
+  the app name rule; a value that does not decrypt is an error naming the key source;
 - values are never logged or put in messages.
 """
 
@@ -19,6 +20,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import secrets as _random
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,14 @@ class EnvKey:
 
     key: bytes
     source: str
+
+
+_UPPER_SNAKE_RE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def is_upper_snake_case(name: str) -> bool:
+    """``DATABASE_URL`` yes; ``database_url``, ``DbUrl``, ``_X`` no (the usual env-var form)."""
+    return bool(_UPPER_SNAKE_RE.fullmatch(name))
 
 
 def validate_secret_name(name: str) -> str:

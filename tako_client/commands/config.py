@@ -7,7 +7,12 @@ Rules:
   warnings (legacy forms, ignored keys) go to stderr and never change the exit code;
 - the report shows values from tako.toml and secret NAMES only (read from
   ``.tako/secrets.json`` beside the config when it exists) — never secret values;
-- ``--json`` prints the same report as one JSON object on stdout.
+- ``--json`` prints the same report as one JSON object on stdout;
+- the environment's servers are checked against the global inventory
+  (``$TAKO_HOME/config.toml``, read only, never created here): an environment without
+  servers and a server name missing from the inventory are warnings that name the env or
+  server and the command that fixes it (``tako servers add HOST --name NAME``);
+  ``development`` is never checked (it is not deployable).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import typer
 
 from tako_client import output
 from tako_client import secrets as secret_store
+from tako_client.global_config import GlobalConfig, tako_home
 from tako_common.config import (
     DEFAULT_ENV,
     LOCAL_STORAGE,
@@ -78,11 +84,55 @@ def config_command(
     except ConfigError as exc:
         print_config_error(exc)
         raise typer.Exit(1) from exc
+    for warning in _inventory_warnings(env, list(report["servers"])):
+        output.warn(warning)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         for text in render_text(report):
             output.line(text)
+
+
+def server_warnings(env: str, servers: list[str], known: list[str], where: str) -> list[str]:
+    """What is wrong with the servers of ``env`` given the inventory names ``known`` (read
+    from ``where``): none listed, or listed but not in the inventory."""
+    if env == RESERVED_ENV:
+        return []
+    if not servers and env == DEFAULT_ENV and len(known) == 1:
+        return [
+            f"environment '{env}' lists no servers; deploy will use the only server "
+            f"'{known[0]}' of {where} (add servers = [\"{known[0]}\"] to [envs.{env}] "
+            "to make it explicit)"
+        ]
+    if not servers and not known:
+        return [
+            f"environment '{env}' has no servers: add one with `tako servers add HOST --name "
+            f"NAME`, then set servers = [\"NAME\"] in [envs.{env}]"
+        ]
+    if not servers:
+        return [
+            f"environment '{env}' has no servers: set servers = [\"NAME\"] in [envs.{env}], "
+            f"NAME one of {', '.join(known)} (from {where}) or a new one added with "
+            "`tako servers add HOST --name NAME`"
+        ]
+    return [
+        f"server '{name}' of environment '{env}' is not in {where}: add it with "
+        f"`tako servers add HOST --name {name}`"
+        for name in servers
+        if name not in known
+    ]
+
+
+def _inventory_warnings(env: str, servers: list[str]) -> list[str]:
+    """:func:`server_warnings` against the global inventory (a missing file is empty)."""
+    path = tako_home() / "config.toml"
+    known: list[str] = []
+    if path.exists():
+        try:
+            known = [entry.name for entry in GlobalConfig.load(path.parent).servers]
+        except ConfigError as exc:
+            return [f"cannot check the servers of environment '{env}': {exc.message}"]
+    return server_warnings(env, servers, known, str(path))
 
 
 def describe(loaded: LoadedConfig, env: str, secret_names: list[str]) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Validates the environment (declared, routed, not ``development``, servers mapped, secrets
 complete), builds or reuses the artifact, then deploys to every server in parallel
 (:mod:`tako_client.deploy`) and prints one line per server, the URLs and a summary. Any
-failed server makes the exit code 1. Interactive production deploys ask first unless
-``--yes``.
+failed server makes the exit code 1; when every server failed the summary says so and no
+URL is printed. Interactive production deploys ask first unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from tako_client.build import build_artifact
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.build.plan import Target, target_label
 from tako_client.build.presets import load_preset
-from tako_client.deploy import DeployTarget, ServerOutcome, deploy_to_server, lock_owner, route_urls
+from tako_client.deploy import (
+    DeployTarget,
+    ServerOutcome,
+    deploy_to_server,
+    failure_summary,
+    lock_owner,
+    route_urls,
+)
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_client.secrets import decrypt_env, extra_for_env, missing_for_env
@@ -71,7 +78,8 @@ def deploy_command(
         for entry in selection.servers
     }
     results = asyncio.run(_deploy_all(targets, selection.servers, artifacts))
-    _summary(ctx, env_routes(ctx.loaded, env), results, artifacts)
+    version = next(iter(artifacts.values())).version
+    _summary(ctx.key, env_routes(ctx.loaded, env), results, version)
 
 
 def _secrets(ctx: AppContext) -> dict[str, str]:
@@ -150,11 +158,9 @@ async def _deploy_all(
 
 
 def _summary(
-    ctx: AppContext,
-    routes: list[str],
-    results: list[HostResult[ServerOutcome]],
-    artifacts: dict[str, BuiltArtifact],
+    key: str, routes: list[str], results: list[HostResult[ServerOutcome]], version: str
 ) -> None:
+    """One line per server; revision and URLs when any server runs it; exit 1 on failures."""
     output.section("Summary")
     for result in results:
         if result.ok:
@@ -162,14 +168,13 @@ def _summary(
         else:
             assert result.error is not None
             output.error(f"{result.server}: {result.error.message}", result.error.hint)
-    version = next(iter(artifacts.values())).version
-    output.line(f"Revision: {version}")
-    for url in route_urls(routes):
-        output.line(f"URL     : {url}")
     bad = failed(results)
-    if bad:
-        output.error(
-            f"deployment of {ctx.key} partially failed: "
-            f"{len(results) - len(bad)}/{len(results)} servers succeeded"
-        )
+    if len(bad) < len(results):
+        output.line(f"Revision: {version}")
+        for url in route_urls(routes):
+            output.line(f"URL     : {url}")
+    verdict = failure_summary(key, len(results) - len(bad), len(results))
+    if verdict is not None:
+        hint = None if len(bad) < len(results) else "no server switched to this release"
+        output.error(verdict, hint)
         raise typer.Exit(1)

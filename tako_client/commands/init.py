@@ -3,7 +3,10 @@
 Rules:
 - runtime: ``--runtime``, else detected from marker files in this order: bun.lock /
   bun.lockb -> bun; deno.json / deno.jsonc -> deno; package.json -> node; pyproject.toml /
-  requirements.txt -> python; go.mod -> go; else left commented out;
+  requirements.txt -> python; go.mod -> go; without any of them, the first usual entry
+  file: app.py / main.py / server.py -> python, main.go -> go, main.ts / mod.ts -> deno,
+  index.ts / server.ts / app.ts -> bun, index.js / server.js / app.js -> node; else left
+  commented out;
 - main: package.json ``main`` when that file exists, else the first existing usual
   entrypoint of the runtime (index.ts, server.js, src/index.ts, app.py, main.py, ...);
 - name and production route: flags; on a terminal (stdin and stdout are TTYs) a prompt
@@ -11,6 +14,9 @@ Rules:
   ``{name}.localhost`` (a private host that deploys with a self-signed certificate;
   replace it with the real host before going public);
 - an existing tako.toml is overwritten only with ``--force`` or after a yes on a terminal;
+- the template explains every option it writes or shows in a comment, and marks the
+  options this version validates but ignores (the list lives in
+  :data:`tako_common.config.NOT_IMPLEMENTED`; template lines ``@@NOT_IMPLEMENTED:<id>@@``);
 - the rendered file is validated with the real loader before anything is written, and
   is written atomically (temporary file + rename).
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -29,15 +36,29 @@ from tako_client import output
 from tako_client.commands.config import print_config_error
 from tako_client.detect import Detected, detect  # noqa: F401 (detect is public here too)
 from tako_common.config import CONFIG_FILE, load_config_text, split_runtime
+from tako_common.config.unimplemented import template_note
 from tako_common.errors import ConfigError, TakoError, ValidationError
 from tako_common.names import sanitize_app_name, validate_app_name
 
 TEMPLATE = "tako.toml.tmpl"
 
 
+#: A template line ``@@NOT_IMPLEMENTED:<id>@@`` becomes the "not implemented yet" note of
+#: that option while :data:`NOT_IMPLEMENTED` lists it, and disappears once it does not.
+NOTE_MARKER = re.compile(r"^@@NOT_IMPLEMENTED:([a-z_]+)@@\n", re.MULTILINE)
+
+
+def template_text() -> str:
+    """The raw template, markers included."""
+    return resources.files("tako_client").joinpath("templates", TEMPLATE).read_text("utf-8")
+
+
 def render(name: str, route: str, found: Detected) -> str:
     """The commented template with the answers filled in (TOML-escaped)."""
-    text = resources.files("tako_client").joinpath("templates", TEMPLATE).read_text("utf-8")
+    text = NOTE_MARKER.sub(
+        lambda match: f"{note}\n" if (note := template_note(match.group(1))) else "",
+        template_text(),
+    )
     runtime = (
         f"runtime = {json.dumps(found.runtime)}"
         if found.runtime
@@ -62,7 +83,9 @@ def init_command(
     directory: Path | None = typer.Argument(None, help="App directory (default: current)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing tako.toml."),
     name: str | None = typer.Option(None, "--name", help="App name (default: directory name)."),
-    route: str | None = typer.Option(None, "--route", help="Production route (host[/path])."),
+    route: str | None = typer.Option(
+        None, "--route", help="Production route: host or host/path."
+    ),
     runtime: str | None = typer.Option(
         None, "--runtime", help="bun, node, deno, python or go (optionally @version)."
     ),

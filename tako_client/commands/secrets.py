@@ -3,6 +3,10 @@
 Rules:
 
 - the app directory is the parent of ``-c/--config`` (default: the current directory);
+- ``set`` warns about a name that is not UPPER_SNAKE_CASE (and stores it as written),
+  and refuses an environment that tako.toml does not declare (``development`` always
+  exists; no tako.toml means nothing is declared) unless ``--force``; both are checked
+  before the value is asked for;
 - values and keys are read from a masked prompt (confirmed) when stdin is a terminal,
   else from ONE line of stdin (CR/LF stripped; empty is an error); they never travel in
   argv and never appear in output — except ``key export``, which prints the key because
@@ -22,7 +26,9 @@ import typer
 from tako_client import output
 from tako_client import secrets as store
 from tako_client.appctx import app_dir_for
+from tako_common.config import CONFIG_FILE, load_config, resolve_config_path
 from tako_common.errors import TakoError, ValidationError
+from tako_common.names import RESERVED_ENV, validate_env_name
 
 secrets_app = typer.Typer(
     name="secrets", help="Manage encrypted app secrets.", no_args_is_help=True
@@ -64,14 +70,45 @@ def read_hidden(prompt: str, *, what: str) -> str:
     return value
 
 
+def check_env_declared(config: Path | None, env: str) -> None:
+    """Refuse ``env`` unless the app's tako.toml declares it (``development`` always exists)."""
+    force = "or pass --force to store the secret anyway"
+    if config is None and not (Path.cwd() / CONFIG_FILE).is_file():
+        raise TakoError(
+            f"no {CONFIG_FILE} in {Path.cwd()}: cannot check that environment {env!r} is "
+            "declared",
+            hint=f"run `tako init` here or select the file with -c, {force}",
+        )
+    path = resolve_config_path(str(config) if config is not None else None, Path.cwd())
+    declared = sorted(load_config(path).config.envs)
+    if env == RESERVED_ENV or env in declared:
+        return
+    raise ValidationError(
+        f"environment {env!r} is not declared in {path.name} "
+        f"(declared: {', '.join(declared) or 'none'})",
+        hint=f"pick a declared environment with --env, add [envs.{env}] to {path.name}, {force}",
+    )
+
+
 @secrets_app.command("set")
 def set_cmd(
     name: str = typer.Argument(..., help="Secret name, e.g. DATABASE_URL."),
     env: str = typer.Option(DEFAULT_ENV, "--env", "-e", help="Environment."),
     config: Path | None = ConfigOpt,
+    force: bool = typer.Option(
+        False, "--force", help="Store it even if tako.toml does not declare the environment."
+    ),
 ) -> None:
     """Set a secret (value from a masked prompt or one line of stdin)."""
     store.validate_secret_name(name)
+    validate_env_name(env)
+    if not store.is_upper_snake_case(name):
+        output.warn(
+            f"secret name {name!r} is not UPPER_SNAKE_CASE (e.g. {name.upper()!r}), the usual "
+            "form of environment variables; stored as written"
+        )
+    if not force:
+        check_env_declared(config, env)
     value = read_hidden(f"Value for {name} ({env})", what="secret value")
     key = store.set_secret(app_dir_of(config), env, name, value)
     output.success(f"Secret {name} set for {env}")

@@ -7,7 +7,8 @@ Public API (see docs/tako-toml.md for the file format):
 - :func:`resolve_config_path` for ``-c``; :func:`resolve_env`, :func:`deploy_check`;
 - :func:`merged_vars`, :func:`env_routes`, :func:`wildcard_routes`, :func:`env_servers`,
   :func:`release_command`, :func:`instances_for`, :func:`idle_timeout_for`,
-  :func:`build_steps`, :func:`resolve_stage_cwd`, :func:`workflow_settings`.
+  :func:`build_steps`, :func:`resolve_stage_cwd`, :func:`workflow_settings`;
+- :data:`NOT_IMPLEMENTED`: options validated but not acted on yet (loading warns).
 
 Everything here is pure apart from reading the config file itself; nothing writes.
 """
@@ -55,12 +56,14 @@ from tako_common.config.resolve import (
     workflow_settings,
 )
 from tako_common.config.rules import LOCAL_STORAGE
+from tako_common.config.unimplemented import NOT_IMPLEMENTED
 
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_ENV",
     "JS_RUNTIMES",
     "LOCAL_STORAGE",
+    "NOT_IMPLEMENTED",
     "PACKAGE_MANAGERS",
     "RUNTIMES",
     "BackupConfig",

@@ -3,8 +3,10 @@
 Steps: ``tomllib`` parses (a syntax error is reported with its line and column) ->
 :func:`upgrade_legacy` rewrites legacy forms -> ``[vars]`` is normalised -> the pydantic
 model checks the shape -> :func:`check_rules` checks cross-key rules (only once the shape
-is valid, since they read the model). All issues are rendered ``file:line key: rule`` and
-raised together as one :class:`ConfigError`; warnings come back on the result.
+is valid, since they read the model) -> options this version validates but does not
+implement yet become warnings (:mod:`tako_common.config.unimplemented`). All issues are
+rendered ``file:line key: rule`` and raised together as one :class:`ConfigError`;
+warnings come back on the result.
 
 Loading is pure apart from reading the one file it is given: it never writes anything.
 The app directory is the config file's parent directory (``-c path/to/config``).
@@ -24,6 +26,7 @@ from tako_common.config.legacy import LegacyHints, upgrade_legacy
 from tako_common.config.lines import KeyLines, KeyPath
 from tako_common.config.model import TakoConfig
 from tako_common.config.rules import check_rules
+from tako_common.config.unimplemented import unimplemented_warnings
 from tako_common.config.variables import normalize_vars
 from tako_common.errors import ConfigError
 from tako_common.names import sanitize_app_name
@@ -91,7 +94,7 @@ def load_config_text(text: str, path: Path) -> LoadedConfig:
     if config is not None:
         rule_issues, rule_warnings = check_rules(config, legacy.hints)
         problems += rule_issues
-        warnings += rule_warnings
+        warnings += rule_warnings + unimplemented_warnings(config)
     ordered = _ordered(problems, lines, legacy.aliases)
     rendered = [issue_mod.render(i, label, lines, legacy.aliases) for i in ordered]
     if rendered or config is None:

@@ -60,6 +60,21 @@ def cli() -> typer.Typer:
     return app
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty global inventory ($TAKO_HOME) of this test's own."""
+    path = tmp_path / "tako-home"
+    monkeypatch.setenv("TAKO_HOME", str(path))
+    return path
+
+
+def inventory(home: Path, *names: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("".join(
+        f'[[servers]]\nname = "{name}"\nhost = "10.0.0.{i}"\n' for i, name in enumerate(names, 1)
+    ))
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "shop"
@@ -189,3 +204,78 @@ def test_unusable_selection_exits_1_with_a_message(
 def test_development_is_shown_but_marked_not_deployable(cli: typer.Typer, app_dir: Path) -> None:
     data = report(cli, ["--env", "development"])
     assert data["deployable"] is False and data["servers"] == {} and data["routes"] == []
+
+
+def test_an_environment_without_servers_is_a_warning_naming_the_fix(
+    cli: typer.Typer, app_dir: Path, home: Path
+) -> None:
+    (app_dir / "tako.toml").write_text('[envs.production]\nroute = "a.com"\n')
+    inventory(home, "la", "nyc")
+    result = run(cli, ["--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["servers"] == {}
+    assert "environment 'production' has no servers" in result.stderr
+    assert 'set servers = ["NAME"] in [envs.production], NAME one of la, nyc' in result.stderr
+    assert "tako servers add HOST --name NAME" in result.stderr
+    (home / "config.toml").unlink()
+    assert (
+        "environment 'production' has no servers: add one with `tako servers add HOST --name "
+        'NAME`, then set servers = ["NAME"] in [envs.production]'
+    ) in run(cli, []).stderr
+
+
+def test_production_without_servers_names_the_only_inventory_server_deploy_uses(
+    cli: typer.Typer, app_dir: Path, home: Path
+) -> None:
+    (app_dir / "tako.toml").write_text('[envs.production]\nroute = "a.com"\n')
+    inventory(home, "solo")
+    result = run(cli, [])
+    assert "deploy will use the only server 'solo'" in result.stderr
+    assert 'add servers = ["solo"] to [envs.production]' in result.stderr
+
+
+def test_servers_missing_from_the_inventory_are_named_with_the_command_to_add_them(
+    cli: typer.Typer, app_dir: Path, home: Path
+) -> None:
+    inventory(home, "la")
+    result = run(cli, [])
+    assert result.exit_code == 0
+    assert (
+        f"server 'nyc' of environment 'production' is not in {home / 'config.toml'}: "
+        "add it with `tako servers add HOST --name nyc`"
+    ) in result.stderr
+    assert "'la'" not in result.stderr
+
+
+def test_without_an_inventory_file_every_server_is_missing_and_none_is_created(
+    cli: typer.Typer, app_dir: Path, home: Path
+) -> None:
+    result = run(cli, ["--env", "staging"])
+    assert "server 'stage' of environment 'staging' is not in" in result.stderr
+    assert not home.exists()
+
+
+def test_servers_known_to_the_inventory_and_development_give_no_server_warning(
+    cli: typer.Typer, app_dir: Path, home: Path
+) -> None:
+    inventory(home, "la", "nyc", "stage")
+    for env in ("production", "staging", "development"):
+        result = run(cli, ["--env", env])
+        assert result.exit_code == 0
+        assert "servers" not in result.stderr, result.stderr
+
+
+def test_each_set_option_that_is_not_implemented_yet_is_a_warning(
+    cli: typer.Typer, app_dir: Path
+) -> None:
+    result = run(cli, ["--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["release"] == "npm run migrate"
+    for expected in (
+        "tako.toml:4 release: 'release' is not implemented yet in this version and is ignored",
+        "tako.toml:16 envs.production.storages: '[storages]' is not implemented yet",
+        "tako.toml:17 envs.production.backup: 'backup' is not implemented yet",
+    ):
+        assert expected in result.stderr, result.stderr
+    (app_dir / "tako.toml").write_text('[envs.production]\nroute = "a.com"\n')
+    assert "not implemented" not in run(cli, []).stderr

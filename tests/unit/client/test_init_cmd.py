@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tako_client import output
 from tako_client.commands import init as init_cmd
-from tako_common.config import load_config, load_config_text
+from tako_common.config import NOT_IMPLEMENTED, load_config, load_config_text
 from tako_common.errors import TakoError
 
 EXAMPLE_LINE = re.compile(r'^# (\[.*\]$|[A-Za-z0-9_.-]+ = )')
@@ -86,6 +86,45 @@ def test_detect_node_package_manager_from_its_lockfile(
     assert init_cmd.detect(tmp_path).package_manager == manager
 
 
+@pytest.mark.parametrize(
+    ("entry", "runtime"),
+    [
+        ("app.py", "python"), ("main.py", "python"), ("server.py", "python"),
+        ("src/main.py", "python"), ("main.go", "go"), ("main.ts", "deno"), ("mod.ts", "deno"),
+        ("index.ts", "bun"), ("server.ts", "bun"), ("src/index.tsx", "bun"),
+        ("index.js", "node"), ("server.js", "node"), ("app.js", "node"), ("index.mjs", "node"),
+    ],
+)
+def test_a_lone_entry_file_tells_the_runtime_and_main(
+    tmp_path: Path, entry: str, runtime: str
+) -> None:
+    (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / entry).write_text("")
+    found = init_cmd.detect(tmp_path)
+    assert (found.runtime, found.main) == (runtime, None if runtime == "go" else entry)
+
+
+def test_marker_files_win_over_entry_files(tmp_path: Path) -> None:
+    (tmp_path / "package.json").write_text("{}")
+    (tmp_path / "app.py").write_text("")
+    (tmp_path / "index.ts").write_text("")
+    assert (init_cmd.detect(tmp_path).runtime, init_cmd.detect(tmp_path).main) == (
+        "node", "index.ts"
+    )
+
+
+@pytest.mark.parametrize(("entry", "runtime"), [("app.py", "python"), ("server.js", "node")])
+def test_init_in_a_directory_holding_only_an_entry_file_sets_runtime_and_main(
+    cli: typer.Typer, app_dir: Path, entry: str, runtime: str
+) -> None:
+    (app_dir / entry).write_text("")
+    result = run(cli, [])
+    assert result.exit_code == 0, result.output
+    config = load_config(app_dir / "tako.toml").config
+    assert (config.runtime, config.main) == (runtime, entry)
+    assert f"runtime: {runtime}" in result.stdout and f"main: {entry}" in result.stdout
+
+
 def test_non_interactive_init_writes_a_valid_file_with_defaults(
     cli: typer.Typer, app_dir: Path
 ) -> None:
@@ -138,6 +177,39 @@ def test_each_commented_example_section_is_valid_when_uncommented() -> None:
         ]
         assert examples, section
         load_config_text(text + "\n".join(examples) + "\n", Path("/app/tako.toml"))
+
+
+KEY_LINE = re.compile(r"^(# )?[a-z_]+ = ")
+
+
+def test_each_option_of_the_top_level_and_production_has_its_own_comment() -> None:
+    text = init_cmd.render("shop", "shop.example.com", init_cmd.Detected("bun", "index.ts", None))
+    head = text.split("# Another environment")[0].splitlines()
+    for before, line in zip(head, head[1:], strict=False):
+        if KEY_LINE.match(line):
+            assert before.startswith("# ") and not KEY_LINE.match(before), line
+    assert "docs/" not in text and "@@" not in text
+
+
+def test_unimplemented_options_are_marked_in_the_template() -> None:
+    raw = init_cmd.template_text()
+    marked = set(init_cmd.NOTE_MARKER.findall(raw))
+    assert marked == set(NOT_IMPLEMENTED)
+    text = init_cmd.render("shop", "shop.example.com", init_cmd.Detected("bun", None, None))
+    for label in NOT_IMPLEMENTED.values():
+        assert f"# not implemented yet in this version: validated, ignored ({label})" in text
+    note = text.splitlines().index(
+        "# not implemented yet in this version: validated, ignored (release)"
+    )
+    assert text.splitlines()[note + 1] == '# release = "bun run db:migrate"'
+
+
+def test_an_implemented_option_loses_its_template_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(NOT_IMPLEMENTED, "release")
+    text = init_cmd.render("shop", "shop.example.com", init_cmd.Detected("bun", None, None))
+    assert "(release)" not in text
+    assert "validated, ignored (container)" in text
+    load_config_text(text, Path("/app/tako.toml"))
 
 
 def test_existing_file_is_kept_without_force(cli: typer.Typer, app_dir: Path) -> None:

@@ -37,10 +37,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+TAKO_TOML = '[envs.production]\nroute = "a.com"\n[envs.staging]\nroute = "s.a.com"\n'
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "app"
     path.mkdir()
+    (path / "tako.toml").write_text(TAKO_TOML)
     monkeypatch.chdir(path)
     return path
 
@@ -65,7 +69,7 @@ def test_set_defaults_to_production_and_honours_config_parent_as_app_dir(
 ) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    (other / "tako.toml").write_text('name = "x"\n')
+    (other / "tako.toml").write_text('name = "x"\n[envs.production]\nroute = "x.com"\n')
     result = run(cli, ["secrets", "set", "A", "-c", str(other / "tako.toml")], "v\n")
     assert result.exit_code == 0, result.output
     result = run(cli, ["secrets", "set", "B", "-c", str(other)], "w\n")  # -c DIR works too
@@ -98,6 +102,65 @@ def test_bad_input_fails_with_a_tako_error_naming_the_rule(
     result = run(cli, args, stdin)
     assert isinstance(result.exception, TakoError)
     assert message in str(result.exception)
+
+
+def test_set_warns_about_a_name_that_is_not_upper_snake_case_and_stores_it(
+    cli: typer.Typer, home: Path, app_dir: Path
+) -> None:
+    result = run(cli, ["secrets", "set", "database_url"], "v\n")
+    assert result.exit_code == 0, result.output
+    assert "secret name 'database_url' is not UPPER_SNAKE_CASE (e.g. 'DATABASE_URL')" in (
+        result.stderr
+    )
+    assert store.decrypt_env(app_dir, "production") == {"database_url": "v"}
+    quiet = run(cli, ["secrets", "set", "DATABASE_URL_2"], "v\n")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_set_refuses_an_environment_tako_toml_does_not_declare(
+    cli: typer.Typer, home: Path, app_dir: Path
+) -> None:
+    result = run(cli, ["secrets", "set", "A", "--env", "prod"], "v\n")
+    assert isinstance(result.exception, TakoError)
+    assert result.exception.message == (
+        "environment 'prod' is not declared in tako.toml (declared: production, staging)"
+    )
+    assert "--force" in (result.exception.hint or "")
+    assert not (app_dir / ".tako").exists()
+
+
+def test_set_with_force_stores_an_undeclared_environment(
+    cli: typer.Typer, home: Path, app_dir: Path
+) -> None:
+    result = run(cli, ["secrets", "set", "A", "--env", "preview", "--force"], "v\n")
+    assert result.exit_code == 0, result.output
+    assert store.decrypt_env(app_dir, "preview") == {"A": "v"}
+
+
+def test_set_accepts_development_and_an_env_declared_in_the_c_file(
+    cli: typer.Typer, home: Path, app_dir: Path, tmp_path: Path
+) -> None:
+    assert run(cli, ["secrets", "set", "A", "--env", "development"], "v\n").exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "custom.toml").write_text('[envs.qa]\nroute = "qa.com"\n')
+    result = run(cli, ["secrets", "set", "A", "--env", "qa", "-c", str(other / "custom.toml")],
+                 "v\n")
+    assert result.exit_code == 0, result.output
+    refused = run(cli, ["secrets", "set", "A", "-c", str(other / "custom.toml")], "v\n")
+    assert "'production' is not declared in custom.toml (declared: qa)" in str(
+        refused.exception
+    )
+
+
+def test_set_without_a_tako_toml_needs_force(
+    cli: typer.Typer, home: Path, app_dir: Path
+) -> None:
+    (app_dir / "tako.toml").unlink()
+    result = run(cli, ["secrets", "set", "A"], "v\n")
+    assert isinstance(result.exception, TakoError)
+    assert "no tako.toml in" in result.exception.message
+    assert run(cli, ["secrets", "set", "A", "--force"], "v\n").exit_code == 0
 
 
 def test_rm_with_yes_removes_from_all_envs_by_default(
