@@ -298,11 +298,63 @@ def test_build_release_makes_a_verified_tarball_of_a_self_contained_executable(
         members = {m.name: m for m in tar.getmembers()}
         assert sorted(members) == ["LICENSE", "server-config.example.toml", "tako-server"]
         assert members["tako-server"].mode & 0o111
-        tar.extractall(tmp_path, filter="data")
+        tar.extractall(tmp_path, **_DATA_FILTER)
     result = _run_frozen(tmp_path / "tako-server", "version")
     assert (result.returncode, result.stdout) == (0, f"tako-server {release.package_version()}\n")
     wheels = list((REPO / "dist").glob(f"tako-{release.package_version()}-py3-none-any.whl"))
     assert len(wheels) == 1
+
+
+# tarfile's extraction filters exist from Python 3.11.4 on; Debian 12 has 3.11.2 (the
+# member names were checked just above, so plain extraction is safe there).
+_DATA_FILTER: dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_pipx_install_of_the_wheel_puts_working_tako_commands_on_path(tmp_path: Path) -> None:
+    """A user's install: pipx, Debian's Python, nothing from the checkout on PATH."""
+    release.build_release(wheel=True)
+    (wheel,) = (REPO / "dist").glob(f"tako-{release.package_version()}-py3-none-any.whl")
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    home.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PIPX_HOME": str(tmp_path / "pipx"),
+        "PIPX_BIN_DIR": str(bin_dir),
+        "PIPX_MAN_DIR": str(tmp_path / "man"),
+    }
+    base = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    done = subprocess.run(
+        [sys.executable, "-m", "pipx", "install", "--python", base, str(wheel)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = release.package_version()
+
+    def run(*argv: str, cwd: Path = tmp_path) -> str:
+        result = subprocess.run(
+            argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, (argv, result.stdout, result.stderr)
+        return result.stdout
+
+    assert run("tako", "--version").strip() == f"tako {version}"
+    assert run("tako-server", "version").strip() == f"tako-server {version}"
+    assert run("tako-server", "--version").strip() == f"tako-server {version}"
+    app = tmp_path / "web"
+    app.mkdir()
+    (app / "app.py").write_text("print('hello')\n")
+    run("tako", "init", cwd=app)  # the template ships in the wheel
+    text = (app / "tako.toml").read_text()
+    assert 'runtime = "python"' in text
+    assert "python" in run("tako", "config", "--env", "production", cwd=app)  # presets too
 
 
 BUNDLED_MODULES = [
