@@ -2,6 +2,8 @@
 
 Rules:
 
+- the login user is ``tako``; only ``servers add --install`` logs in as another user (root
+  or a sudoer, :attr:`SshTarget.user`) with the same keys and host-key checks;
 - host keys are checked against ``~/.ssh/known_hosts`` and the files in ``TAKO_KNOWN_HOSTS``
   (``os.pathsep``-separated). An unknown key is shown with its SHA256 fingerprint and
   accepted only on an interactive "yes" (then appended to ``~/.ssh/known_hosts``); without a
@@ -126,11 +128,13 @@ class SshSettings:
 
 @dataclass(frozen=True)
 class SshTarget:
-    """Where to connect; ``label`` (the server name) makes messages readable."""
+    """Where to connect; ``label`` (the server name) makes messages readable. ``user`` is
+    ``tako`` except for ``servers add --install``, which logs in as root or a sudoer."""
 
     host: str
     port: int = 22
     label: str = ""
+    user: str = SSH_USER
 
     @property
     def display(self) -> str:
@@ -361,8 +365,28 @@ class SshClient:
                     )
             return self._keys
 
+    async def public_key_line(self) -> str:
+        """``<type> <base64> [comment]`` of the key tako logs in with: the first client key,
+        else the first key of the ssh-agent (what ``servers add --install`` authorises)."""
+        keys = await asyncio.to_thread(self._client_keys)
+        if keys:
+            return str(keys[0].export_public_key("openssh").decode().strip())
+        try:
+            async with asyncssh.connect_agent(self.settings.agent_path or "") as agent:
+                pairs = await agent.get_keys()
+        except (asyncssh.Error, OSError) as exc:
+            raise AuthenticationError(f"cannot read the ssh-agent's keys: {exc}") from exc
+        if not pairs:
+            raise AuthenticationError(
+                "no SSH key to authorise: the ssh-agent holds none",
+                hint="create one with `ssh-keygen -t ed25519` or add one with `ssh-add`",
+            )
+        public = asyncssh.import_public_key(pairs[0].public_data)
+        public.set_comment(pairs[0].get_comment_bytes())
+        return str(public.export_public_key("openssh").decode().strip())
+
     async def connect(self, target: SshTarget) -> Connection:
-        """Connect as ``tako``; asks once about an unknown host key when interactive."""
+        """Connect as ``target.user``; asks once about an unknown host key when interactive."""
         keys = await asyncio.to_thread(self._client_keys)
         for _ in range(2):
             files = self.settings.known_hosts_files
@@ -397,7 +421,7 @@ class SshClient:
                 lambda: policy,
                 target.host,
                 target.port,
-                username=SSH_USER,
+                username=target.user,
                 known_hosts=policy.match,
                 client_keys=keys,
                 agent_path=self.settings.agent_path or "",
@@ -410,10 +434,10 @@ class SshClient:
         except asyncssh.HostKeyNotVerifiable:
             raise
         except asyncssh.PermissionDenied as exc:
+            home = "/home/tako" if target.user == SSH_USER else f"~{target.user}"
             raise AuthenticationError(
-                f"SSH login as {SSH_USER}@{where} was refused: {exc.reason}",
-                hint="authorise your public key in "
-                f"/home/{SSH_USER}/.ssh/authorized_keys on the server, "
+                f"SSH login as {target.user}@{where} was refused: {exc.reason}",
+                hint=f"authorise your public key in {home}/.ssh/authorized_keys on the server, "
                 "or set TAKO_SSH_KEY",
             ) from exc
         except ConnectionRefusedError as exc:

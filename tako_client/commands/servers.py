@@ -6,6 +6,9 @@ Rules:
 - ``add HOST --name N`` connects as ``tako``, detects the build target (``uname -m``,
   ``ldd --version``) and checks that tako-server answers ``hello`` before saving;
   ``--no-test`` saves without connecting. Adding the same name/host/port again is a no-op;
+- ``add HOST --name N --install [--artifact TARBALL] [--user root]`` first installs
+  tako-server over a root (or passwordless-sudo) login and authorises the caller's key
+  for ``tako`` (:mod:`tako_client.bootstrap`), then adds the server by the same code path;
 - ``rm NAME`` asks on a terminal; without one it needs ``--yes``. It only edits the local
   inventory, never the server;
 - ``status`` needs no tako.toml: every server is asked in parallel; one block per server
@@ -25,23 +28,25 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from tako_client import output
+from tako_client import bootstrap, output
 from tako_client.fanout import HostResult, failed, fan_out
-from tako_client.global_config import ARCHES, GlobalConfig, ServerEntry, normalize_arch
+from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_client.remote import RemoteServer
+from tako_client.server_release import detect_target, read_checksum, upload_release
+from tako_client.server_release import parse_arch as parse_arch  # re-exported (tests)
+from tako_client.server_release import parse_libc as parse_libc  # re-exported (tests)
 from tako_client.sessions import target_of
 from tako_client.ssh import Connection, SshClient, SshTarget
 from tako_common.errors import TakoError, ValidationError
@@ -53,7 +58,9 @@ def register(app: typer.Typer) -> None:
     servers = typer.Typer(
         name="servers", help="Manage the servers you deploy to.", no_args_is_help=True
     )
-    servers.command("add", help="Add a server (checks SSH and tako-server first).")(add_command)
+    servers.command(
+        "add", help="Add a server (checks SSH and tako-server first; --install installs it)."
+    )(add_command)
     servers.command("ls", help="List configured servers.")(ls_command)
     servers.command("list", hidden=True)(ls_command)
     servers.command("rm", help="Remove a server from the local inventory.")(rm_command)
@@ -81,36 +88,9 @@ class Probe:
     server_version: str
 
 
-def parse_libc(ldd_output: str) -> str:
-    """``glibc`` or ``musl`` from the output of ``ldd --version`` (stdout and stderr)."""
-    text = ldd_output.lower()
-    if "musl" in text:
-        return "musl"
-    if "glibc" in text or "gnu libc" in text or "gnu c library" in text:
-        return "glibc"
-    first = ldd_output.strip().splitlines()[0] if ldd_output.strip() else "(no output)"
-    raise ValidationError(
-        f"cannot tell the C library from `ldd --version`: {first}",
-        hint="tako supports glibc and musl Linux hosts",
-    )
-
-
-def parse_arch(uname_output: str) -> str:
-    arch = normalize_arch(uname_output.strip())
-    if arch not in ARCHES:
-        raise ValidationError(
-            f"unsupported architecture {arch!r}: tako supports {', '.join(ARCHES)}"
-        )
-    return arch
-
-
 async def probe_server(ssh: SshClient, target: SshTarget) -> Probe:
     async with await ssh.connect(target) as conn:
-        uname = await conn.run("uname -m")
-        if uname.exit != 0:
-            raise TakoError(f"`uname -m` failed on {target.display}: {uname.stderr.strip()}")
-        ldd = await conn.run("ldd --version 2>&1")
-        arch, libc = parse_arch(uname.stdout), parse_libc(ldd.stdout)
+        arch, libc = await detect_target(conn)
         async with RemoteServer(conn) as server:
             try:
                 hello = await server.hello()
@@ -135,34 +115,58 @@ def add_command(
     no_test: bool = typer.Option(
         False, "--no-test", help="Save without connecting (no target detection)."
     ),
+    install: bool = typer.Option(
+        False, "--install", help="First install tako-server there over a root or sudo login."
+    ),
+    artifact: Path | None = typer.Option(
+        None,
+        "--artifact",
+        help="With --install: release tarball (.sha256 beside it); default: newest in dist/.",
+    ),
+    user: str | None = typer.Option(
+        None, "--user", help="With --install: SSH login user, root or a sudoer (default root)."
+    ),
 ) -> None:
-    """Add a server to the inventory."""
+    """Add a server to the inventory (with --install: install tako-server there first)."""
+    if not install and (artifact is not None or user is not None):
+        raise ValidationError("--artifact and --user only go with --install")
+    if install and no_test:
+        raise ValidationError(
+            "--install cannot be combined with --no-test",
+            hint="--install tests the server it installed before saving it",
+        )
     entry = ServerEntry(name=name, host=host, port=port, description=description)
     GlobalConfig.load().add(entry)  # name/host clashes are reported before connecting
-    if not no_test:
+    ssh = None if no_test else SshClient.from_env()
+    if ssh is not None and install:
+        bootstrap.precheck(artifact)
+        login = SshTarget(host, port, label=name, user=user or "root")
+        with output.spinner(f"Installing tako-server on {login.display} as {login.user}..."):
+            done = asyncio.run(bootstrap.install_on_host(ssh, login, artifact))
+        bootstrap.report(login, done)
+    add_server(entry, ssh)
+
+
+def add_server(entry: ServerEntry, ssh: SshClient | None) -> None:
+    """Probe the server as ``tako`` (unless ``ssh`` is None: --no-test), then save it."""
+    if ssh is not None:
         target = target_of(entry)
         with output.spinner(f"Connecting to {target.display} as tako..."):
-            probe = asyncio.run(probe_server(SshClient.from_env(), target))
+            probe = asyncio.run(probe_server(ssh, target))
         output.success(
             f"{target.display}: linux-{probe.arch}-{probe.libc}, tako-server {probe.server_version}"
         )
-        entry = ServerEntry(
-            name=name,
-            host=host,
-            port=port,
-            description=description,
-            arch=probe.arch,
-            libc=probe.libc,
-        )
+        entry = replace(entry, arch=probe.arch, libc=probe.libc)
     config = GlobalConfig.load()
     outcome = config.add(entry)
+    name, where = entry.name, f"{entry.host}:{entry.port}"
     if outcome == "unchanged":
-        output.success(f"server {name!r} is already configured ({host}:{port})")
+        output.success(f"server {name!r} is already configured ({where})")
         return
     config.save()
     verb = "added" if outcome == "added" else "updated"
-    output.success(f"{verb} server {name!r} ({host}:{port}) in {config.path}")
-    if no_test:
+    output.success(f"{verb} server {name!r} ({where}) in {config.path}")
+    if ssh is None:
         output.warn(
             "not tested: deploys need the build target; "
             "run `tako servers add` again without --no-test"
@@ -429,29 +433,9 @@ def restart_command(name: str = typer.Argument(..., help="Name of the server."))
 # -- upgrade -----------------------------------------------------------------------------
 
 
-def read_checksum(tarball: Path) -> str:
-    """The verified SHA-256 of a release tarball (``<tarball>.sha256`` must match it)."""
-    sums = Path(f"{tarball}.sha256")
-    if not tarball.is_file():
-        raise ValidationError(f"release tarball {tarball} does not exist")
-    if not sums.is_file():
-        raise ValidationError(
-            f"no checksum for {tarball.name}: {sums.name} must be beside it",
-            hint="scripts/build-release writes both files",
-        )
-    expected = sums.read_text().split()[0].lower() if sums.read_text().split() else ""
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    if digest != expected:
-        raise ValidationError(f"{tarball.name} does not match {sums.name} (sha256 {digest})")
-    return digest
-
-
 async def install_release(conn: Connection, info: ServerInfoData, tarball: Path) -> str:
     """Upload and install a release tarball; returns how it was installed."""
-    read_checksum(tarball)
-    remote = f"{info.incoming_dir}/{tarball.name}"
-    await conn.upload(tarball, remote)
-    await conn.upload(Path(f"{tarball}.sha256"), f"{remote}.sha256")
+    remote = await upload_release(conn, tarball, info.incoming_dir)
     quoted = shlex.quote(remote)
     if (await conn.run(f"sudo -n -l {INSTALL_HELPER} >/dev/null 2>&1")).exit == 0:
         done = await conn.run(f"sudo -n {INSTALL_HELPER} {quoted}", timeout=600)

@@ -7,6 +7,9 @@
   ``ECHO_SOCKET`` (tests the transport without tako-server);
 - ``client`` (function): a fresh :class:`ClientHome` trusting every host made so far;
   ``client_env`` is its environment dict for running the ``tako`` CLI.
+- ``release_tarball`` (session): ``dist/tako-server-<target>.tar.gz`` from
+  ``scripts/build-release --server-only``, built once per session (the script caches the
+  executable by source hash, so a fresh build happens only when the sources changed).
 
 When a test fails, the tail of every live host's logs (sshd, tako-server, spawned
 processes) is attached to its report.
@@ -27,6 +30,7 @@ from tests.e2e.hosts import (
     unavailable_reason,
     wait_for,
 )
+from tests.helpers import release
 
 _NETWORK: HostNetwork | None = None
 
@@ -63,6 +67,13 @@ def echo_host(make_hosts: Callable[..., list[TestHost]]) -> TestHost:
         lambda: host.exec(probe, check=False).returncode == 0, f"the echo socket on {host.name}"
     )
     return host
+
+
+@pytest.fixture(scope="session")
+def release_tarball() -> Path:
+    if not release.daemon_sources_present():
+        pytest.skip("tako_server/cli.py does not exist yet")
+    return release.build_release()
 
 
 @pytest.fixture

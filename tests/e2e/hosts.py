@@ -13,6 +13,15 @@ A :class:`HostNetwork` (one per test session) makes :class:`TestHost` objects. E
   ``scripts/server-venv`` builds. Processes started over SSH inherit sshd's namespaces, so
   they see the host's private paths.
 
+A *bare* host (``make_hosts(n, bare=True)``) is a fresh VPS instead: sshd lets only root in
+(with the client key in a private ``/root/.ssh/authorized_keys``), and there is no user
+``tako`` and no tako-server. Its mount namespace also has a private copy of ``/etc`` without
+``tako`` (so the installer's ``useradd`` never touches the machine's ``/etc/passwd``) and
+empty private ``/usr/local/bin``, ``/var/log`` and ``/tmp`` (where the onefile tako-server
+unpacks itself); ``/opt/tako``, ``/var/run/tako`` and
+``/home/tako`` are empty root-owned dirs. A tako-server the installer started there is
+stopped with SIGTERM (pidfile and socket owner) before the host's processes are killed.
+
 Rules: traffic goes only to these hosts; every process is started here with a kept handle
 and ended by its PID; :meth:`HostNetwork.close` removes every namespace and veth it made.
 The client side (:class:`ClientHome`) is a temp ``HOME`` with an ed25519 key that every
@@ -46,6 +55,7 @@ SERVER_ENV = {
     "TAKO_ACME_ENABLED": "false",  # hosts have no route out; tests opt in with Pebble
 }
 PRIVATE_PATHS = ("/opt/tako", "/var/run/tako", "/home/tako")
+BARE_PATHS = ("/etc", "/root", "/usr/local/bin", "/var/log", "/tmp")  # private on bare hosts
 SUBNET_PREFIX = "10.213"
 _LOCK_FILE = Path("/run/tako-e2e.lock")
 _REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "setpriv", "ssh-keygen", "curl", "useradd")
@@ -185,6 +195,10 @@ class HostPaths:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    def bare(self, path: str) -> Path:
+        """Source of the private bind mount over ``path`` (one of :data:`BARE_PATHS`)."""
+        return self.root / "bare" / path.strip("/").replace("/", "-")
+
 
 @dataclass
 class TestHost:
@@ -200,6 +214,7 @@ class TestHost:
     paths: HostPaths
     ssh_port: int = 22
     host_key: str = ""  # "ssh-ed25519 AAAA..." (the sshd host public key)
+    bare: bool = False  # a fresh VPS: root login only, no tako user, no tako-server
     _holder: subprocess.Popen[bytes] | None = None
     _sshd: subprocess.Popen[bytes] | None = None
     _server: subprocess.Popen[bytes] | None = None
@@ -375,9 +390,43 @@ class TestHost:
         """The tail of every log this host wrote (sshd, tako-server, spawned processes)."""
         if not self.paths.logs.exists():
             return {}
-        return {p.stem: self.log_tail(p.stem, lines) for p in sorted(self.paths.logs.glob("*.log"))}
+        found = {
+            p.stem: self.log_tail(p.stem, lines) for p in sorted(self.paths.logs.glob("*.log"))
+        }
+        installed = self.paths.bare("/var/log") / "tako-server.log"
+        if self.bare and installed.exists():
+            text = installed.read_text(errors="replace").splitlines()[-lines:]
+            found["installed-tako-server"] = "\n".join(text)
+        return found
+
+    def installed_server_pids(self) -> set[int]:
+        """PIDs of a tako-server the installer started: its pidfile and the socket's owner."""
+        pids: set[int] = set()
+        with suppress(OSError, ValueError):
+            pids.add(int((self.paths.run / "tako-server.pid").read_text().strip()))
+        with suppress(OSError, ValueError):
+            link = os.readlink(self.paths.run / "tako.sock")
+            pids.add(int(link.removeprefix("tako-").removesuffix(".sock")))
+        return {pid for pid in pids if pid > 1 and Path(f"/proc/{pid}").exists()}
+
+    def stop_installed_server(self, timeout: float = 35) -> None:
+        """SIGTERM the installed tako-server so it stops its apps and its onefile bootloader
+        removes its unpacked bundle; whatever is left is SIGKILLed by :meth:`close`."""
+        pids = self.installed_server_pids()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with suppress(HarnessError):
+            wait_for(
+                lambda: not any(_is_alive(pid) for pid in pids),
+                f"the installed tako-server on {self.name} to stop",
+                timeout=timeout,
+                interval=0.1,
+            )
 
     def close(self) -> None:
+        if self.bare:
+            self.stop_installed_server()
         for proc in [*self._extra, self._server, self._sshd]:
             if proc is not None:
                 _terminate(proc, 10)
@@ -397,6 +446,15 @@ class TestHost:
         for pid in (int(p) for p in listed if p.isdigit()):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -444,21 +502,28 @@ class HostNetwork:
         return f"HostNetwork(root={str(self.root)!r}, hosts={[h.name for h in self.hosts]})"
 
     def make_hosts(
-        self, n: int, *, server: bool = True, server_env: Mapping[str, str] | None = None
+        self,
+        n: int,
+        *,
+        server: bool = True,
+        server_env: Mapping[str, str] | None = None,
+        bare: bool = False,
     ) -> list[TestHost]:
-        """Make ``n`` fresh hosts with sshd running (and tako-server when ``server``)."""
+        """Make ``n`` fresh hosts with sshd running (and tako-server when ``server``);
+        ``bare`` hosts are fresh VPSes (root login only, no tako user, never a server)."""
+        server = server and not bare
         if server and not self._server_ready:
             ensure_server_venv()
             self._server_ready = True
         made = []
         for _ in range(n):
-            host = self._make_host()
+            host = self._make_host(bare)
             made.append(host)
             if server:
                 host.start_server(env=server_env)
         return made
 
-    def _make_host(self) -> TestHost:
+    def _make_host(self, bare: bool = False) -> TestHost:
         self._count += 1
         index = self._count
         paths = HostPaths(self.root / f"host{index}")
@@ -472,6 +537,7 @@ class HostNetwork:
                 address=f"{SUBNET_PREFIX}.{octet}.2",
                 gateway=f"{SUBNET_PREFIX}.{octet}.1",
                 paths=paths,
+                bare=bare,
             )
             self.hosts.append(host)
             self._make_netns(host, octet)
@@ -496,9 +562,20 @@ class HostNetwork:
 
     def _prepare_dirs(self, host: TestHost) -> None:
         paths = host.paths
-        uid, gid = tako_ids()
         for path in (paths.root, paths.sshd_dir, paths.logs):
             path.mkdir(parents=True, mode=0o755)
+        if host.bare:
+            self._prepare_bare_dirs(host)
+        else:
+            self._prepare_tako_dirs(host)
+        host_key = paths.sshd_dir / "ssh_host_ed25519_key"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host_key)])
+        host.host_key = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+        (paths.sshd_dir / "sshd_config").write_text(_sshd_config(host, host_key))
+
+    def _prepare_tako_dirs(self, host: TestHost) -> None:
+        paths = host.paths
+        uid, gid = tako_ids()
         for path, mode in (
             (paths.opt, 0o700),
             (paths.run, 0o700),
@@ -511,19 +588,41 @@ class HostNetwork:
         keys.write_text(Path(f"{self.client_key}.pub").read_text())
         keys.chmod(0o600)
         os.chown(keys, uid, gid)
-        host_key = paths.sshd_dir / "ssh_host_ed25519_key"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(host_key)])
-        host.host_key = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
-        (paths.sshd_dir / "sshd_config").write_text(_sshd_config(host, host_key))
+
+    def _prepare_bare_dirs(self, host: TestHost) -> None:
+        """Root-owned empty tako dirs, a private /etc without tako, root's authorised key."""
+        paths = host.paths
+        for path in (paths.opt, paths.run, paths.home):
+            path.mkdir(mode=0o755)
+        paths.bare("/etc").parent.mkdir(mode=0o755)
+        run(["cp", "-a", "/etc", str(paths.bare("/etc"))])
+        for name in ("passwd", "group", "shadow", "gshadow"):
+            _strip_tako(paths.bare("/etc") / name)
+        for mount in ("/usr/local/bin", "/var/log", "/tmp"):
+            paths.bare(mount).mkdir(mode=0o755)
+        paths.bare("/tmp").chmod(0o1777)  # uploads, and the onefile bundle tako-server unpacks
+        (paths.bare("/tmp") / self.root.name).mkdir(mode=0o755)  # where self.root stays visible
+        ssh_dir = paths.bare("/root") / ".ssh"
+        ssh_dir.mkdir(parents=True, mode=0o700)
+        paths.bare("/root").chmod(0o700)
+        keys = ssh_dir / "authorized_keys"
+        keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        keys.chmod(0o600)
 
     def _start_holder(self, host: TestHost) -> None:
-        mounts = " && ".join(
-            f"mount --bind {src} {dst}"
-            for src, dst in (
-                (host.paths.opt, "/opt/tako"),
-                (host.paths.run, "/var/run/tako"),
-                (host.paths.home, "/home/tako"),
-            )
+        binds = [
+            (host.paths.opt, "/opt/tako"),
+            (host.paths.run, "/var/run/tako"),
+            (host.paths.home, "/home/tako"),
+        ]
+        if host.bare:  # /tmp last: every source lives in /tmp, and self.root must stay visible
+            binds += [(host.paths.bare(path), path) for path in BARE_PATHS if path != "/tmp"]
+            binds += [
+                (self.root, str(host.paths.bare("/tmp") / self.root.name)),
+                (host.paths.bare("/tmp"), "/tmp"),
+            ]
+        mounts = " && ".join(  # --rbind for /tmp: it carries the bind of self.root along
+            f"mount {'--rbind' if dst == '/tmp' else '--bind'} {src} {dst}" for src, dst in binds
         )
         argv = [
             "ip",
@@ -539,16 +638,19 @@ class HostNetwork:
             f"{mounts} && exec sleep infinity",
         ]
         host._holder = host._popen(argv, "holder")
-        probe = host.paths.home / ".ssh" / "authorized_keys"
+        inside = "/root/.ssh/authorized_keys" if host.bare else "/home/tako/.ssh/authorized_keys"
+        probe = (
+            host.paths.bare("/root") / ".ssh" / "authorized_keys"
+            if host.bare
+            else host.paths.home / ".ssh" / "authorized_keys"
+        )
 
         def mounted() -> bool:
             if host._holder is not None and host._holder.poll() is not None:
                 raise HarnessError(
                     f"namespace holder of {host.name} exited:\n{host.log_tail('holder')}"
                 )
-            result = run(
-                [*host.enter_argv(), "test", "-f", "/home/tako/.ssh/authorized_keys"], check=False
-            )
+            result = run([*host.enter_argv(), "test", "-f", inside], check=False)
             return result.returncode == 0 and probe.exists()
 
         wait_for(mounted, f"private mounts of {host.name}")
@@ -567,19 +669,29 @@ class HostNetwork:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _strip_tako(path: Path) -> None:
+    """Drop the ``tako`` entry from a copy of passwd/group/shadow/gshadow."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if not line.startswith("tako:")))
+
+
 def _sshd_config(host: TestHost, host_key: Path) -> str:
+    # A bare host is a fresh VPS: root logs in with a key; tako can once it exists.
+    users = "root tako" if host.bare else "tako"
+    keys = ".ssh/authorized_keys" if host.bare else "/home/tako/.ssh/authorized_keys"
     return "\n".join(
         [
             f"ListenAddress {host.address}:{host.ssh_port}",
             f"HostKey {host_key}",
             f"PidFile {host.paths.sshd_dir / 'sshd.pid'}",
-            "AuthorizedKeysFile /home/tako/.ssh/authorized_keys",
-            "AllowUsers tako",
+            f"AuthorizedKeysFile {keys}",
+            f"AllowUsers {users}",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
             "UsePAM no",
-            "PermitRootLogin no",
+            f"PermitRootLogin {'prohibit-password' if host.bare else 'no'}",
             "StrictModes yes",
             "AllowStreamLocalForwarding yes",
             "Subsystem sftp internal-sftp",
