@@ -19,21 +19,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import Protocol
 
 from tako_client.build.artifacts import BuiltArtifact
+from tako_client.remote import RemoteServer
 from tako_common.errors import TakoError
 from tako_common.protocol import (
     DeployData,
     DeployRequest,
-    HasArtifactRequest,
-    LockRequest,
     ReleaseManifest,
     ServerInfoData,
-    ServerInfoRequest,
-    UnlockRequest,
 )
 from tako_common.routes import parse_route
 
@@ -48,9 +43,10 @@ class DeployError(TakoError):
 
 
 class Session(Protocol):
-    """One server's control channel over its SSH connection."""
+    """One server's control channel (typed requests) and SFTP over its SSH connection."""
 
-    async def request(self, message: BaseModel) -> Any: ...
+    @property
+    def remote(self) -> RemoteServer: ...
 
     async def upload(
         self, local: Path, remote: str, progress: ProgressCallback | None = None
@@ -129,25 +125,25 @@ async def deploy_to_server(
     progress: ProgressCallback | None = None,
 ) -> ServerOutcome:
     """The per-server deploy: lock, preflight, upload, deploy, unlock."""
-    info = ServerInfoData.model_validate(await session.request(ServerInfoRequest()))
+    server = session.remote
+    info = await server.server_info()
     if info.mode == "upgrading":
         raise DeployError(
             f"tako-server is being upgraded (by {info.upgrade_owner or 'unknown'})",
             hint="retry in a minute",
         )
-    await session.request(LockRequest(app=target.app, env=target.env, owner=owner))
+    await server.lock(target.app, target.env, owner)
     try:
         check_disk(info, artifact.size)
-        present = await session.request(HasArtifactRequest(sha256=artifact.sha256))
-        uploaded = not (isinstance(present, dict) and bool(present.get("present")))
+        uploaded = not await server.has_artifact(artifact.sha256)
         if uploaded:
             remote = f"{info.incoming_dir.rstrip('/')}/{artifact.sha256}.tar.zst"
             await session.upload(artifact.path, remote, progress)
-        data = await session.request(build_request(target, artifact, owner))
-        return ServerOutcome(DeployData.model_validate(data), uploaded)
+        data = await server.deploy(build_request(target, artifact, owner))
+        return ServerOutcome(data, uploaded)
     finally:
         try:
-            await session.request(UnlockRequest(app=target.app, env=target.env, owner=owner))
+            await server.unlock(target.app, target.env, owner)
         except (TakoError, OSError):
             pass  # the server also drops the lock when this connection closes
 

@@ -2,12 +2,20 @@
 
 Rules:
 
+- :class:`RemoteServer` is the CLI's only API to a server: every command calls one of its
+  typed methods (one per protocol command the CLI uses) and gets a typed answer model
+  from :mod:`tako_common.protocol`; no caller builds a request dict or reads a response
+  dict. :meth:`RemoteServer.request` and :meth:`RemoteServer.stream` are the raw
+  transport under those methods;
 - one control stream per :class:`RemoteServer`, opened on first use; requests on it are
   sent one at a time (a lock), so a deploy lock taken with ``lock`` lives as long as the
   stream (the server releases it when the stream closes);
 - streams (``logs --follow``) get their own control stream, closed when iteration stops;
 - every response is parsed with :func:`tako_common.protocol.parse_response`; an ``error``
-  response becomes :class:`RemoteError` carrying the server's ``code`` and ``hint``;
+  response becomes :class:`RemoteError` carrying the server's ``code`` and ``hint``; an
+  answer of the wrong shape is a :class:`ProtocolError` naming the command;
+- timeouts come from the protocol's registry: commands whose model is ``slow`` wait
+  :data:`DEPLOY_TIMEOUT`, the others :data:`REQUEST_TIMEOUT`;
 - ``hello`` checks the protocol version with :func:`check_hello` before anything else.
 Message shapes are owned by :mod:`tako_common.protocol`; this module adds none.
 """
@@ -15,7 +23,8 @@ Message shapes are owned by :mod:`tako_common.protocol`; this module adds none.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +35,9 @@ from tako_common import __version__
 from tako_common.errors import ProtocolError, RemoteError
 from tako_common.protocol import (
     PROTOCOL_VERSION,
+    SLOW_COMMANDS,
+    ArtifactData,
+    DeleteData,
     DeleteRequest,
     DeployData,
     DeployRequest,
@@ -35,22 +47,25 @@ from tako_common.protocol import (
     HelloData,
     HelloRequest,
     ListReleasesRequest,
+    LockData,
     LockRequest,
     LogsData,
     LogsRequest,
+    NormalModeData,
     ReleasesData,
     Response,
     RollbackRequest,
-    RoutesData,
-    RoutesRequest,
+    ScaleData,
     ScaleRequest,
+    SecretsData,
     ServerInfoData,
     ServerInfoRequest,
     StatusData,
     StatusRequest,
-    StopRequest,
+    UnlockData,
     UnlockRequest,
     UpdateSecretsRequest,
+    UpgradingData,
     check_hello,
     encode_frame,
     parse_response,
@@ -60,9 +75,9 @@ M = TypeVar("M", bound=BaseModel)
 
 REQUEST_TIMEOUT = 60.0
 #: Commands that prepare releases or roll instances (prep, health checks, draining) may
-#: take minutes; they get this timeout unless the caller gives one.
+#: take minutes; their models are ``slow`` and they get this timeout unless the caller
+#: gives one.
 DEPLOY_TIMEOUT = 900.0
-SLOW_COMMANDS = frozenset({"deploy", "rollback", "update_secrets", "scale", "stop", "delete"})
 
 
 def default_timeout(message: BaseModel | dict[str, Any]) -> float:
@@ -149,7 +164,7 @@ class RemoteServer:
         command = str(getattr(message, "command", type(message).__name__))
         return parse_data(model, await self.request(message, timeout=timeout), command)
 
-    async def stream(self, message: BaseModel | dict[str, Any]) -> AsyncIterator[Any]:
+    async def stream(self, message: BaseModel | dict[str, Any]) -> AsyncGenerator[Any, None]:
         """Yield the ``data`` of each response line of a streaming request on its own channel.
 
         The channel closes when the generator does: wrap it in ``contextlib.aclosing`` to
@@ -168,22 +183,16 @@ class RemoteServer:
     async def hello(self) -> HelloData:
         """Say hello and refuse a server speaking another protocol version."""
         request = HelloRequest(protocol_version=PROTOCOL_VERSION, client_version=__version__)
-        data = await self.request(request)
-        version = data.get("protocol_version") if isinstance(data, dict) else None
-        if not isinstance(version, int):
-            raise ProtocolError(f"{self.where}: hello answer has no protocol_version")
-        check_hello(PROTOCOL_VERSION, version)
-        self.hello_data = parse_data(HelloData, data, "hello")
-        return self.hello_data
+        data = await self.call(request, HelloData)
+        check_hello(PROTOCOL_VERSION, data.protocol_version)
+        self.hello_data = data
+        return data
 
     async def server_info(self) -> ServerInfoData:
         return await self.call(ServerInfoRequest(), ServerInfoData)
 
     async def status(self, app: str | None = None, env: str | None = None) -> StatusData:
         return await self.call(StatusRequest(app=app, env=env), StatusData)
-
-    async def routes(self) -> RoutesData:
-        return await self.call(RoutesRequest(), RoutesData)
 
     async def list_releases(self, app: str, env: str) -> ReleasesData:
         return await self.call(ListReleasesRequest(app=app, env=env), ReleasesData)
@@ -195,41 +204,40 @@ class RemoteServer:
         request = RollbackRequest(app=app, env=env, version=version)
         return await self.call(request, DeployData)
 
-    async def stop(self, app: str, env: str) -> Any:
-        return await self.request(StopRequest(app=app, env=env))
+    async def delete(self, app: str, env: str) -> DeleteData:
+        return await self.call(DeleteRequest(app=app, env=env), DeleteData)
 
-    async def delete(self, app: str, env: str) -> Any:
-        return await self.request(DeleteRequest(app=app, env=env))
-
-    async def scale(self, app: str, env: str, instances: int) -> Any:
+    async def scale(self, app: str, env: str, instances: int) -> ScaleData:
         request = ScaleRequest(app=app, env=env, instances=instances)
-        return await self.request(request)
+        return await self.call(request, ScaleData)
 
-    async def update_secrets(self, app: str, env: str, secrets: dict[str, str]) -> Any:
+    async def update_secrets(self, app: str, env: str, secrets: dict[str, str]) -> SecretsData:
         request = UpdateSecretsRequest(app=app, env=env, secrets=secrets)
-        return await self.request(request)
+        return await self.call(request, SecretsData)
 
     async def logs(self, app: str, env: str, lines: int = 100) -> LogsData:
         return await self.call(LogsRequest(app=app, env=env, lines=lines), LogsData)
 
-    async def follow_logs(self, app: str, env: str, lines: int = 100) -> AsyncIterator[str]:
+    async def follow_logs(self, app: str, env: str, lines: int = 100) -> AsyncGenerator[str, None]:
         """Log lines as they come (the history first) until the caller stops iterating."""
-        async for data in self.stream(LogsRequest(app=app, env=env, lines=lines, follow=True)):
-            for line in parse_data(LogsData, data, "logs").lines:
-                yield line
+        request = LogsRequest(app=app, env=env, lines=lines, follow=True)
+        async with aclosing(self.stream(request)) as stream:  # closes its channel at once
+            async for data in stream:
+                for line in parse_data(LogsData, data, "logs").lines:
+                    yield line
 
-    async def lock(self, app: str, env: str, owner: str) -> Any:
-        return await self.request(LockRequest(app=app, env=env, owner=owner))
+    async def lock(self, app: str, env: str, owner: str) -> LockData:
+        return await self.call(LockRequest(app=app, env=env, owner=owner), LockData)
 
-    async def unlock(self, app: str, env: str, owner: str) -> Any:
-        return await self.request(UnlockRequest(app=app, env=env, owner=owner))
+    async def unlock(self, app: str, env: str, owner: str) -> UnlockData:
+        return await self.call(UnlockRequest(app=app, env=env, owner=owner), UnlockData)
 
     async def has_artifact(self, sha256: str) -> bool:
-        data = await self.request(HasArtifactRequest(sha256=sha256))
-        return bool(isinstance(data, dict) and data.get("present"))
+        """Does the server already hold ``incoming/{sha256}.tar.zst``? (skips the upload)"""
+        return (await self.call(HasArtifactRequest(sha256=sha256), ArtifactData)).present
 
-    async def enter_upgrading(self, owner: str) -> Any:
-        return await self.request(EnterUpgradingRequest(owner=owner))
+    async def enter_upgrading(self, owner: str) -> UpgradingData:
+        return await self.call(EnterUpgradingRequest(owner=owner), UpgradingData)
 
-    async def exit_upgrading(self, owner: str) -> Any:
-        return await self.request(ExitUpgradingRequest(owner=owner))
+    async def exit_upgrading(self, owner: str) -> NormalModeData:
+        return await self.call(ExitUpgradingRequest(owner=owner), NormalModeData)

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TypeVar
 
 from tako_client.fanout import HostResult, fan_out
 from tako_client.global_config import ServerEntry
@@ -24,7 +22,7 @@ T = TypeVar("T")
 
 
 class Session:
-    """A connected server: typed requests plus SFTP upload (the deploy's :class:`Session`)."""
+    """A connected server: its :class:`RemoteServer` (typed requests) plus SFTP upload."""
 
     def __init__(self, entry: ServerEntry, connection: Connection, remote: RemoteServer) -> None:
         self.entry = entry
@@ -33,9 +31,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.entry.name})"
-
-    async def request(self, message: BaseModel) -> Any:
-        return await self.remote.request(message)
 
     async def upload(
         self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tako_common.layout import ServerLayout
+from tako_server.guard import MutationGuard
 from tako_server.locks import DeployLocks
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
@@ -92,6 +93,11 @@ class ServerContext:
     notify: Callable[[], None] = lambda: None
     socket_path: str = ""
     pid: int = 0
+    #: the one guard of state-changing requests (its ``in_flight`` is what a takeover awaits)
+    guard: MutationGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guard = MutationGuard(self.state, self.locks)
 
     @property
     def layout(self) -> ServerLayout:

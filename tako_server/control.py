@@ -8,8 +8,10 @@ Rules:
   leaves clients without a socket and an old process never steals it back.
 - After a failed takeover the old server calls :meth:`ControlServer.reclaim`: the link
   points at its own socket again, whatever the failed successor did with it.
-- Frames are split by :class:`~tako_common.protocol.FrameDecoder`; a bad or oversized
-  line gets an error response and the connection stays usable.
+- Frames are split by :class:`~tako_common.protocol.FrameDecoder` and parsed by
+  :func:`~tako_common.protocol.parse_request`; EVERY line gets exactly one answer: a bad,
+  empty, too deeply nested or oversized line gets an error response and the connection
+  stays usable (nothing is skipped silently, no line drops the connection).
 - Requests on one connection are answered in order; connections are independent.
 - A streamed answer (``logs`` with ``follow``) runs until the client closes.
 - When a connection closes, ``on_close(connection_id)`` runs (the daemon releases the
@@ -154,8 +156,6 @@ class Connection:
                 if isinstance(frame, ProtocolError):
                     await self._send(error_from(frame))
                     continue
-                if not frame.strip():
-                    continue
                 if not await self._answer(frame):
                     return
 
@@ -165,6 +165,10 @@ class Connection:
             request = parse_request(frame)
         except ProtocolError as exc:
             await self._send(error_from(exc))
+            return True
+        except Exception as exc:  # a parser bug must not drop the connection
+            log.exception("request line could not be parsed")
+            await self._send(error(f"unparsable request: {type(exc).__name__}", code="bad_request"))
             return True
         try:
             reply = await self._dispatch(request, self.id)

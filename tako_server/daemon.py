@@ -41,11 +41,10 @@ from collections.abc import Callable
 from typing import Any
 
 from tako_common.errors import TakoError
-from tako_common.protocol import MUTATING_COMMANDS, Request
 from tako_server import deployer
 from tako_server.context import ServerContext, TaskGroup, utc_iso
 from tako_server.control import ControlServer
-from tako_server.handlers import Handlers, Reply
+from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
 from tako_server.secrets_store import SecretsStore
@@ -101,7 +100,6 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
         self._serving = False
-        self._mutations = 0  # mutating commands running now (a takeover waits for 0)
         self._takeover: asyncio.Task[None] | None = None
         self.successor_pid: int | None = None  # set once a successor serves
 
@@ -202,24 +200,15 @@ class Daemon:
             self.inherited.close()
         self.control = ControlServer(
             self.settings.socket,
-            self._counting(Handlers(self.ctx)),
+            Handlers(self.ctx).dispatch,
             on_close=locks.release_connection,
         )
         await self.control.start()
 
-    def _counting(self, handlers: Handlers) -> Any:
-        """``handlers.dispatch`` that counts running mutating commands."""
-
-        async def dispatch(request: Request, connection: int) -> Reply:
-            if request.command not in MUTATING_COMMANDS:
-                return await handlers.dispatch(request, connection)
-            self._mutations += 1
-            try:
-                return await handlers.dispatch(request, connection)
-            finally:
-                self._mutations -= 1
-
-        return dispatch
+    @property
+    def _mutations(self) -> int:
+        """Mutating commands running now (counted by the dispatch guard; a takeover waits for 0)."""
+        return self.ctx.guard.in_flight if self.ctx is not None else 0
 
     def _build_certs(self) -> Any:
         from tako_server.tls import CertManager, CertStore

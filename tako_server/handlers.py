@@ -1,63 +1,89 @@
-"""One handler per management command; :class:`Handlers.dispatch` is the single entry.
+"""One handler per management command; :meth:`Handlers.dispatch` is the single entry.
 
 Rules:
 
-- Requests arrive validated by :func:`tako_common.protocol.parse_request`; handlers add
-  the checks that need server state (app exists, lock holder, upgrade mode) before they
-  act, so a refused command changes nothing.
-- While the server is upgrading, every command in ``MUTATING_COMMANDS`` is refused with
-  the command's name and the owner of the upgrade.
-- A handler returns a response envelope (``ok(...)``) or a :class:`Stream` (``logs`` with
-  ``follow``); :class:`TakoError` becomes an error envelope; nothing else leaks secrets
+- Requests arrive validated by :func:`tako_common.protocol.parse_request`. The handler
+  table is derived from the protocol's command registry: command ``x`` is handled by
+  ``on_x``, and construction fails if a command has no handler.
+- Dispatch applies the one mutation guard (:mod:`tako_server.guard`) to every request
+  whose model ``mutates``: refused while upgrading, counted in flight, and, for
+  ``exclusive`` ones, the app's deploy lock and one-operation rule; so a refused command
+  changes nothing. App-changing commands are delegated to
+  :class:`~tako_server.apps.AppService`; the handlers here read state or manage modes
+  and locks.
+- A handler takes its typed request and returns its typed answer (a
+  :class:`~tako_common.protocol.Data` model) or a :class:`LogStream`; dispatch wraps it in
+  an envelope. :class:`TakoError` becomes an error envelope; nothing else leaks secrets
   or tracebacks to the client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tako_common import __version__
 from tako_common.errors import TakoError
 from tako_common.protocol import (
-    MUTATING_COMMANDS,
+    CAPABILITIES,
+    COMMANDS,
     PROTOCOL_VERSION,
     AppRoutes,
     AppStatus,
+    AppSummary,
+    ArtifactData,
     CertStatus,
+    Data,
+    DeleteData,
     DeleteRequest,
+    DeployData,
+    DeployRequest,
     EnterUpgradingRequest,
     ExitUpgradingRequest,
     HasArtifactRequest,
     HelloData,
     HelloRequest,
+    ListData,
     ListReleasesRequest,
+    ListRequest,
+    LockData,
     LockRequest,
     LogsData,
     LogsRequest,
+    NormalModeData,
     ReleaseInfo,
     ReleasesData,
     Request,
+    RollbackRequest,
     RoutesData,
+    RoutesRequest,
+    ScaleData,
     ScaleRequest,
+    SecretsData,
     ServerInfoData,
+    ServerInfoRequest,
     StatusData,
     StatusRequest,
+    StopData,
     StopRequest,
+    UnlockData,
     UnlockRequest,
+    UpdateSecretsRequest,
+    UpgradingData,
     check_hello,
     error_from,
     ok,
 )
 from tako_common.routes import route_hosts
 from tako_server import deployer, releases
+from tako_server.apps import AppService
 from tako_server.context import ServerContext, utc_iso
+from tako_server.guard import Upgrading
 from tako_server.runtimes import PrepError
 from tako_server.state import AppRecord
 from tako_server.supervisor.logs import AppLog
@@ -65,166 +91,140 @@ from tako_server.supervisor.spec import RolloutError
 
 log = logging.getLogger(__name__)
 
-CAPABILITIES = [
-    "deploy_instances_idle_timeout",
-    "on_demand_cold_start",
-    "idle_scale_to_zero",
-    "upgrade_mode_control",
-    "server_runtime_info",
-    "release_history",
-    "rollback",
-    "deploy_lock",
-    "has_artifact",
-    "logs_follow",
-]
 
+@dataclass
+class LogStream:
+    """A handler's streamed answer: ``first`` now, then every payload ``rest`` yields."""
 
-class Upgrading(TakoError):
-    code = "upgrading"
+    first: LogsData
+    rest: AsyncIterator[LogsData]
 
 
 @dataclass
 class Stream:
-    """A streamed answer: ``first`` now, then every envelope ``rest`` yields."""
+    """A streamed reply: ``first`` envelope now, then every envelope ``rest`` yields."""
 
     first: dict[str, Any]
     rest: AsyncIterator[dict[str, Any]]
 
 
 Reply = dict[str, Any] | Stream
-Handler = Callable[[Any, int], Awaitable[Reply]]
+Answer = Data | LogStream
+Handler = Callable[[Any, int], Awaitable[Answer]]
 
 
 class Handlers:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self._table: dict[str, Handler] = {
-            "hello": self.hello,
-            "server_info": self.server_info,
-            "deploy": self.deploy,
-            "status": self.status,
-            "list": self.list_apps,
-            "routes": self.routes,
-            "list_releases": self.list_releases,
-            "rollback": self.rollback,
-            "stop": self.stop,
-            "delete": self.delete,
-            "scale": self.scale,
-            "update_secrets": self.update_secrets,
-            "logs": self.logs,
-            "enter_upgrading": self.enter_upgrading,
-            "exit_upgrading": self.exit_upgrading,
-            "lock": self.lock,
-            "unlock": self.unlock,
-            "has_artifact": self.has_artifact,
-        }
+        self.apps = AppService(ctx)
+        self.table: dict[str, Handler] = {c: getattr(self, f"on_{c}") for c in COMMANDS}
 
     def __repr__(self) -> str:
-        return f"Handlers(commands={len(self._table)})"
+        return f"Handlers(commands={len(self.table)}, {self.ctx.guard!r})"
 
     async def dispatch(self, request: Request, connection: int) -> Reply:
         try:
-            if request.command in MUTATING_COMMANDS:
-                self._refuse_if_upgrading(request.command)
-            return await self._table[request.command](request, connection)
+            with self.ctx.guard.admit(request, connection):
+                answer = await self.table[request.command](request, connection)
         except (RolloutError, PrepError) as exc:
             log.warning("%s failed: %s", request.command, exc.message)
             return deployer.failure_response(exc)
         except TakoError as exc:
             return error_from(exc)
-
-    def _refuse_if_upgrading(self, command: str) -> None:
-        mode = self.ctx.state.server_mode()
-        if mode.mode == "upgrading":
-            raise Upgrading(
-                f"server is upgrading (owner {mode.owner}, since {mode.since});"
-                f" '{command}' is refused until the upgrade finishes",
-                hint="retry shortly",
-            )
+        if isinstance(answer, LogStream):
+            return Stream(first=ok(answer.first), rest=_envelopes(answer.rest))
+        return ok(answer)
 
     # ------------------------------------------------------------------ server
 
-    async def hello(self, req: HelloRequest, connection: int) -> Reply:
+    async def on_hello(self, req: HelloRequest, connection: int) -> HelloData:
         check_hello(req.protocol_version, PROTOCOL_VERSION)
-        return ok(
-            HelloData(
-                protocol_version=PROTOCOL_VERSION,
-                server_version=__version__,
-                capabilities=CAPABILITIES,
-            )
+        return HelloData(
+            protocol_version=PROTOCOL_VERSION,
+            server_version=__version__,
+            capabilities=list(CAPABILITIES),
         )
 
-    async def server_info(self, req: Any, connection: int) -> Reply:
+    async def on_server_info(self, req: ServerInfoRequest, connection: int) -> ServerInfoData:
         s = self.ctx.settings
         mode = self.ctx.state.server_mode()
         incoming = self.ctx.layout.incoming_dir
-        return ok(
-            ServerInfoData(
-                server_version=__version__,
-                mode=mode.mode,
-                upgrade_owner=mode.owner,
-                pid=self.ctx.pid or os.getpid(),
-                data_dir=str(s.data_dir),
-                incoming_dir=str(incoming),
-                socket=self.ctx.socket_path or str(s.socket),
-                http_port=s.http_port,
-                https_port=s.https_port,
-                disk_free_bytes=shutil.disk_usage(incoming).free,
-                acme_enabled=s.acme_enabled,
-                acme_directory_url=s.directory_url if s.acme_enabled else None,
-            )
+        return ServerInfoData(
+            server_version=__version__,
+            mode=mode.mode,
+            upgrade_owner=mode.owner,
+            pid=self.ctx.pid or os.getpid(),
+            data_dir=str(s.data_dir),
+            incoming_dir=str(incoming),
+            socket=self.ctx.socket_path or str(s.socket),
+            http_port=s.http_port,
+            https_port=s.https_port,
+            disk_free_bytes=shutil.disk_usage(incoming).free,
+            acme_enabled=s.acme_enabled,
+            acme_directory_url=s.directory_url if s.acme_enabled else None,
         )
 
-    async def has_artifact(self, req: HasArtifactRequest, connection: int) -> Reply:
+    async def on_has_artifact(self, req: HasArtifactRequest, connection: int) -> ArtifactData:
         path = self.ctx.layout.artifact(req.sha256)
         present = path.is_file() and not path.is_symlink()
         size = path.stat().st_size if present else None
-        return ok({"sha256": req.sha256, "present": present, "size": size, "path": str(path)})
+        return ArtifactData(sha256=req.sha256, present=present, size=size, path=str(path))
 
-    async def enter_upgrading(self, req: EnterUpgradingRequest, connection: int) -> Reply:
+    async def on_enter_upgrading(
+        self, req: EnterUpgradingRequest, connection: int
+    ) -> UpgradingData:
         mode = self.ctx.state.server_mode()
         if mode.mode == "upgrading" and mode.owner != req.owner:
             raise Upgrading(
                 f"server is already upgrading (owner {mode.owner}, since {mode.since})",
                 hint="wait for that upgrade to finish",
             )
-        since = mode.since if mode.mode == "upgrading" else utc_iso()
+        since = mode.since if mode.mode == "upgrading" and mode.since else utc_iso()
         self.ctx.state.set_server_mode("upgrading", req.owner, since)
-        return ok({"mode": "upgrading", "owner": req.owner, "since": since})
+        return UpgradingData(owner=req.owner, since=since)
 
-    async def exit_upgrading(self, req: ExitUpgradingRequest, connection: int) -> Reply:
+    async def on_exit_upgrading(self, req: ExitUpgradingRequest, connection: int) -> NormalModeData:
         mode = self.ctx.state.server_mode()
         if mode.mode == "upgrading" and mode.owner != req.owner:
             raise Upgrading(
                 f"cannot exit upgrading mode: it is held by {mode.owner!r}, not {req.owner!r}"
             )
         self.ctx.state.set_server_mode("normal", None, None)
-        return ok({"mode": "normal", "owner": req.owner})
+        return NormalModeData(owner=req.owner)
 
     # ------------------------------------------------------------------ locks
 
-    async def lock(self, req: LockRequest, connection: int) -> Reply:
+    async def on_lock(self, req: LockRequest, connection: int) -> LockData:
         info = self.ctx.locks.acquire(req.app, req.env, req.owner, connection, utc_iso())
-        return ok({"app": req.app, "env": req.env, "owner": info.owner, "since": info.since})
+        return LockData(app=req.app, env=req.env, owner=info.owner, since=info.since)
 
-    async def unlock(self, req: UnlockRequest, connection: int) -> Reply:
+    async def on_unlock(self, req: UnlockRequest, connection: int) -> UnlockData:
         released = self.ctx.locks.release(req.app, req.env, req.owner)
-        return ok({"app": req.app, "env": req.env, "released": released})
+        return UnlockData(app=req.app, env=req.env, released=released)
 
-    # ------------------------------------------------------------------ deploys
+    # ------------------------------------------------------------------ app changes
 
-    async def deploy(self, req: Any, connection: int) -> Reply:
-        return ok(await deployer.deploy(self.ctx, req, connection))
+    async def on_deploy(self, req: DeployRequest, connection: int) -> DeployData:
+        return await self.apps.deploy(req)
 
-    async def rollback(self, req: Any, connection: int) -> Reply:
-        return ok(await deployer.rollback(self.ctx, req, connection))
+    async def on_rollback(self, req: RollbackRequest, connection: int) -> DeployData:
+        return await self.apps.rollback(req)
 
-    async def update_secrets(self, req: Any, connection: int) -> Reply:
-        return ok(await deployer.update_secrets(self.ctx, req, connection))
+    async def on_update_secrets(self, req: UpdateSecretsRequest, connection: int) -> SecretsData:
+        return await self.apps.update_secrets(req)
 
-    # ------------------------------------------------------------------ apps
+    async def on_stop(self, req: StopRequest, connection: int) -> StopData:
+        return await self.apps.stop(req)
 
-    async def status(self, req: StatusRequest, connection: int) -> Reply:
+    async def on_scale(self, req: ScaleRequest, connection: int) -> ScaleData:
+        return await self.apps.scale(req)
+
+    async def on_delete(self, req: DeleteRequest, connection: int) -> DeleteData:
+        return await self.apps.delete(req)
+
+    # ------------------------------------------------------------------ reads
+
+    async def on_status(self, req: StatusRequest, connection: int) -> StatusData:
         records = [
             r
             for r in self.ctx.state.list_apps()
@@ -233,7 +233,7 @@ class Handlers:
         if req.app is not None and not records:
             where = f"{req.app}/{req.env}" if req.env else req.app
             raise deployer.NotDeployed(f"app {where} is not deployed on this server")
-        return ok(StatusData(apps=[self._app_status(r) for r in records]))
+        return StatusData(apps=[self._app_status(r) for r in records])
 
     def _app_status(self, record: AppRecord) -> AppStatus:
         runtime = self.ctx.supervisor.status(record.key)
@@ -269,32 +269,31 @@ class Handlers:
             )
         return result
 
-    async def list_apps(self, req: Any, connection: int) -> Reply:
+    async def on_list(self, req: ListRequest, connection: int) -> ListData:
         apps = []
         for record in self.ctx.state.list_apps():
             runtime = self.ctx.supervisor.status(record.key)
             state = runtime.state if runtime and record.state == "running" else "stopped"
-            apps.append(
-                {
-                    "app": record.app,
-                    "env": record.env,
-                    "version": record.version,
-                    "state": state,
-                    "instances": len(runtime.instances) if runtime else 0,
-                    "desired_instances": record.desired_instances,
-                    "routes": record.routes,
-                }
+            summary = AppSummary(
+                app=record.app,
+                env=record.env,
+                version=record.version,
+                state=state,
+                instances=len(runtime.instances) if runtime else 0,
+                desired_instances=record.desired_instances,
+                routes=record.routes,
             )
-        return ok({"apps": apps})
+            apps.append(summary)
+        return ListData(apps=apps)
 
-    async def routes(self, req: Any, connection: int) -> Reply:
+    async def on_routes(self, req: RoutesRequest, connection: int) -> RoutesData:
         items = []
         for key, routes in self.ctx.state.all_routes().items():
             app, env = key.split("/")
             items.append(AppRoutes(app=app, env=env, routes=routes))
-        return ok(RoutesData(routes=items))
+        return RoutesData(routes=items)
 
-    async def list_releases(self, req: ListReleasesRequest, connection: int) -> Reply:
+    async def on_list_releases(self, req: ListReleasesRequest, connection: int) -> ReleasesData:
         record = deployer.require_app(self.ctx, req.app, req.env)
         layout = self.ctx.layout
         current = releases.current_version(layout.current_link(req.app, req.env))
@@ -311,72 +310,33 @@ class Handlers:
                 )
             )
         items.sort(key=lambda r: (r.deployed_at or "", r.version), reverse=True)
-        return ok(ReleasesData(app=req.app, env=req.env, releases=items))
+        return ReleasesData(app=req.app, env=req.env, releases=items)
 
-    async def stop(self, req: StopRequest, connection: int) -> Reply:
-        self.ctx.locks.check_access(req.app, req.env, None, connection)
-        record = deployer.require_app(self.ctx, req.app, req.env)
-        self.ctx.locks.begin_operation(record.key, "stop")
-        try:
-            if record.key in self.ctx.supervisor.keys():
-                await self.ctx.supervisor.stop(record.key)
-        finally:
-            self.ctx.locks.end_operation(record.key)
-        self.ctx.state.set_state(req.app, req.env, "stopped")
-        self.ctx.notify()
-        return ok({"app": req.app, "env": req.env, "stopped": True})
-
-    async def scale(self, req: ScaleRequest, connection: int) -> Reply:
-        self.ctx.locks.check_access(req.app, req.env, None, connection)
-        record = deployer.require_app(self.ctx, req.app, req.env)
-        self.ctx.locks.begin_operation(record.key, "scale")
-        try:
-            if record.key in self.ctx.supervisor.keys():
-                await self.ctx.supervisor.scale(record.key, req.instances)
-            else:
-                await deployer.register(self.ctx, replace(record, desired_instances=req.instances))
-        finally:
-            self.ctx.locks.end_operation(record.key)
-        self.ctx.state.set_desired(req.app, req.env, req.instances)
-        self.ctx.notify()
-        return ok({"app": req.app, "env": req.env, "instances": req.instances})
-
-    async def delete(self, req: DeleteRequest, connection: int) -> Reply:
-        ctx = self.ctx
-        ctx.locks.check_access(req.app, req.env, None, connection)
-        ctx.locks.begin_operation(req.key, "delete")
-        try:
-            record = ctx.state.get_app(req.app, req.env)
-            await ctx.supervisor.remove(req.key)
-            existed = ctx.state.delete_app(req.app, req.env)
-            if record is not None and ctx.certs is not None:
-                unused = set(route_hosts(record.routes)) - deployer.hosts_in_use(ctx, req.key)
-                ctx.certs.forget(sorted(unused))
-            ctx.locks.forget(req.app, req.env)
-            app_dir = ctx.layout.app_dir(req.app, req.env)
-            existed = existed or app_dir.exists()
-            await asyncio.to_thread(shutil.rmtree, app_dir, True)
-            deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
-        finally:
-            ctx.locks.end_operation(req.key)
-        ctx.notify()
-        return ok({"app": req.app, "env": req.env, "existed": existed})
-
-    async def logs(self, req: LogsRequest, connection: int) -> Reply:
+    async def on_logs(self, req: LogsRequest, connection: int) -> LogsData | LogStream:
         record = deployer.require_app(self.ctx, req.app, req.env)
         if record.key not in self.ctx.supervisor.keys():
             stored = AppLog(self.ctx.layout.logs_dir(req.app, req.env))
-            return ok(LogsData(lines=stored.history(req.lines)))
+            return LogsData(lines=stored.history(req.lines))
         app_log = self.ctx.supervisor.log(record.key)
-        first = ok(LogsData(lines=app_log.history(req.lines) if req.lines else []))
+        first = LogsData(lines=app_log.history(req.lines) if req.lines else [])
         if not req.follow:
             return first
-        return Stream(first=first, rest=_follow(app_log.follow()))
+        return LogStream(first=first, rest=_follow(app_log.follow()))
 
 
-async def _follow(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+async def _follow(lines: AsyncIterator[str]) -> AsyncIterator[LogsData]:
     async for line in lines:
-        yield ok(LogsData(lines=[line]))
+        yield LogsData(lines=[line])
+
+
+async def _envelopes(payloads: AsyncIterator[LogsData]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for payload in payloads:
+            yield ok(payload)
+    finally:
+        aclose = getattr(payloads, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _release_info(release_dir: Path, record: AppRecord) -> dict[str, Any]:

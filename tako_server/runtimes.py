@@ -170,26 +170,3 @@ def base_environ(workdir: Path, server_env: dict[str, str]) -> dict[str, str]:
         if python_dir not in parts:
             parts.append(python_dir)
     return {"PATH": os.pathsep.join(parts), "HOME": server_env.get("HOME") or str(workdir)}
-
-
-def app_environ(
-    *,
-    manifest: dict[str, Any],
-    workdir: Path,
-    app: str,
-    env: str,
-    version: str,
-    variables: dict[str, str],
-    secrets: dict[str, str],
-    server_env: dict[str, str],
-) -> dict[str, str]:
-    """The environment of an instance (the supervisor adds HOST, PORT, TAKO_INSTANCE)."""
-    environ = base_environ(workdir, server_env)
-    if manifest["runtime"] in JS_RUNTIMES:
-        environ["NODE_ENV"] = "production"
-    if manifest["runtime"] == "python":
-        environ["PYTHONUNBUFFERED"] = "1"
-    environ.update(variables)
-    environ.update(secrets)
-    environ.update({"TAKO_ENV": env, "TAKO_BUILD": version, "TAKO_APP_NAME": app})
-    return environ

@@ -60,6 +60,10 @@ def _inherited_home() -> str | None:
     return os.environ.get("HOME") or None
 
 
+def _inherited_lang() -> str | None:
+    return os.environ.get("LANG") or None
+
+
 class ServerSettings(BaseSettings):
     """Every knob of the daemon; frozen once loaded."""
 
@@ -76,9 +80,10 @@ class ServerSettings(BaseSettings):
     acme_directory_url: str | None = None
     acme_ca_bundle: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # what app processes inherit from the server's own environment (PATH, HOME only)
+    # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
+    inherited_lang: str | None = Field(default_factory=_inherited_lang)
 
     @classmethod
     def settings_customise_sources(
@@ -100,6 +105,8 @@ class ServerSettings(BaseSettings):
         env = {"PATH": self.inherited_path}
         if self.inherited_home:
             env["HOME"] = self.inherited_home
+        if self.inherited_lang:
+            env["LANG"] = self.inherited_lang
         return env
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,16 +26,7 @@ from tako_client.secrets import decrypt_env, list_secrets
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
 from tako_common.errors import TakoError
-from tako_common.protocol import (
-    DeleteRequest,
-    DeployData,
-    ListReleasesRequest,
-    LogsRequest,
-    ReleasesData,
-    RollbackRequest,
-    ScaleRequest,
-    UpdateSecretsRequest,
-)
+from tako_common.protocol import DeployData, ReleasesData
 
 T = TypeVar("T")
 
@@ -115,16 +107,14 @@ def logs_command(
 
     async def one(session: Session) -> int:
         prefix = f"[{session.entry.name}] "
-        request = LogsRequest(app=ctx.app, env=env, lines=lines, follow=follow)
         count = 0
         if follow:
-            async for data in session.remote.stream(request):
-                for line in data.get("lines", []):
+            async with aclosing(session.remote.follow_logs(ctx.app, env, lines)) as stream:
+                async for line in stream:
                     output.line(prefix + line)
                     count += 1
         else:
-            data = await session.request(request)
-            for line in data.get("lines", []):
+            for line in (await session.remote.logs(ctx.app, env, lines)).lines:
                 output.line(prefix + line)
                 count += 1
         return count
@@ -150,8 +140,7 @@ def releases_ls(
     ctx = load_app(config, directory, env)
 
     async def one(session: Session) -> ReleasesData:
-        request = ListReleasesRequest(app=ctx.app, env=env)
-        return ReleasesData.model_validate(await session.request(request))
+        return await session.remote.list_releases(ctx.app, env)
 
     results = _run(_servers(ctx), one)
     for result in results:
@@ -185,8 +174,7 @@ def releases_rollback(
         _confirm_or_exit(f"Roll {ctx.app} back to {version} in production?", yes, "pass --yes")
 
     async def one(session: Session) -> DeployData:
-        request = RollbackRequest(app=ctx.app, env=env, version=version)
-        return DeployData.model_validate(await session.request(request))
+        return await session.remote.rollback(ctx.app, env, version)
 
     results = _run(_servers(ctx), one)
     _report(results, "rollback", lambda d: f"now running {d.version}")
@@ -205,8 +193,7 @@ def scale_command(
     ctx = load_app(config, directory, env)
 
     async def one(session: Session) -> int:
-        await session.request(ScaleRequest(app=ctx.app, env=env, instances=instances))
-        return instances
+        return (await session.remote.scale(ctx.app, env, instances)).instances
 
     results = _run(_servers(ctx, server), one)
     _report(
@@ -234,8 +221,7 @@ def delete_command(
     )
 
     async def one(session: Session) -> bool:
-        data = await session.request(DeleteRequest(app=ctx.app, env=env))
-        return bool(data.get("existed", True)) if isinstance(data, dict) else True
+        return (await session.remote.delete(ctx.app, env)).existed
 
     results = _run(servers, one)
     _report(results, "delete", lambda existed: "deleted" if existed else "was not deployed")
@@ -277,8 +263,7 @@ def _sync_env(config: str | None, env: str) -> None:
     values = decrypt_env(ctx.app_dir, env)
 
     async def one(session: Session) -> int:
-        await session.request(UpdateSecretsRequest(app=ctx.app, env=env, secrets=values))
-        return len(values)
+        return (await session.remote.update_secrets(ctx.app, env, values)).count
 
     results = _run(_servers(ctx), one)
     _report(results, "secrets sync", lambda n: f"{n} secret(s) synced; instances restarted")

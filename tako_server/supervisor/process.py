@@ -6,8 +6,9 @@ Rules:
   signal to the group reaches the children it started (``sh -c``, workers, ``sleep``);
 - the child also gets ``PR_SET_PDEATHSIG=SIGKILL``: if the daemon dies without a
   shutdown, the instance does not outlive it;
-- environment = a minimal base (``PATH``, ``HOME``, ``LANG``) + the spec's variables +
-  ``HOST``, ``PORT``, ``TAKO_INSTANCE``; stdin is ``/dev/null``;
+- environment = the spec's (composed once, by :func:`tako_server.launch.instance_environ`)
+  + ``HOST``, ``PORT``, ``TAKO_INSTANCE``; nothing is read from the daemon's own
+  environment (a spec without ``PATH`` gets :data:`FALLBACK_PATH`); stdin is ``/dev/null``;
 - stdout and stderr are ALWAYS read until EOF and written to the app log, so a chatty app
   never blocks on a full pipe;
 - the exit is awaited directly (``Process.wait``): a crash is known at once; after the
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tako_server.supervisor.logs import AppLog, LineSplitter, Stream
 
-BASE_ENV_KEYS = ("PATH", "HOME", "LANG")
+FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PR_SET_PDEATHSIG = 1
 _READ_CHUNK = 64 * 1024
 
@@ -48,14 +49,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def instance_env(
-    environ: Mapping[str, str], port: int, instance_id: int, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment of one instance (the supervisor's variables win)."""
-    source = os.environ if base is None else base
-    env = {k: source[k] for k in BASE_ENV_KEYS if k in source}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(environ)
+def instance_env(environ: Mapping[str, str], port: int, instance_id: int) -> dict[str, str]:
+    """The spec's environment plus what only the supervisor knows (address, instance id)."""
+    env = {"PATH": FALLBACK_PATH, **environ}
     env.update({"HOST": "127.0.0.1", "PORT": str(port), "TAKO_INSTANCE": str(instance_id)})
     return env
 

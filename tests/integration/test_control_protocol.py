@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tako_common import __version__
-from tako_common.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from tako_common.protocol import MAX_DEPTH, MAX_FRAME_BYTES, PROTOCOL_VERSION
 from tako_server.state import SCHEMA_VERSION
 from tests.integration.conftest import ControlClient, ServerProcess
 
@@ -47,6 +47,15 @@ def test_hello_with_another_protocol_version_is_refused(control: ControlClient) 
         (b'{"command": "explode"}\n', "unknown_command"),
         (b'{"command": "status", "app": "Bad_Name"}\n', "invalid_request"),
         (b'{"command": "hello", "protocol_version": 1, "extra": true}\n', "invalid_request"),
+        (b"\n", "bad_request"),
+        (b"  \r\n", "bad_request"),
+        (b'{"command": "status", "app": ' + b"[" * 40 + b"]" * 40 + b"}\n", "bad_request"),
+        (b"[" * 100_000 + b"\n", "bad_request"),
+        (b'{"command": "list", "command": "delete", "app": "web", "env": "x"}\n', "bad_request"),
+        (
+            b'{"command": "scale", "app": "web", "env": "production", "instances": true}\n',
+            "invalid_request",
+        ),
     ],
 )
 def test_bad_line_gets_an_error_and_the_connection_stays_usable(
@@ -56,6 +65,28 @@ def test_bad_line_gets_an_error_and_the_connection_stays_usable(
     reply = control.read_line()
     assert (reply["status"], reply["code"]) == ("error", code)
     assert control.ok(HELLO)["protocol_version"] == PROTOCOL_VERSION
+
+
+def test_empty_and_too_deep_lines_each_get_their_own_error_in_order(
+    control: ControlClient,
+) -> None:
+    deep = b'{"command": "status", "app": ' + b"[" * 33 + b"]" * 33 + b"}"
+    control.send_raw(b"\n" + deep + b'\n{"command": "list"}\n')
+    empty, too_deep, listed = (control.read_line() for _ in range(3))
+    assert (empty["code"], too_deep["code"]) == ("bad_request", "bad_request")
+    assert "empty line" in empty["message"]
+    assert too_deep["message"] == f"request nesting is deeper than {MAX_DEPTH} levels"
+    assert listed == {"status": "ok", "data": {"apps": []}}
+
+
+def test_duplicate_keys_are_refused_naming_the_key_and_change_nothing(
+    control: ControlClient,
+) -> None:
+    control.send_raw(b'{"command": "enter_upgrading", "owner": "a", "owner": "b"}\n')
+    reply = control.read_line()
+    assert reply["code"] == "bad_request"
+    assert reply["message"] == "duplicate key 'owner' in request: every key may appear once"
+    assert control.ok({"command": "server_info"})["mode"] == "normal"
 
 
 def test_oversized_frame_is_refused_and_the_connection_stays_usable(control: ControlClient) -> None:

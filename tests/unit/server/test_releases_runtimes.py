@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from tako_common.errors import TakoError
+from tako_common.protocol import ReleaseManifest
 from tako_server import runtimes
+from tako_server.launch import ReleaseRef, instance_environ
 from tako_server.runtimes import PrepError
 
 
@@ -102,17 +104,18 @@ def test_unknown_runtime_is_refused(tmp_path: Path) -> None:
         runtimes.start_command({"runtime": "cobol", "main": "x"}, tmp_path)
 
 
+def _release(workdir: Path, runtime: str, main: str, env: str = "production") -> ReleaseRef:
+    manifest = ReleaseManifest(runtime=runtime, main=main)  # type: ignore[arg-type]
+    return ReleaseRef("web", env, "v9" if env == "staging" else "v1", workdir, workdir, manifest)
+
+
 def test_app_environment_merges_vars_secrets_and_tako_names(tmp_path: Path) -> None:
     (tmp_path / "node_modules/.bin").mkdir(parents=True)
-    env = runtimes.app_environ(
-        manifest={"runtime": "node", "main": "a.js"},
-        workdir=tmp_path,
-        app="web",
-        env="staging",
-        version="v9",
-        variables={"A": "1", "TAKO_ENV": "spoofed"},
+    env = instance_environ(
+        _release(tmp_path, "node", "a.js", env="staging"),
+        variables={"A": "1", "TAKO_ENV": "spoofed", "LANG": "C"},
         secrets={"S": "2"},
-        server_env={"PATH": "/usr/bin", "HOME": "/home/tako"},
+        server_env={"PATH": "/usr/bin", "HOME": "/home/tako", "LANG": "de_DE.UTF-8"},
     )
     assert (env["A"], env["S"], env["NODE_ENV"], env["HOME"]) == (
         "1",
@@ -122,6 +125,22 @@ def test_app_environment_merges_vars_secrets_and_tako_names(tmp_path: Path) -> N
     )
     assert (env["TAKO_ENV"], env["TAKO_BUILD"], env["TAKO_APP_NAME"]) == ("staging", "v9", "web")
     assert env["PATH"].split(":")[:2] == [str(tmp_path / "node_modules/.bin"), "/usr/bin"]
+    assert env["LANG"] == "C"  # the server's LANG is a default that [vars] may override
+
+
+def test_instance_environment_inherits_only_path_home_and_lang(tmp_path: Path) -> None:
+    server_env = {"PATH": "/usr/bin", "HOME": "/home/tako", "LANG": "C.UTF-8"}
+    env = instance_environ(_release(tmp_path, "python", "app.py"), {}, {}, server_env)
+    assert env["LANG"] == "C.UTF-8" and env["PYTHONUNBUFFERED"] == "1"
+    assert set(env) == {
+        "PATH",
+        "HOME",
+        "LANG",
+        "PYTHONUNBUFFERED",
+        "TAKO_ENV",
+        "TAKO_BUILD",
+        "TAKO_APP_NAME",
+    }
 
 
 async def test_failed_prep_reports_the_last_output_lines(tmp_path: Path) -> None:
@@ -145,14 +164,7 @@ def test_a_frozen_server_builds_a_node_apps_environment_without_any_python(
 
     monkeypatch.setattr(runtimes.sys, "frozen", True, raising=False)
     monkeypatch.setattr(runtimes.shutil, "which", lambda _name: None)
-    environ = runtimes.app_environ(
-        manifest={"runtime": "node", "main": "server.js"},
-        workdir=tmp_path,
-        app="web",
-        env="production",
-        version="v1",
-        variables={},
-        secrets={},
-        server_env={"PATH": "/usr/bin:/bin"},
+    environ = instance_environ(
+        _release(tmp_path, "node", "server.js"), {}, {}, {"PATH": "/usr/bin:/bin"}
     )
     assert environ["NODE_ENV"] == "production" and environ["PATH"] == "/usr/bin:/bin"

@@ -1,0 +1,218 @@
+"""Response payloads of the management protocol: the ``data`` of every ``ok`` answer.
+
+Rules: one model per answer shape; a handler returns one of these, never a dict, and the
+client reads one of these, never a dict. Payloads ignore fields they do not know
+(``extra="ignore"``), so a newer server that adds a field never breaks an older CLI;
+renaming or removing a field is a protocol change (bump ``PROTOCOL_VERSION``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Feature names a server announces in ``hello`` (the client may check them).
+CAPABILITIES: tuple[str, ...] = (
+    "deploy_instances_idle_timeout",
+    "on_demand_cold_start",
+    "idle_scale_to_zero",
+    "upgrade_mode_control",
+    "server_runtime_info",
+    "release_history",
+    "rollback",
+    "deploy_lock",
+    "has_artifact",
+    "logs_follow",
+)
+
+
+class Data(BaseModel):
+    """Base of every response payload (lenient on unknown fields, immutable)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class HelloData(Data):
+    protocol_version: int
+    server_version: str
+    capabilities: list[str]
+
+
+class ServerInfoData(Data):
+    server_version: str
+    mode: Literal["normal", "upgrading"]
+    upgrade_owner: str | None = None
+    pid: int
+    data_dir: str
+    incoming_dir: str
+    socket: str
+    http_port: int
+    https_port: int
+    disk_free_bytes: int
+    acme_enabled: bool
+    acme_directory_url: str | None = None
+
+
+class ArtifactData(Data):
+    """``has_artifact``: is ``incoming/{sha256}.tar.zst`` there (and how big)?"""
+
+    sha256: str
+    present: bool
+    size: int | None = None
+    path: str = ""
+
+
+class UpgradingData(Data):
+    """``enter_upgrading``: the server is in upgrading mode since ``since``."""
+
+    mode: Literal["upgrading"] = "upgrading"
+    owner: str
+    since: str
+
+
+class NormalModeData(Data):
+    """``exit_upgrading``: the server is back in normal mode."""
+
+    mode: Literal["normal"] = "normal"
+    owner: str
+
+
+class LockData(Data):
+    app: str
+    env: str
+    owner: str
+    since: str
+
+
+class UnlockData(Data):
+    app: str
+    env: str
+    released: bool
+
+
+class InstanceStatus(Data):
+    id: int
+    state: Literal["starting", "healthy", "unhealthy", "draining", "stopped", "failed"]
+    version: str
+    pid: int | None = None
+    port: int | None = None
+    uptime_secs: float = 0.0
+    in_flight: int = 0
+    requests_total: int = 0
+    restarts: int = 0
+
+
+class CertStatus(Data):
+    host: str
+    state: Literal["issued", "pending", "failed", "self_signed", "needs_dns01", "none"]
+    not_after: str | None = None
+    reason: str | None = None
+
+
+AppState = Literal["running", "idle", "deploying", "stopped", "error"]
+
+
+class AppStatus(Data):
+    app: str
+    env: str
+    version: str | None
+    state: AppState
+    desired_instances: int
+    healthy_instances: int
+    instances: list[InstanceStatus] = Field(default_factory=list)
+    routes: list[str] = Field(default_factory=list)
+    idle_timeout: int = 300
+    deployed_at: str | None = None
+    last_error: str | None = None
+    certificates: list[CertStatus] = Field(default_factory=list)
+
+
+class StatusData(Data):
+    apps: list[AppStatus]
+
+
+class AppSummary(Data):
+    """One line of ``list``: ``instances`` counts the live ones."""
+
+    app: str
+    env: str
+    version: str | None
+    state: AppState
+    instances: int
+    desired_instances: int
+    routes: list[str] = Field(default_factory=list)
+
+
+class ListData(Data):
+    apps: list[AppSummary]
+
+
+class AppRoutes(Data):
+    app: str
+    env: str
+    routes: list[str]
+
+
+class RoutesData(Data):
+    routes: list[AppRoutes]
+
+
+class ReleaseInfo(Data):
+    version: str
+    current: bool
+    deployed_at: str | None = None
+    commit_message: str | None = None
+    git_dirty: bool | None = None
+
+
+class ReleasesData(Data):
+    app: str
+    env: str
+    releases: list[ReleaseInfo]
+
+
+class DeployData(Data):
+    """``deploy`` and ``rollback``: what runs now."""
+
+    app: str
+    env: str
+    version: str
+    new_app: bool
+    instances: int
+    replaced: int = 0
+    routes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StopData(Data):
+    app: str
+    env: str
+    stopped: bool = True
+
+
+class ScaleData(Data):
+    app: str
+    env: str
+    instances: int
+
+
+class DeleteData(Data):
+    """``delete`` is idempotent: ``existed`` says whether there was anything to delete."""
+
+    app: str
+    env: str
+    existed: bool
+
+
+class SecretsData(Data):
+    """``update_secrets``: ``restarted`` when running instances rolled with the new values."""
+
+    app: str
+    env: str
+    restarted: bool
+    count: int
+
+
+class LogsData(Data):
+    lines: list[str]

@@ -1,0 +1,179 @@
+"""The app service: every command that changes an app (deploy, rollback, update_secrets,
+stop, scale, delete) in one place.
+
+Rules:
+
+- callers (the dispatcher) have already applied the mutation guard
+  (:mod:`tako_server.guard`): not upgrading, the app's deploy lock not held by another
+  connection, no other operation of the app running. Methods here never take locks;
+- every method takes its typed request and returns its typed answer
+  (:mod:`tako_common.protocol`); errors are :class:`TakoError` subclasses;
+- releases are addressed by :class:`~tako_server.launch.ReleaseRef` and started through
+  :func:`tako_server.deployer.spec_for` (the one environment builder);
+- state and secrets change only after the supervisor succeeded (see
+  :mod:`tako_server.deployer`); ``delete`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from dataclasses import replace
+
+from tako_common.protocol import (
+    DeleteData,
+    DeleteRequest,
+    DeployData,
+    DeployRequest,
+    RollbackRequest,
+    ScaleData,
+    ScaleRequest,
+    SecretsData,
+    StopData,
+    StopRequest,
+    UpdateSecretsRequest,
+)
+from tako_common.routes import route_hosts
+from tako_server import deployer, releases
+from tako_server.context import ServerContext, utc_iso
+from tako_server.launch import ReleaseRef
+from tako_server.state import AppRecord
+
+log = logging.getLogger(__name__)
+
+
+class AppService:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def __repr__(self) -> str:
+        return f"AppService(apps={len(self.ctx.state.list_apps())})"
+
+    async def deploy(self, req: DeployRequest) -> DeployData:
+        ctx = self.ctx
+        routes = deployer.normalize_routes(ctx, req.key, req.routes)
+        archive = await asyncio.to_thread(
+            releases.verify_artifact, ctx.layout, req.artifact, req.sha256
+        )
+        previous = ctx.state.get_app(req.app, req.env)
+        desired = _desired(req.instances, previous)
+        try:
+            async with deployer.staged_release(ctx, req, archive) as release:
+                spec = deployer.spec_for(ctx, release, req.vars, req.secrets)
+                log.info("deploying %s version %s (%d instances)", req.key, req.version, desired)
+                result = await ctx.supervisor.deploy(spec, desired, req.idle_timeout)
+        except BaseException:
+            if previous is None and req.key in ctx.supervisor.keys():
+                # a failed first deploy leaves nothing registered (no runner, no "existed")
+                with contextlib.suppress(Exception):
+                    await ctx.supervisor.remove(req.key)
+            raise
+        record = AppRecord(
+            app=req.app,
+            env=req.env,
+            version=req.version,
+            desired_instances=desired,
+            idle_timeout=req.idle_timeout,
+            manifest=req.manifest.model_dump(mode="json"),
+            vars=dict(req.vars),
+            deployed_at=utc_iso(),
+            state="running",
+            routes=routes,
+        )
+        warnings = await deployer.commit(ctx, record, dict(req.secrets), previous)
+        return DeployData(
+            app=req.app,
+            env=req.env,
+            version=req.version,
+            new_app=previous is None,
+            instances=result.instances,
+            replaced=result.replaced,
+            routes=routes,
+            warnings=warnings,
+        )
+
+    async def rollback(self, req: RollbackRequest) -> DeployData:
+        ctx = self.ctx
+        record = deployer.require_app(ctx, req.app, req.env)
+        manifest, release_vars = deployer.release_app_json(ctx, record, req.version)
+        variables = release_vars if release_vars is not None else record.vars
+        secrets = ctx.secrets.get(req.app, req.env)
+        release = ReleaseRef.locate(ctx.layout, req.app, req.env, req.version, manifest)
+        spec = deployer.spec_for(ctx, release, variables, secrets)
+        result = await ctx.supervisor.deploy(spec, record.desired_instances, record.idle_timeout)
+        updated = replace(
+            record,
+            version=req.version,
+            manifest=manifest.model_dump(mode="json"),
+            vars=variables,
+            deployed_at=utc_iso(),
+            state="running",
+        )
+        warnings = await deployer.commit(ctx, updated, secrets, record)
+        return DeployData(
+            app=req.app,
+            env=req.env,
+            version=req.version,
+            new_app=False,
+            instances=result.instances,
+            replaced=result.replaced,
+            routes=record.routes,
+            warnings=warnings,
+        )
+
+    async def update_secrets(self, req: UpdateSecretsRequest) -> SecretsData:
+        """Store new secrets; a running app is rolled to the same release with them first."""
+        ctx = self.ctx
+        record = ctx.state.get_app(req.app, req.env)
+        secrets = dict(req.secrets)
+        restarted = False
+        if record is not None and record.state == "running":
+            spec = deployer.spec_for(ctx, deployer.release_of(ctx, record), record.vars, secrets)
+            await ctx.supervisor.deploy(spec, record.desired_instances, record.idle_timeout)
+            restarted = True
+        ctx.secrets.put(req.app, req.env, secrets)
+        return SecretsData(app=req.app, env=req.env, restarted=restarted, count=len(secrets))
+
+    async def stop(self, req: StopRequest) -> StopData:
+        ctx = self.ctx
+        record = deployer.require_app(ctx, req.app, req.env)
+        if record.key in ctx.supervisor.keys():
+            await ctx.supervisor.stop(record.key)
+        ctx.state.set_state(req.app, req.env, "stopped")
+        ctx.notify()
+        return StopData(app=req.app, env=req.env, stopped=True)
+
+    async def scale(self, req: ScaleRequest) -> ScaleData:
+        ctx = self.ctx
+        record = deployer.require_app(ctx, req.app, req.env)
+        if record.key in ctx.supervisor.keys():
+            await ctx.supervisor.scale(record.key, req.instances)
+        else:
+            await deployer.register(ctx, replace(record, desired_instances=req.instances))
+        ctx.state.set_desired(req.app, req.env, req.instances)
+        ctx.notify()
+        return ScaleData(app=req.app, env=req.env, instances=req.instances)
+
+    async def delete(self, req: DeleteRequest) -> DeleteData:
+        ctx = self.ctx
+        record = ctx.state.get_app(req.app, req.env)
+        await ctx.supervisor.remove(req.key)
+        existed = ctx.state.delete_app(req.app, req.env)
+        if record is not None and ctx.certs is not None:
+            unused = set(route_hosts(record.routes)) - deployer.hosts_in_use(ctx, req.key)
+            ctx.certs.forget(sorted(unused))
+        ctx.locks.forget(req.app, req.env)
+        app_dir = ctx.layout.app_dir(req.app, req.env)
+        existed = existed or app_dir.exists()
+        await asyncio.to_thread(shutil.rmtree, app_dir, True)
+        deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
+        ctx.notify()
+        return DeleteData(app=req.app, env=req.env, existed=existed)
+
+
+def _desired(requested: int | None, previous: AppRecord | None) -> int:
+    if requested is not None:
+        return requested
+    return previous.desired_instances if previous is not None else 1
