@@ -8,9 +8,11 @@ Protocol (details and the reasons in ``docs/upgrade.md``):
    listening sockets, passed with ``pass_fds``, so the kernel accept queues are shared
    and never reset) and ``TAKO_TAKEOVER_READY_FD=<n>`` (the write end of a pipe).
 2. The successor restores apps from SQLite, starts its own instances, waits until they
-   are healthy, serves on the inherited sockets, swaps ``tako.sock`` to its own socket,
-   tells systemd ``MAINPID=<new>`` + ``READY=1`` and only then writes ``ready <pid>`` to
-   the pipe.
+   are healthy, serves on the inherited sockets (each edge worker accepts only once it
+   has applied the current route snapshot and read the certificates; the edge is up
+   only when every worker said so, :mod:`tako_server.edge.workers`), swaps ``tako.sock``
+   to its own socket, tells systemd ``MAINPID=<new>`` + ``READY=1`` and only then
+   writes ``ready <pid>`` to the pipe.
 3. The old process reads the pipe: ``ready`` = stop accepting, drain, stop its
    instances, exit 0. EOF (the successor died) or no answer within the deadline = the
    takeover failed; the old process kills what it started, keeps serving and says why.

@@ -9,6 +9,12 @@ Rules:
   requests through the provider, and forwards their activity reports (reporter
   ``edge-{index}``). A worker that dies is restarted (with backoff) and its in-flight
   counts are reported as zero.
+- A worker accepts nothing until it has the routes: it says ``started``, gets the last
+  snapshot that compiled here, applies it, reads the certificates, serves, says
+  ``ready`` (:mod:`.workers`). :meth:`Edge.start` returns only once every worker is
+  ready, so a takeover successor tells its predecessor to go only when each of its
+  workers routes with the current table; a restarted worker goes through the same
+  handshake while the others keep serving.
 - ``workers == 0``: the same edge runs in this process directly on the provider.
 - ``listeners=`` adopts listening sockets inherited from a previous server process (a
   takeover, :mod:`tako_server.upgrade`); :attr:`Edge.listeners` is what a successor
@@ -157,6 +163,7 @@ class Edge:
         self._handles: list[WorkerHandle] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._push_handle: asyncio.Handle | None = None
+        self._wire: dict[str, Any] = snapshot_to_wire(EdgeSnapshot())  # last that compiled
         self._stopping = False
 
     def __repr__(self) -> str:
@@ -197,7 +204,8 @@ class Edge:
         self.config = replace(self._base_config, https_port=public)
         if self.workers == 0:
             self._rt = EdgeRuntime(self.config, LocalHooks(self.provider))
-            self._push()
+        self._push()  # the routes every serving process starts with
+        if self._rt is not None:
             self._servers = await serve_sockets(
                 self._rt,
                 [s.dup() for s in self._listeners["http"]],
@@ -257,12 +265,12 @@ class Edge:
         except Exception:
             log.exception("edge: snapshot refused (routes invalid), keeping the previous one")
             return
+        self._wire = snapshot_to_wire(snapshot)
         if self._rt is not None:
             self._rt.set_state(state)
-        if self._handles:
-            message = {"op": "snapshot", "snapshot": snapshot_to_wire(snapshot)}
-            for handle in self._handles:
-                handle.send(message)
+        message = {"op": "snapshot", "snapshot": self._wire}
+        for handle in self._handles:
+            handle.send(message)
 
     # --- workers ------------------------------------------------------------------------
     def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -319,9 +327,10 @@ class Edge:
             handle.send({"op": "reply", "id": message["id"], "answer": answer})
         elif op == "log":
             _safe(self.provider.app_log, str(message["key"]), str(message["line"]))
+        elif op == "started":  # it serves once it has this (the pushes after it follow it)
+            handle.send({"op": "snapshot", "snapshot": self._wire})
         elif op == "ready":
             handle.ready.set()
-            handle.send({"op": "snapshot", "snapshot": snapshot_to_wire(self.provider.snapshot())})
 
     def _on_activity(self, handle: WorkerHandle, apps: Mapping[str, Mapping[str, int]]) -> None:
         now = time.monotonic()

@@ -7,8 +7,17 @@ over a socketpair (:mod:`.channel`). Messages:
 - main -> worker: ``snapshot`` (wire snapshot), ``certs`` (re-read certificates),
   ``reply`` (answer to a request: ``backends`` / ``answer`` or ``error`` + ``message``),
   ``stop`` (``drain`` seconds).
-- worker -> main: ``ready``, ``activity`` (``apps``: key -> instance id -> in-flight),
+- worker -> main: ``started`` (``pid``: listening to the channel, not serving yet),
+  ``ready`` (``pid``: first snapshot applied, certificates read, accepting now),
+  ``activity`` (``apps``: key -> instance id -> in-flight),
   ``cold_start`` (``id``, ``key``), ``challenge`` (``id``, ``token``), ``log`` (``key``, ``line``).
+
+Start-up handshake (the same at a first start, in a takeover successor and when a crashed
+worker is restarted): ``started`` -> the main answers with its current ``snapshot`` ->
+the worker applies it, re-reads the certificates and only then starts accepting on its
+listeners and says ``ready``. Before that a connection waits in the kernel accept queue
+(shared with the other processes serving the socket), so it is never routed with an
+empty table (a 404 for a host that exists).
 
 Rules: the worker owns no state the main process needs back; if the channel closes
 (main gone) it drains briefly and exits. SIGINT is ignored (the main process decides),
@@ -29,7 +38,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,7 @@ from .tls import EdgeTls
 log = logging.getLogger("tako_server.edge.worker")
 
 STOP_ON_EOF_DRAIN = 5.0
+KINDS = ("http", "https")
 GC_THRESHOLD = 20_000  # requests allocate short-lived objects; collect young ones less often
 
 
@@ -124,37 +134,71 @@ class WorkerHooks:
         self.channel.send({"op": "activity", "apps": apps})
 
 
+@dataclass
+class WorkerControl:
+    """What the channel tells the worker's start-up and shutdown (set by the reader)."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    has_snapshot: asyncio.Event = field(default_factory=asyncio.Event)
+    drain: float = STOP_ON_EOF_DRAIN
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkerControl(has_snapshot={self.has_snapshot.is_set()},"
+            f" stop={self.stop.is_set()}, drain={self.drain})"
+        )
+
+    async def wait_snapshot(self) -> bool:
+        """Wait for the first snapshot; False when told to stop (or the main went) first."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self.has_snapshot, self.stop)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self.has_snapshot.is_set() and not self.stop.is_set()
+
+
 async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
-    """Serve until told to stop (or the main process goes away)."""
+    """Serve until told to stop (or the main process goes away); accept nothing before
+    the first snapshot is applied (see the start-up handshake in the module docstring)."""
     channel = await Channel.open(socket.socket(fileno=channel_fd))
     hooks = WorkerHooks(channel)
     rt = EdgeRuntime(EdgeConfig(**config["edge"]), hooks)
     tls = EdgeTls(Path(config["certs_dir"]))
-    if "http_fds" in config:
-        http = [_adopt(fd) for fd in config["http_fds"]]
-        https = [_adopt(fd) for fd in config["https_fds"]]
-        servers = await serve_sockets(rt, http, https, tls.context)
-    else:
-        servers = await serve(
-            rt, config["host"], config["http_port"], config["https_port"], tls.context
-        )
-    stop = asyncio.Event()
-    drain = [STOP_ON_EOF_DRAIN]
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    gc.collect()
-    gc.freeze()  # start-up objects never need scanning again
-    gc.set_threshold(GC_THRESHOLD, 20, 100)
-    channel.send({"op": "ready", "pid": os.getpid()})
-    reader = rt.spawn(_read_loop(channel, hooks, rt, tls, stop, drain), name="edge-worker-channel")
-    await stop.wait()
+    inherited = {kind: [_adopt(fd) for fd in config.get(f"{kind}_fds", [])] for kind in KINDS}
+    control = WorkerControl()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, control.stop.set)
+    reader = rt.spawn(_read_loop(channel, hooks, rt, tls, control), name="edge-worker-channel")
+    channel.send({"op": "started", "pid": os.getpid()})
+    servers: list[asyncio.Server] = []
+    if await control.wait_snapshot():
+        tls.refresh()  # certificates at least as new as the snapshot (main wrote them first)
+        servers = await _serve(rt, tls, config, inherited)
+        gc.collect()
+        gc.freeze()  # start-up objects never need scanning again
+        gc.set_threshold(GC_THRESHOLD, 20, 100)
+        channel.send({"op": "ready", "pid": os.getpid()})
+    await control.stop.wait()
     for server in servers:
         server.close()
-    await rt.drain(drain[0])
+    if not servers:  # stopped before serving: the listeners were never handed to a server
+        for sock in (s for socks in inherited.values() for s in socks):
+            sock.close()
+    await rt.drain(control.drain)
     rt.close()
     reader.cancel()
     await channel.drain()
     channel.close()
+
+
+async def _serve(
+    rt: EdgeRuntime, tls: EdgeTls, config: dict[str, Any], inherited: dict[str, list[socket.socket]]
+) -> list[asyncio.Server]:
+    """Start accepting: on the inherited listeners, or bind our own (no fds in config)."""
+    if "http_fds" in config:
+        return await serve_sockets(rt, inherited["http"], inherited["https"], tls.context)
+    return await serve(rt, config["host"], config["http_port"], config["https_port"], tls.context)
 
 
 def _adopt(fd: int) -> socket.socket:
@@ -166,18 +210,13 @@ def _adopt(fd: int) -> socket.socket:
 
 
 async def _read_loop(
-    channel: Channel,
-    hooks: WorkerHooks,
-    rt: EdgeRuntime,
-    tls: EdgeTls,
-    stop: asyncio.Event,
-    drain: list[float],
+    channel: Channel, hooks: WorkerHooks, rt: EdgeRuntime, tls: EdgeTls, control: WorkerControl
 ) -> None:
     while True:
         message = await channel.recv()
         if message is None:
             hooks.fail_all()
-            stop.set()
+            control.stop.set()
             return
         op = message.get("op")
         if op == "snapshot":
@@ -185,13 +224,15 @@ async def _read_loop(
                 rt.set_state(EdgeState.compile(snapshot_from_wire(message["snapshot"])))
             except Exception:
                 log.exception("edge worker: snapshot refused, keeping the previous one")
+            else:
+                control.has_snapshot.set()
         elif op == "reply":
             hooks.resolve(message)
         elif op == "certs":
             tls.refresh()
         elif op == "stop":
-            drain[0] = float(message.get("drain", STOP_ON_EOF_DRAIN))
-            stop.set()
+            control.drain = float(message.get("drain", STOP_ON_EOF_DRAIN))
+            control.stop.set()
             return
 
 
