@@ -184,7 +184,7 @@ class Edge:
     async def start(self) -> None:
         """Open (or adopt) the listeners, load certificates, start serving; raises if a
         worker fails."""
-        self._tls = EdgeTls(self.certs_dir)  # also creates the self-signed default once
+        self._tls = EdgeTls(self.certs_dir, ensure_default=True)  # before any worker starts
         count = max(1, self.workers)
         for kind, port in (("http", self.http_port), ("https", self.https_port)):
             inherited = self._inherited.pop(kind, [])

@@ -17,8 +17,10 @@ from tako_server.tls import CertStore
 class EdgeTls:
     """A listener context plus the store behind its SNI callback."""
 
-    def __init__(self, certs_dir: Path) -> None:
+    def __init__(self, certs_dir: Path, *, ensure_default: bool = False) -> None:
         self.store = CertStore(Path(certs_dir))
+        if ensure_default:  # the main process only; workers never generate keys
+            self.store.ensure_default()
         self.context: ssl.SSLContext = self.store.server_context()
 
     def __repr__(self) -> str:

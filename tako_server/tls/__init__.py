@@ -38,8 +38,8 @@ from .policy import (
     next_attempt,
     retry_delay,
 )
-from .selfsigned import ensure_self_signed, make_self_signed
-from .store import CertStore, new_server_context
+from .selfsigned import make_self_signed
+from .store import CertStore, ensure_self_signed, new_server_context
 
 if TYPE_CHECKING:
     from .acme_issuer import (

@@ -42,8 +42,7 @@ from .policy import (
     is_due,
     next_attempt,
 )
-from .selfsigned import ensure_self_signed
-from .store import CertStore
+from .store import CertStore, ensure_self_signed
 
 log = logging.getLogger(__name__)
 

@@ -2,15 +2,14 @@
 
 Rules: ECDSA P-256 keys, SHA-256 signatures, subject ``CN={host}, O=Tako``, SAN = the
 host (IP literals as IP SANs), valid from one hour ago for :data:`VALIDITY` (~1 year).
-:func:`make_self_signed` is pure apart from key generation; :func:`ensure_self_signed`
-writes through a :class:`~tako_server.tls.store.CertStore` only when the stored
+:func:`make_self_signed` is pure apart from key generation and knows nothing of the
+store; ``ensure_self_signed`` (in :mod:`.store`) writes one only when the stored
 certificate is missing or due for renewal.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,11 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from tako_common.hosts import ip_literal
 
-from .certinfo import CertInfo, validate_domain
-from .policy import is_due
-
-if TYPE_CHECKING:
-    from .store import CertStore
+from .certinfo import validate_domain
 
 VALIDITY = timedelta(days=365)
 
@@ -64,13 +59,3 @@ def make_self_signed(host: str, now: datetime) -> tuple[bytes, bytes]:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def ensure_self_signed(store: CertStore, host: str, now: datetime | None = None) -> CertInfo:
-    """The stored certificate for ``host``; a new self-signed one if missing or due."""
-    when = now or datetime.now(UTC)
-    current = store.info(host)
-    if current is not None and not is_due(current.not_after, when):
-        return current
-    cert_pem, key_pem = make_self_signed(host, when)
-    return store.put(host, cert_pem, key_pem)

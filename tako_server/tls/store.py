@@ -12,8 +12,10 @@ Rules:
 - A directory that fails to load (half-written, key mismatch) keeps its previous
   context and is retried on the next refresh.
 - Files are written atomically (temporary file + rename) with their final modes.
-- :meth:`select` never fails: exact name, wildcard, then the self-signed ``default``
-  (generated once into ``certs/default/``), which also serves clients without SNI.
+- :meth:`select` never fails once ``default`` exists: exact name, wildcard, then the
+  self-signed ``default`` (``certs/default/``), which also serves clients without SNI.
+  Building a store never generates keys: the main process calls :meth:`ensure_default`
+  once; edge workers only read.
 - :meth:`server_context` is the listener's context: its ``sni_callback`` swaps the
   connection to the selected context, so one listener serves every certificate.
 """
@@ -25,6 +27,7 @@ import os
 import ssl
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .certinfo import (
@@ -37,6 +40,8 @@ from .certinfo import (
     validate_domain,
 )
 from .errors import TlsError
+from .policy import is_due
+from .selfsigned import make_self_signed
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +95,11 @@ class CertStore:
         self._names: frozenset[str] = frozenset()
         self._lock = threading.RLock()  # the ACME thread writes while the loop refreshes
         self.refresh()
-        if DEFAULT_DOMAIN not in self._entries:
-            from .selfsigned import ensure_self_signed
 
-            ensure_self_signed(self, DEFAULT_DOMAIN)
+    def ensure_default(self, now: datetime | None = None) -> CertInfo:
+        """Create (or renew) the self-signed ``default`` certificate; the main process
+        calls this once before any listener starts, so workers never generate keys."""
+        return ensure_self_signed(self, DEFAULT_DOMAIN, now)
 
     def __repr__(self) -> str:
         return f"CertStore({str(self.certs_dir)!r}, domains={sorted(self._entries)})"
@@ -194,3 +200,13 @@ class CertStore:
     ) -> None:
         ssl_object.context = self.select(server_name)
         return None
+
+
+def ensure_self_signed(store: CertStore, host: str, now: datetime | None = None) -> CertInfo:
+    """The stored certificate for ``host``; a new self-signed one if missing or due."""
+    when = now or datetime.now(UTC)
+    current = store.info(host)
+    if current is not None and not is_due(current.not_after, when):
+        return current
+    cert_pem, key_pem = make_self_signed(host, when)
+    return store.put(host, cert_pem, key_pem)

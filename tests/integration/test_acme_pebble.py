@@ -65,6 +65,7 @@ class Node:
 
 def make_node(data: Path, pebble: Pebble, challenges: ChallengeStore) -> Node:
     store = CertStore(data / "certs")
+    store.ensure_default()
     issuer = AcmeIssuer(
         data / "acme", pebble.directory_url, "ops@tako-it.org", pebble.ca_bundle, challenges,
         store=store,

@@ -100,6 +100,7 @@ async def worker(tmp_path: Path) -> AsyncIterator[WorkerUnderTest]:
     http = open_listeners("127.0.0.1", 0, 1)[0]
     https = open_listeners("127.0.0.1", 0, 1)[0]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    CertStore(tmp_path / "certs").ensure_default()  # as the main process does before workers
     config = worker_config(
         index=0,
         host="127.0.0.1",

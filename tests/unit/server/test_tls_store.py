@@ -28,9 +28,10 @@ def mode(path: Path) -> int:
 
 def test_default_fallback_is_generated_once_with_private_modes(tmp_path: Path) -> None:
     first = CertStore(tmp_path / "certs")
+    assert first.info("default") is None  # building a store never generates keys
+    info = first.ensure_default()
+    assert info.self_signed and first.ensure_default() == info
     second = CertStore(tmp_path / "certs")
-    info = first.info("default")
-    assert info is not None and info.self_signed
     assert second.info("default") == info
     assert mode(tmp_path / "certs") == 0o700
     assert mode(tmp_path / "certs" / "default") == 0o700
@@ -92,6 +93,7 @@ def test_half_written_pair_keeps_previous_certificate_until_fixed(tmp_path: Path
 @pytest.fixture
 async def listener(tmp_path: Path) -> AsyncIterator[tuple[CertStore, int]]:
     store = CertStore(tmp_path)
+    store.ensure_default()
     for host in ("app.example.com", "*.example.com"):
         store.put(host, *make_self_signed(host, NOW))
 
