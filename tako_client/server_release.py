@@ -11,13 +11,19 @@ Rules:
   (glibc or musl); a tarball named for another target is refused before any upload;
 - without ``--artifact`` the artifact comes from the ``dist/`` of the checkout this
   package runs from: the newest file named for the host's target;
-- uploads put the tarball and its ``.sha256`` side by side in one remote directory.
+- uploads put the tarball and its ``.sha256`` side by side in one remote directory;
+- :func:`install_release` installs an uploaded tarball over a running server's
+  executable: through the root-owned ``INSTALL_HELPER`` when ``sudo -n`` allows it,
+  else by an atomic in-place replace of a ``tako-server`` binary that ``tako`` may
+  write (checksum checked again on the host); otherwise it fails with a hint.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shlex
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,8 +31,10 @@ from pathlib import Path
 from tako_client.global_config import ARCHES, normalize_arch
 from tako_client.ssh import Connection
 from tako_common.errors import TakoError, ValidationError
+from tako_common.protocol import ServerInfoData
 
 ARTIFACT_RE = re.compile(r"^tako-server-linux-(?P<arch>[a-z0-9_]+)-(?P<libc>[a-z]+)\.tar\.gz$")
+INSTALL_HELPER = "/usr/local/bin/tako-server-install"
 BUILD_HINT = "build one with `scripts/build-release --server-only`, or pass --artifact FILE"
 
 
@@ -169,3 +177,49 @@ async def upload_release(conn: Connection, tarball: Path, remote_dir: str) -> st
     await conn.upload(tarball, remote)
     await conn.upload(Path(f"{tarball}.sha256"), f"{remote}.sha256")
     return remote
+
+
+async def install_release(conn: Connection, info: ServerInfoData, tarball: Path) -> str:
+    """Upload and install a release tarball; returns how it was installed."""
+    remote = await upload_release(conn, tarball, info.incoming_dir)
+    quoted = shlex.quote(remote)
+    if (await conn.run(f"sudo -n -l {INSTALL_HELPER} >/dev/null 2>&1")).exit == 0:
+        done = await conn.run(f"sudo -n {INSTALL_HELPER} {quoted}", timeout=600)
+        if done.exit != 0:
+            raise TakoError(f"{INSTALL_HELPER} failed: {(done.stderr or done.stdout).strip()}")
+        return "sudo"
+    binary = info.executable or await _executable_of(conn, info.pid)  # older servers
+    script = _replace_script(binary, remote)
+    done = await conn.run(script, timeout=300)
+    if done.exit != 0:
+        raise TakoError(
+            f"cannot install {tarball.name} on {conn.target.display}:"
+            f" {(done.stderr or done.stdout).strip()}",
+            hint=f"allow `sudo -n {INSTALL_HELPER}` for tako, or run scripts/install-server.sh"
+            " as root with TAKO_SERVER_ARTIFACT",
+        )
+    return "in place"
+
+
+async def _executable_of(conn: Connection, pid: int) -> str:
+    """The running executable of a server too old to say it in ``server_info``."""
+    return (await conn.run(f"readlink -f /proc/{pid}/exe")).stdout.strip()
+
+
+def _replace_script(binary: str, tarball: str) -> str:
+    """Shell that swaps ``binary`` atomically for the tarball's tako-server (same dir)."""
+    b, t = shlex.quote(binary), shlex.quote(tarball)
+    d = shlex.quote(os.path.dirname(binary) or "/")
+    return (
+        "set -e; "
+        f'case {b} in */tako-server) ;; *) echo "{binary} is not a tako-server executable"'
+        " >&2; exit 1;; esac; "
+        f'[ -w {d} ] || {{ echo "{os.path.dirname(binary)} is not writable by $(id -un)" >&2;'
+        " exit 1; }; "
+        f'cd "$(dirname {t})"; [ "$(sha256sum {t} | cut -d" " -f1)" = "$(cut -d" " -f1'
+        f' {t}.sha256)" ] || {{ echo "checksum mismatch after upload" >&2; exit 1; }}; '
+        "work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT; "
+        f'tar -xzf {t} -C "$work" tako-server; "$work/tako-server" version >/dev/null; '
+        f'cp "$work/tako-server" {d}/.tako-server.new; chmod 755 {d}/.tako-server.new; '
+        f"mv -f {d}/.tako-server.new {b}; rm -f {t} {t}.sha256"
+    )

@@ -3,28 +3,28 @@
 Rules: no globals; the supervisor and the certificate manager are described by the
 small protocols below (the real classes live in ``tako_server.supervisor`` and
 ``tako_server.tls``), so handlers depend on behaviour, not on construction details.
-Background work goes through :class:`TaskGroup`, which names every task and keeps a
-reference until it finishes.
+Background work goes through :class:`~tako_common.tasks.TaskGroup` (every task named,
+referenced until it finishes, failures logged; :mod:`tako_common.tasks`). What
+``server_info`` says about takeovers is read from ``takeover``, the record that
+:mod:`tako_server.takeover` keeps.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tako_common.layout import ServerLayout
+from tako_common.tasks import TaskGroup
 from tako_server.guard import MutationGuard
 from tako_server.locks import DeployLocks
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
 from tako_server.supervisor.spec import AppRuntime, LaunchSpec, RolloutResult
-
-log = logging.getLogger(__name__)
+from tako_server.takeover import TakeoverRecord
 
 
 class AppLogLike(Protocol):
@@ -50,33 +50,6 @@ class CertsLike(Protocol):
     def status(self, host: str) -> Any | None: ...
 
 
-class TaskGroup:
-    """Named background tasks with kept references; failures are logged, not lost."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __repr__(self) -> str:
-        return f"TaskGroup({sorted(t.get_name() for t in self._tasks)})"
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 def utc_iso(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -93,6 +66,8 @@ class ServerContext:
     notify: Callable[[], None] = lambda: None
     socket_path: str = ""
     pid: int = 0
+    #: this process's start and takeovers (old and new side), as ``server_info`` reports them
+    takeover: TakeoverRecord = field(default_factory=TakeoverRecord.of_this_process)
     #: the one guard of state-changing requests (its ``in_flight`` is what a takeover awaits)
     guard: MutationGuard = field(init=False)
 

@@ -6,8 +6,9 @@ Rules:
   created 0700, socket chmod 0600), then points ``tako.sock`` at it with an atomic
   symlink swap (symlink to a temporary name + rename), so a restarting server never
   leaves clients without a socket and an old process never steals it back.
-- After a failed takeover the old server calls :meth:`ControlServer.reclaim`: the link
-  points at its own socket again, whatever the failed successor did with it.
+- Who points the link when is not decided here: :meth:`ControlServer.start` points it
+  at the new socket, and after a failed takeover :mod:`tako_server.takeover` points it
+  back (:meth:`ControlServer.point_link`), whatever the failed successor did with it.
 - Frames are split by :class:`~tako_common.protocol.FrameDecoder` and parsed by
   :func:`~tako_common.protocol.parse_request`; EVERY line gets exactly one answer: a bad,
   empty, too deeply nested or oversized line gets an error response and the connection
@@ -70,9 +71,13 @@ class ControlServer:
         self.pid_path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.pid_path))
         os.chmod(self.pid_path, 0o600)
-        self._point_link()
+        self.point_link()
 
-    def _point_link(self) -> None:
+    @property
+    def is_serving(self) -> bool:
+        return self._server is not None
+
+    def point_link(self) -> None:
         """Atomically point ``tako.sock`` at our pid socket (symlink to a temp name + rename)."""
         tmp = self.link_path.parent / f".{self.link_path.name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
@@ -85,13 +90,6 @@ class ControlServer:
             return os.readlink(self.link_path) == self.pid_path.name
         except OSError:
             return False
-
-    def reclaim(self) -> bool:
-        """Point the link back at our socket if it points elsewhere; True when it moved."""
-        if self._server is None or self.owns_link():
-            return False
-        self._point_link()
-        return True
 
     async def stop(self) -> None:
         """Stop accepting, close open connections, remove our socket (and our link)."""

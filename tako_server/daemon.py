@@ -14,16 +14,10 @@ Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`
 Shutdown on SIGTERM/SIGINT: stop accepting control connections, drain the edge, stop
 every instance (SIGTERM, drain, SIGKILL), cancel background tasks, close the database.
 
-SIGHUP = graceful takeover (:mod:`tako_server.upgrade`, ``docs/upgrade.md``): one at a
-time; upgrading mode is entered unless a client already holds it; in-flight mutating
-commands finish first; a successor is started with this process's listeners and, once
-it serves, this process shuts down as above (without ``STOPPING=1``). A failed takeover
-leaves this process serving. Each takeover's outcome is written to
-``{data_dir}/takeover.json`` (``from_pid``, ``state`` started|failed|succeeded,
-``successor_pid``, ``reason``, ``at``) so ``tako servers restart`` can tell a failed
-takeover from a slow one without reading logs. A process started as a successor
-(``inherited``) adopts the listeners, leaves the predecessor's deploy locks alone, and
-tells it when it serves.
+SIGHUP = graceful takeover, driven by :mod:`tako_server.takeover` (``docs/upgrade.md``);
+this module only starts one while serving, adopts the listeners when it was started as
+a successor (``inherited``), and tells the takeover module when it serves. A successor
+leaves the predecessor's deploy locks and staging dirs alone (they are live).
 One :class:`ServerSettings` object is built by the CLI and passed down; nothing here
 reads the environment.
 """
@@ -32,17 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from tako_common.errors import TakoError
+from tako_common.tasks import TaskGroup
 from tako_server import deployer
-from tako_server.context import ServerContext, TaskGroup, utc_iso
+from tako_server.context import ServerContext, utc_iso
 from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
@@ -51,20 +44,25 @@ from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
 from tako_server.supervisor import Supervisor, SupervisorSettings
-from tako_server.tls import ChallengeStore
-from tako_server.upgrade import (
-    READY_TIMEOUT,
-    Inheritance,
-    Successor,
-    TakeoverError,
-    current_successor_argv,
-    reload_owner,
+from tako_server.takeover import (
+    LEGACY_RECORD,
+    Listeners,
+    Takeover,
+    TakeoverHooks,
+    TakeoverRecord,
+    clear_dead_reload_mode,
+    complete_handover,
 )
+from tako_server.tls import ChallengeStore
+from tako_server.upgrade import READY_TIMEOUT, Inheritance
+
+if TYPE_CHECKING:
+    from tako_server.edge.server import Edge
+    from tako_server.tls import AcmeIssuer, CertManager
 
 log = logging.getLogger("tako_server")
 
 EDGE_DRAIN_TIMEOUT = 30.0
-MUTATIONS_WAIT = 120.0  # a takeover waits this long for running deploys to finish
 
 
 class Daemon:
@@ -91,23 +89,28 @@ class Daemon:
         self.with_certs = with_certs
         self.supervisor_settings = supervisor_settings or SupervisorSettings()
         self.tasks = TaskGroup()
+        self.record = TakeoverRecord.of_this_process(inherited)
         self.ctx: ServerContext | None = None
         self.control: ControlServer | None = None
-        self.edge: Any = None
-        self.certs: Any = None
+        self.edge: Edge | None = None
+        self.certs: CertManager | None = None
         self.supervisor: Supervisor | None = None
         self.challenges: ChallengeStore | None = None
+        self.takeover: Takeover | None = None  # built once serving (old side of a takeover)
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
         self._serving = False
-        self._takeover: asyncio.Task[None] | None = None
-        self.successor_pid: int | None = None  # set once a successor serves
 
     def __repr__(self) -> str:
         return (
             f"Daemon(data_dir={str(self.settings.data_dir)!r}, edge={self.with_edge},"
             f" serving={self._serving}, successor={self.successor_pid})"
         )
+
+    @property
+    def successor_pid(self) -> int | None:
+        """The pid of the successor that serves now (None until a takeover succeeded)."""
+        return self.takeover.successor_pid if self.takeover is not None else None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then shut down."""
@@ -138,29 +141,38 @@ class Daemon:
         self._stopping.set()
 
     def request_takeover(self) -> None:
-        """SIGHUP: start a takeover unless one runs or this process is not serving."""
-        if not self._serving or self._stopping.is_set():
+        """SIGHUP: start a takeover unless this process is not serving (or one runs)."""
+        if self.takeover is None or not self._serving or self._stopping.is_set():
             log.warning("SIGHUP ignored: this server is not serving (starting or stopping)")
-        elif self._takeover is not None and not self._takeover.done():
-            log.warning("SIGHUP ignored: a takeover is already in progress")
         else:
-            self._takeover = self.tasks.spawn(self._run_takeover(), name="takeover")
+            self.takeover.request()
 
     def _announce_ready(self) -> None:
-        pid = os.getpid()
+        assert self.ctx is not None and self.control is not None
+        self.takeover = self._build_takeover(self.ctx, self.control)
         self._serving = True
-        inherited = self.inherited
-        if inherited is None:
-            self.notifier.ready(f"serving (pid {pid})")
-            log.info("tako-server ready (pid %d, socket %s)", pid, self.settings.socket)
+        if self.inherited is not None:
+            complete_handover(self.inherited, self.ctx.state, self.notifier)
             return
-        self.notifier.ready(f"serving (pid {pid}, took over from pid {inherited.from_pid})")
-        inherited.signal_ready()
-        log.info("tako-server ready (pid %d), took over from pid %d", pid, inherited.from_pid)
-        assert self.ctx is not None
-        mode = self.ctx.state.server_mode()
-        if mode.mode == "upgrading" and mode.owner == inherited.owner:
-            self.ctx.state.set_server_mode("normal", None, None)
+        pid = os.getpid()
+        self.notifier.ready(f"serving (pid {pid})")
+        log.info("tako-server ready (pid %d, socket %s)", pid, self.settings.socket)
+
+    def _build_takeover(self, ctx: ServerContext, control: ControlServer) -> Takeover:
+        def listeners() -> Listeners:
+            return self.edge.listeners if self.edge is not None else {}
+
+        hooks = TakeoverHooks(listeners, lambda: ctx.guard.in_flight, self.request_stop)
+        return Takeover(
+            self.record,
+            hooks,
+            state=ctx.state,
+            control=control,
+            notifier=self.notifier,
+            clock=utc_iso,
+            legacy_path=self.settings.data_dir / LEGACY_RECORD,
+            timeout=self.takeover_timeout,
+        )
 
     async def startup(self) -> None:
         layout = self.settings.layout
@@ -182,11 +194,12 @@ class Daemon:
             socket_path=str(self.settings.socket),
             pid=os.getpid(),
             notify=self._changed,
+            takeover=self.record,
         )
         for stale in [] if takeover else locks.clear_stale():  # the predecessor's are live
             log.info("removed stale deploy lock %s", stale)
         if not takeover:
-            _clear_dead_reload_mode(state)
+            clear_dead_reload_mode(state)
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
             self.certs.start()
@@ -205,22 +218,17 @@ class Daemon:
         )
         await self.control.start()
 
-    @property
-    def _mutations(self) -> int:
-        """Mutating commands running now (counted by the dispatch guard; a takeover waits for 0)."""
-        return self.ctx.guard.in_flight if self.ctx is not None else 0
-
-    def _build_certs(self) -> Any:
+    def _build_certs(self) -> CertManager:
         from tako_server.tls import CertManager, CertStore
 
         layout = self.settings.layout
         store = CertStore(layout.certs_dir)
         self.challenges = ChallengeStore()
-        issuer = None
+        issuer: AcmeIssuer | None = None
         if self.settings.acme_enabled:
             settings, challenges = self.settings, self.challenges
 
-            def make_issuer() -> Any:
+            def make_issuer() -> AcmeIssuer:
                 from tako_server.tls import AcmeIssuer
 
                 return AcmeIssuer(
@@ -232,7 +240,8 @@ class Daemon:
                     store=store,
                 )
 
-            issuer = _LazyIssuer(make_issuer)
+            # the proxy stands in for the issuer (it builds one on first use)
+            issuer = cast("AcmeIssuer", _LazyIssuer(make_issuer))
         return CertManager(store, issuer, on_change=self._certs_changed)
 
     async def _start_edge(self) -> None:
@@ -241,7 +250,7 @@ class Daemon:
 
         assert self.ctx is not None and self.supervisor is not None
         provider = DaemonEdgeProvider(self.ctx, self.supervisor, self.challenges)
-        listeners = {}
+        listeners: Listeners = {}
         if self.inherited is not None:
             listeners = {
                 "http": self.inherited.listeners_for("http", self.settings.http_port),
@@ -293,84 +302,10 @@ class Daemon:
         if self.edge is not None:
             self.edge.certs_changed()
 
-    # ------------------------------------------------------------------ takeover (old side)
-
-    async def _run_takeover(self) -> None:
-        assert self.ctx is not None
-        state = self.ctx.state
-        owner = reload_owner(os.getpid())
-        owns_mode = state.server_mode().mode == "normal"
-        if owns_mode:
-            state.set_server_mode("upgrading", owner, utc_iso())
-        self.notifier.status("takeover: starting a new tako-server")
-        self._record_takeover("started")
-        successor: Successor | None = None
-        try:
-            await self._wait_mutations(MUTATIONS_WAIT)
-            listeners = self.edge.listeners if self.edge is not None else {}
-            successor = Successor(
-                current_successor_argv(), listeners, timeout=self.takeover_timeout
-            )
-            self.successor_pid = await successor.start()
-        except (TakoError, OSError) as exc:
-            self.successor_pid = None
-            reason = exc.message if isinstance(exc, TakoError) else f"{type(exc).__name__}: {exc}"
-            log.error("takeover failed, pid %d keeps serving: %s", os.getpid(), reason)
-            if self.control is not None and self.control.reclaim():
-                log.info("control socket reclaimed by pid %d", os.getpid())
-            mode = state.server_mode()
-            if owns_mode and mode.mode == "upgrading" and mode.owner == owner:
-                state.set_server_mode("normal", None, None)
-            self.notifier.status(f"serving (pid {os.getpid()}); takeover failed: {reason}")
-            self._record_takeover("failed", reason=reason)
-            return
-        except asyncio.CancelledError:
-            if successor is not None:  # stopping mid-takeover: the successor must not stay
-                await successor.abort()
-            mode = state.server_mode()
-            if owns_mode and mode.mode == "upgrading" and mode.owner == owner:
-                state.set_server_mode("normal", None, None)
-            raise
-        log.info(
-            "takeover: pid %d serves now; pid %d drains and exits", self.successor_pid, os.getpid()
-        )
-        self._record_takeover("succeeded", successor=self.successor_pid)
-        self.request_stop()
-
-    def _record_takeover(
-        self, state: str, *, reason: str | None = None, successor: int | None = None
-    ) -> None:
-        record = {
-            "from_pid": os.getpid(),
-            "state": state,
-            "successor_pid": successor,
-            "reason": reason,
-            "at": utc_iso(),
-        }
-        path = self.settings.data_dir / "takeover.json"
-        tmp = path.with_name(f".takeover.json.{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(record) + "\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not write %s: %s", path, exc)
-
-    async def _wait_mutations(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._mutations > 0:
-            if loop.time() >= deadline:
-                raise TakeoverError(
-                    f"{self._mutations} deploy-type command(s) still running after"
-                    f" {timeout:.0f}s; takeover not started"
-                )
-            await asyncio.sleep(0.1)
-
     async def shutdown(self) -> None:
         handed_over = self.successor_pid is not None
-        if self._takeover is not None and not self._takeover.done():
-            self._takeover.cancel()
-            await asyncio.gather(self._takeover, return_exceptions=True)
+        if self.takeover is not None:
+            await self.takeover.cancel()
         if not handed_over and self._serving:
             self.notifier.stopping()
         self._serving = False
@@ -410,16 +345,17 @@ class _LazyIssuer:
     """Builds the ACME issuer (and imports acme/josepy/requests, ~8 MiB) on first use, so
     a server whose routes are all local hosts, or already certified, never loads them."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], AcmeIssuer]) -> None:
         self._factory = factory
-        self._real: Any = None
+        self._real: AcmeIssuer | None = None
 
     def __repr__(self) -> str:
         return f"_LazyIssuer(loaded={self._real is not None})"
 
     async def close(self) -> None:
-        if self._real is not None:
-            result = self._real.close()
+        real: Any = self._real  # close() may be sync or async, whichever issuer this is
+        if real is not None:
+            result = real.close()
             if asyncio.iscoroutine(result):
                 await result
 
@@ -427,27 +363,3 @@ class _LazyIssuer:
         if self._real is None:
             self._real = self._factory()
         return getattr(self._real, name)
-
-
-def _clear_dead_reload_mode(state: StateStore) -> None:
-    """Upgrading mode taken by a server's own SIGHUP reload (owner ``reload-<pid>``) dies
-    with that process: a fresh start after a crash mid-takeover must not refuse every
-    deploy forever. Modes held by a client (``tako servers upgrade``) are left alone."""
-    mode = state.server_mode()
-    owner = mode.owner or ""
-    if mode.mode != "upgrading" or not owner.startswith("reload-"):
-        return
-    pid = owner.removeprefix("reload-")
-    if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-        log.warning("leaving upgrading mode held by %s: that process is gone", owner)
-        state.set_server_mode("normal", None, None)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -149,6 +149,8 @@ class Handlers:
         s = self.ctx.settings
         mode = self.ctx.state.server_mode()
         incoming = self.ctx.layout.incoming_dir
+        record = self.ctx.takeover  # this process's start and takeovers (tako_server.takeover)
+        predecessor = record.predecessor
         return ServerInfoData(
             server_version=__version__,
             mode=mode.mode,
@@ -162,6 +164,11 @@ class Handlers:
             disk_free_bytes=shutil.disk_usage(incoming).free,
             acme_enabled=s.acme_enabled,
             acme_directory_url=s.directory_url if s.acme_enabled else None,
+            started_at=utc_iso(record.started) if record.started else None,
+            executable=_executable(),
+            took_over_from=predecessor.pid if predecessor is not None else None,
+            predecessor_running=record.predecessor_running(),
+            takeover=record.status,
         )
 
     async def on_has_artifact(self, req: HasArtifactRequest, connection: int) -> ArtifactData:
@@ -337,6 +344,13 @@ async def _envelopes(payloads: AsyncIterator[LogsData]) -> AsyncIterator[dict[st
         aclose = getattr(payloads, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _executable() -> str | None:
+    try:
+        return os.readlink("/proc/self/exe")
+    except OSError:
+        return None
 
 
 def _release_info(release_dir: Path, record: AppRecord) -> dict[str, Any]:

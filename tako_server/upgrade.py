@@ -1,5 +1,8 @@
 """Zero-downtime takeover: an old tako-server hands its listeners to a new one (SIGHUP).
 
+This module holds the wire format and the process primitives of the handshake;
+:mod:`tako_server.takeover` is the only code that drives them (and keeps the status).
+
 Protocol (details and the reasons in ``docs/upgrade.md``):
 
 1. The old process starts the successor with the same command line (the frozen

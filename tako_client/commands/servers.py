@@ -15,9 +15,9 @@ Rules:
   and one line per deployed app/env; unreachable servers are reported and make the exit
   code 1 (after every server was shown).
 - ``restart NAME`` = a graceful takeover (``docs/upgrade.md``): ``kill -HUP <pid>`` over
-  SSH (the pid from ``server_info``; same user), then wait until ``server_info`` answers
-  from another pid, and until the old pid is gone. A failed takeover (the server writes
-  ``{data_dir}/takeover.json``) is reported at once with its reason.
+  SSH (the pid from ``server_info``; same user), then follow it through ``server_info``
+  until another process answers and the old one has exited; a failed takeover is
+  reported at once with the server's reason (:mod:`tako_client.takeover`).
 - ``upgrade NAME [--artifact TARBALL]``: the same inside upgrading mode (deploys are
   refused meanwhile; owner ``upgrade-{name}-{unix}-{pid}``); with ``--artifact`` the
   release tarball and its ``.sha256`` are uploaded and installed first (a passwordless
@@ -28,15 +28,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -44,11 +41,12 @@ from tako_client import bootstrap, output
 from tako_client.fanout import HostResult, failed, fan_out
 from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_client.remote import RemoteServer
-from tako_client.server_release import detect_target, read_checksum, upload_release
+from tako_client.server_release import detect_target, install_release, read_checksum
 from tako_client.server_release import parse_arch as parse_arch  # re-exported (tests)
 from tako_client.server_release import parse_libc as parse_libc  # re-exported (tests)
 from tako_client.sessions import target_of
 from tako_client.ssh import Connection, SshClient, SshTarget
+from tako_client.takeover import Restarted, reload_server
 from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import AppStatus, HelloData, ServerInfoData, StatusData
 
@@ -301,103 +299,10 @@ def status_command() -> None:
 
 # --------------------------------------------------------------------------- restart / upgrade
 
-TAKEOVER_TIMEOUT = 120.0  # the server gives its successor 60 s; restores wait up to 30 s
-OLD_EXIT_TIMEOUT = 90.0  # the old process drains (30 s) and stops its instances
-POLL_INTERVAL = 0.5
-INSTALL_HELPER = "/usr/local/bin/tako-server-install"
-
 
 def upgrade_owner(name: str, now: float, pid: int) -> str:
     """Upgrade-mode owner of one CLI run (characters outside [A-Za-z0-9] become '-')."""
     return re.sub(r"[^A-Za-z0-9]", "-", f"upgrade-{name}-{int(now)}-{pid}")
-
-
-@dataclass(frozen=True)
-class Restarted:
-    old_pid: int
-    new_pid: int
-    version: str
-    old_gone: bool
-
-
-async def _info(conn: Connection) -> ServerInfoData:
-    """``server_info`` on a fresh control stream (``tako.sock`` may point elsewhere now)."""
-    async with RemoteServer(conn) as server:
-        return await server.server_info()
-
-
-async def _takeover_record(conn: Connection, data_dir: str, old_pid: int) -> dict[str, Any]:
-    """The server's ``takeover.json`` when it is about a takeover of ``old_pid`` ({} if not)."""
-    done = await conn.run(f"cat {shlex.quote(data_dir + '/takeover.json')} 2>/dev/null")
-    try:
-        record = json.loads(done.stdout) if done.exit == 0 else {}
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) and record.get("from_pid") == old_pid else {}
-
-
-async def _takeover_failure(
-    conn: Connection, data_dir: str, old_pid: int, before: dict[str, Any]
-) -> str | None:
-    """The reason of a failed takeover of ``old_pid`` recorded by the server since
-    ``before`` (the record read before the signal), if any."""
-    record = await _takeover_record(conn, data_dir, old_pid)
-    if record != before and record.get("state") == "failed":
-        return str(record.get("reason") or "unknown reason")
-    return None
-
-
-async def reload_server(conn: Connection, info: ServerInfoData) -> Restarted:
-    """SIGHUP the server (unless a takeover of it already started, e.g. by an installer
-    that reloads the service) and wait for its successor and the old pid to go away."""
-    where = conn.target.display
-    record = await _takeover_record(conn, info.data_dir, info.pid)
-    command = "true" if record.get("state") in ("started", "succeeded") else f"kill -HUP {info.pid}"
-    sent = await conn.run(command)
-    if sent.exit != 0:
-        raise TakoError(
-            f"cannot signal tako-server (pid {info.pid}) on {where}: {sent.stderr.strip()}",
-            hint="tako-server must run as the SSH user (tako)",
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TAKEOVER_TIMEOUT
-    new: ServerInfoData | None = None
-    while new is None:
-        if loop.time() > deadline:
-            raise TakoError(
-                f"tako-server on {where} did not hand over within {TAKEOVER_TIMEOUT:.0f}s"
-                f" (pid {info.pid} still serves)",
-                hint="see `journalctl -u tako-server` on the server",
-            )
-        await asyncio.sleep(POLL_INTERVAL)
-        reason = await _takeover_failure(conn, info.data_dir, info.pid, record)
-        if reason is not None:
-            raise TakoError(
-                f"tako-server on {where} could not restart: {reason}; pid {info.pid} keeps serving",
-                hint="see `journalctl -u tako-server` on the server",
-            )
-        try:
-            current = await _info(conn)
-        except TakoError:
-            continue  # the socket link is being swapped
-        if current.pid != info.pid:
-            new = current
-    async with RemoteServer(conn) as server:
-        hello = await server.hello()
-    gone = await _wait_gone(conn, info.pid, loop.time() + OLD_EXIT_TIMEOUT)
-    return Restarted(info.pid, new.pid, hello.server_version, gone)
-
-
-async def _wait_gone(conn: Connection, pid: int, deadline: float) -> bool:
-    """Wait until ``pid`` exited (a zombie not reaped yet counts as exited)."""
-    loop = asyncio.get_running_loop()
-    state = f"sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -c1"
-    alive = f's=$({state}); [ -n "$s" ] && [ "$s" != Z ]'
-    while loop.time() < deadline:
-        if (await conn.run(alive)).exit != 0:
-            return True
-        await asyncio.sleep(POLL_INTERVAL)
-    return False
 
 
 async def restart_server(ssh: SshClient, entry: ServerEntry) -> Restarted:
@@ -431,47 +336,6 @@ def restart_command(name: str = typer.Argument(..., help="Name of the server."))
 
 
 # -- upgrade -----------------------------------------------------------------------------
-
-
-async def install_release(conn: Connection, info: ServerInfoData, tarball: Path) -> str:
-    """Upload and install a release tarball; returns how it was installed."""
-    remote = await upload_release(conn, tarball, info.incoming_dir)
-    quoted = shlex.quote(remote)
-    if (await conn.run(f"sudo -n -l {INSTALL_HELPER} >/dev/null 2>&1")).exit == 0:
-        done = await conn.run(f"sudo -n {INSTALL_HELPER} {quoted}", timeout=600)
-        if done.exit != 0:
-            raise TakoError(f"{INSTALL_HELPER} failed: {(done.stderr or done.stdout).strip()}")
-        return "sudo"
-    binary = (await conn.run(f"readlink -f /proc/{info.pid}/exe")).stdout.strip()
-    script = _replace_script(binary, remote)
-    done = await conn.run(script, timeout=300)
-    if done.exit != 0:
-        raise TakoError(
-            f"cannot install {tarball.name} on {conn.target.display}:"
-            f" {(done.stderr or done.stdout).strip()}",
-            hint=f"allow `sudo -n {INSTALL_HELPER}` for tako, or run scripts/install-server.sh"
-            " as root with TAKO_SERVER_ARTIFACT",
-        )
-    return "in place"
-
-
-def _replace_script(binary: str, tarball: str) -> str:
-    """Shell that swaps ``binary`` atomically for the tarball's tako-server (same dir)."""
-    b, t = shlex.quote(binary), shlex.quote(tarball)
-    d = shlex.quote(os.path.dirname(binary) or "/")
-    return (
-        "set -e; "
-        f'case {b} in */tako-server) ;; *) echo "{binary} is not a tako-server executable"'
-        " >&2; exit 1;; esac; "
-        f'[ -w {d} ] || {{ echo "{os.path.dirname(binary)} is not writable by $(id -un)" >&2;'
-        " exit 1; }; "
-        f'cd "$(dirname {t})"; [ "$(sha256sum {t} | cut -d" " -f1)" = "$(cut -d" " -f1'
-        f' {t}.sha256)" ] || {{ echo "checksum mismatch after upload" >&2; exit 1; }}; '
-        "work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT; "
-        f'tar -xzf {t} -C "$work" tako-server; "$work/tako-server" version >/dev/null; '
-        f'cp "$work/tako-server" {d}/.tako-server.new; chmod 755 {d}/.tako-server.new; '
-        f"mv -f {d}/.tako-server.new {b}; rm -f {t} {t}.sha256"
-    )
 
 
 async def upgrade_server(

@@ -89,6 +89,8 @@ from tako_common.protocol.responses import (
     ServerInfoData,
     StatusData,
     StopData,
+    TakeoverState,
+    TakeoverStatus,
     UnlockData,
     UpgradingData,
 )
@@ -147,6 +149,8 @@ __all__ = [
     "StatusRequest",
     "StopData",
     "StopRequest",
+    "TakeoverState",
+    "TakeoverStatus",
     "UnlockData",
     "UnlockRequest",
     "UpdateSecretsRequest",

@@ -39,7 +39,33 @@ class HelloData(Data):
     capabilities: list[str]
 
 
+TakeoverState = Literal["idle", "in_progress", "succeeded", "failed", "rolled_back"]
+
+
+class TakeoverStatus(Data):
+    """The last takeover (SIGHUP) the answering process started; ``idle`` before its first.
+
+    ``attempt`` counts the takeovers this process started, so a new one always changes
+    the status. ``failed``: no successor was started (deploys still running, the
+    executable could not be started); ``rolled_back``: a successor was started but exited
+    or missed the deadline; it was stopped, ``tako.sock`` points back at this process and
+    the upgrading mode it took was left. After both this process keeps serving and
+    ``error`` says why. ``succeeded``: ``successor_pid`` serves now; this one drains.
+    Times are UTC ISO 8601.
+    """
+
+    state: TakeoverState = "idle"
+    attempt: int = 0
+    successor_pid: int | None = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
 class ServerInfoData(Data):
+    """``server_info``. One process is named by ``pid`` + ``started_at`` (its start time
+    as the kernel records it, so a reused pid never looks like the same process)."""
+
     server_version: str
     mode: Literal["normal", "upgrading"]
     upgrade_owner: str | None = None
@@ -52,6 +78,14 @@ class ServerInfoData(Data):
     disk_free_bytes: int
     acme_enabled: bool
     acme_directory_url: str | None = None
+    started_at: str | None = None
+    #: the running executable (``/proc/self/exe``: the binary, or the venv's interpreter)
+    executable: str | None = None
+    #: the pid this process took over from (it was started by that one's SIGHUP takeover)
+    took_over_from: int | None = None
+    #: that process still runs (it drains its connections, then exits; a zombie has exited)
+    predecessor_running: bool = False
+    takeover: TakeoverStatus = Field(default_factory=TakeoverStatus)
 
 
 class ArtifactData(Data):

@@ -118,3 +118,27 @@ def test_upgrade_with_a_missing_tarball_is_refused_before_touching_the_server(
     assert done.returncode == 1
     assert "does not exist" in done.stderr
     assert server_pid(host) == old_pid
+
+
+@pytest.mark.parametrize("command", ["restart", "upgrade"])
+def test_a_takeover_that_fails_is_reported_with_its_reason_and_the_old_server_serves_on(
+    cli: ClientHome, host: TestHost, deployed: Path, command: str
+) -> None:
+    """The successor cannot start (an invalid server-config.toml): the CLI reads the
+    rolled-back takeover from ``server_info`` and fails at once, naming the reason."""
+    old_pid = server_pid(host)
+    config = "/opt/tako/server-config.toml"
+    host.exec(f"printf '[server]\\nno_such_setting = 1\\n' > {config}")
+    try:
+        started = time.monotonic()
+        done = cli.run_tako("servers", command, host.name, timeout=200)
+        took = time.monotonic() - started
+    finally:
+        host.exec(f"rm -f {config}")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "could not restart: the new tako-server (pid " in done.stderr, done.stderr
+    assert f"exited with code 1 before it was ready; pid {old_pid} keeps serving" in done.stderr
+    assert took < 60, f"the failure took {took:.0f}s to be reported"
+    assert server_pid(host) == old_pid
+    status = ok(cli.run_tako("servers", "status"))
+    assert "mode normal" in status and "1/1 healthy" in status, status

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -118,6 +119,28 @@ def test_server_info_reports_paths_ports_and_disk(
     )
     assert info["disk_free_bytes"] > 0
     assert info["acme_enabled"] is False
+
+
+def test_server_info_names_the_process_and_its_takeover_status(
+    tako_server: ServerProcess, control: ControlClient
+) -> None:
+    """pid + kernel start time name the process; no takeover has run (idle); a normal
+    start took over from nobody."""
+    assert tako_server.proc is not None
+    info = control.ok({"command": "server_info"})
+    started = datetime.fromisoformat(info["started_at"].replace("Z", "+00:00"))
+    assert info["pid"] == tako_server.proc.pid
+    assert abs((datetime.now(UTC) - started).total_seconds()) < 600
+    assert info["executable"] == os.path.realpath(sys.executable)
+    assert (info["took_over_from"], info["predecessor_running"]) == (None, False)
+    assert info["takeover"] == {
+        "state": "idle",
+        "attempt": 0,
+        "successor_pid": None,
+        "error": None,
+        "started_at": None,
+        "finished_at": None,
+    }
 
 
 def test_socket_is_a_symlink_to_a_private_pid_socket(tako_server: ServerProcess) -> None:

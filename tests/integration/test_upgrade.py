@@ -412,6 +412,7 @@ async def test_sighup_hands_over_to_a_new_process_without_failing_a_request(
     assert code == 0
     assert info["pid"] != old.pid and pid_alive(info["pid"])
     assert info["mode"] == "normal"
+    assert (info["took_over_from"], info["predecessor_running"]) == (old.pid, False)
     assert load.failures == [], f"{len(load.failures)} failed of {load.ok}: {load.failures[:5]}"
     assert load.ok >= 400
     print(f"takeover under load: {load.ok} ok, {load.retries} idle-close retries")
@@ -438,6 +439,9 @@ def test_a_successor_that_cannot_start_leaves_the_old_server_serving(
     assert "no_such_setting" in server.output()
     info = server_info(server)
     assert (info["pid"], info["mode"]) == (old_pid, "normal")
+    takeover = info["takeover"]
+    assert (takeover["state"], takeover["attempt"]) == ("rolled_back", 1)
+    assert "exited with code" in takeover["error"] and takeover["successor_pid"] is None
     assert via_edge(server) == 200
 
     config.unlink()  # fixed: the next SIGHUP succeeds

@@ -11,7 +11,8 @@ import pytest
 
 from tako_common.errors import TakoError
 from tako_common.protocol import COMMANDS, MUTATING_COMMANDS, LogsData, parse_request
-from tako_server.context import ServerContext, TaskGroup
+from tako_common.tasks import TaskGroup
+from tako_server.context import ServerContext
 from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
 from tako_server.secrets_store import SecretsStore
