@@ -26,6 +26,7 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from tako_common.tasks import spawn
 from tako_server.supervisor.logs import AppLog, LineSplitter, Stream
 
 FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -105,7 +106,7 @@ class InstanceProcess:
         ]
         for stream, name in pairs:
             if stream is not None:
-                task = asyncio.create_task(
+                task = spawn(
                     _pump(stream, name, self.instance_id, log),
                     name=f"tako-log-{name}-{self.instance_id}-{self.pid}",
                 )
@@ -165,4 +166,4 @@ def on_exit(handle: InstanceProcess, callback: Callable[[int], None]) -> asyncio
         code = await handle.wait()
         callback(code)
 
-    return asyncio.create_task(watch(), name=f"tako-exit-{handle.instance_id}-{handle.pid}")
+    return spawn(watch(), name=f"tako-exit-{handle.instance_id}-{handle.pid}")

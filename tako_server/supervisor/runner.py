@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from tako_common.tasks import spawn
 from tako_server.supervisor.events import (
     Action,
     Event,
@@ -198,15 +199,10 @@ class AppRunner:
         return SupervisorError(action.message, code="scale_failed")
 
     def _task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
+        task = spawn(coro, name=name)  # named, referenced, a failure logged
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._tasks.discard)
         return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("supervisor task %s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------------ teardown
 

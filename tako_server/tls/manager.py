@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tako_common.errors import TakoError
+from tako_common.tasks import spawn
 
 if TYPE_CHECKING:  # the ACME client (acme, josepy, requests) loads only when enabled
     from .acme_issuer import AcmeIssuer
@@ -94,8 +95,8 @@ class CertManager:
         if self._tasks:
             return
         self._tasks = [
-            asyncio.create_task(self._worker(), name="tako-cert-issuer"),
-            asyncio.create_task(self._scheduler(), name="tako-cert-scheduler"),
+            spawn(self._worker(), name="tako-cert-issuer"),
+            spawn(self._scheduler(), name="tako-cert-scheduler"),
         ]
 
     async def close(self) -> None:
