@@ -42,7 +42,7 @@ class DeployError(TakoError):
     code = "deploy"
 
 
-class Session(Protocol):
+class ServerChannel(Protocol):
     """One server's control channel (typed requests) and SFTP over its SSH connection."""
 
     @property
@@ -117,7 +117,7 @@ def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> 
 
 
 async def deploy_to_server(
-    session: Session,
+    session: ServerChannel,
     target: DeployTarget,
     artifact: BuiltArtifact,
     *,

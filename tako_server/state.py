@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from tako_common.errors import TakoError
 
-AppState = Literal["running", "stopped"]
+DesiredState = Literal["running", "stopped"]
 Mode = Literal["normal", "upgrading"]
 
 MIGRATIONS: tuple[str, ...] = (
@@ -89,7 +89,7 @@ class AppRecord:
     manifest: dict[str, Any]
     vars: dict[str, str]
     deployed_at: str
-    state: AppState = "running"
+    state: DesiredState = "running"
     routes: list[str] = field(default_factory=list)
 
     @property
@@ -220,7 +220,7 @@ class StateStore:
                 (desired, app, env),
             )
 
-    def set_state(self, app: str, env: str, state: AppState) -> None:
+    def set_state(self, app: str, env: str, state: DesiredState) -> None:
         with self._tx() as db:
             db.execute("UPDATE apps SET state=? WHERE app=? AND env=?", (state, app, env))
 

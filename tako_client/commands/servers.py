@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
 
 @dataclass(frozen=True)
-class Probe:
+class HostFacts:
     """What ``servers add`` learned about a host."""
 
     arch: str
@@ -86,7 +86,7 @@ class Probe:
     server_version: str
 
 
-async def probe_server(ssh: SshClient, target: SshTarget) -> Probe:
+async def probe_server(ssh: SshClient, target: SshTarget) -> HostFacts:
     async with await ssh.connect(target) as conn:
         arch, libc = await detect_target(conn)
         async with RemoteServer(conn) as server:
@@ -98,7 +98,7 @@ async def probe_server(ssh: SshClient, target: SshTarget) -> Probe:
                     hint="install and start tako-server there, or pass --no-test to add it anyway",
                     code=exc.code,
                 ) from exc
-    return Probe(arch, libc, hello.server_version)
+    return HostFacts(arch, libc, hello.server_version)
 
 
 def add_command(
@@ -146,7 +146,7 @@ def add_command(
 
 
 def add_server(entry: ServerEntry, ssh: SshClient | None) -> None:
-    """Probe the server as ``tako`` (unless ``ssh`` is None: --no-test), then save it."""
+    """HostFacts the server as ``tako`` (unless ``ssh`` is None: --no-test), then save it."""
     if ssh is not None:
         target = target_of(entry)
         with output.spinner(f"Connecting to {target.display} as tako..."):

@@ -48,7 +48,7 @@ class Exited:
 
 
 @dataclass(frozen=True)
-class Activity:
+class ActivityReport:
     reporter: str
     in_flight: Mapping[int, int]
     requests: Mapping[int, int] | None = None
@@ -104,7 +104,7 @@ Event = (
     | SpawnFailed
     | ProbeDone
     | Exited
-    | Activity
+    | ActivityReport
     | RequestSeen
     | Deploy
     | Restore
@@ -137,7 +137,7 @@ class Spawn:
 
 
 @dataclass(frozen=True)
-class Probe:
+class ProbeHealth:
     instance_id: int
     port: int
 
@@ -172,7 +172,7 @@ class Fail:
     message: str
 
 
-Action = Spawn | Probe | Signal | Log | Notify | Resolve | Fail
+Action = Spawn | ProbeHealth | Signal | Log | Notify | Resolve | Fail
 
 
 @dataclass

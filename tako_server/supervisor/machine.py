@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tako_common.protocol import InstanceStatus
+from tako_common.protocol import AppState, InstanceStatus
 from tako_server.supervisor.coldstart import ColdStartQueue
 from tako_server.supervisor.events import (
     Action,
-    Activity,
+    ActivityReport,
     ColdStartJoin,
     ColdStartLeave,
     Deploy,
@@ -36,8 +36,8 @@ from tako_server.supervisor.events import (
     FailKind,
     Notify,
     Outbox,
-    Probe,
     ProbeDone,
+    ProbeHealth,
     RequestSeen,
     Resolve,
     Restore,
@@ -53,7 +53,6 @@ from tako_server.supervisor.events import (
 from tako_server.supervisor.instance import Instance, InstanceState, describe_exit
 from tako_server.supervisor.rollout import RolloutPlan, StepKind
 from tako_server.supervisor.spec import (
-    AppState,
     Backend,
     LaunchSpec,
     RolloutResult,
@@ -157,7 +156,7 @@ class AppMachine:
                 self._on_probe(event, now, out)
             case Exited():
                 self._on_exited(event, now, out)
-            case Activity():
+            case ActivityReport():
                 self._on_activity(event, now)
             case RequestSeen():
                 self._on_request(event, now)
@@ -296,7 +295,7 @@ class AppMachine:
             inst.state = InstanceState.UNHEALTHY
             inst.healthy_since = None
 
-    def _on_activity(self, event: Activity, now: float) -> None:
+    def _on_activity(self, event: ActivityReport, now: float) -> None:
         previous = self._in_flight.get(event.reporter, {})
         current = {i: n for i, n in event.in_flight.items() if n > 0}
         busy = bool(current) or bool(previous)
@@ -459,7 +458,7 @@ class AppMachine:
             return
         if inst.wants_probe and now >= inst.next_probe_at and inst.port is not None:
             inst.probing = True
-            out.add(Probe(inst.id, inst.port))
+            out.add(ProbeHealth(inst.id, inst.port))
 
     def _advance_backoff_reset(self, now: float) -> None:
         """The crash count resets once an instance that became healthy *after* the last

@@ -27,8 +27,8 @@ from tako_server.supervisor.events import (
     FailKind,
     Log,
     Notify,
-    Probe,
     ProbeDone,
+    ProbeHealth,
     Resolve,
     Sig,
     Signal,
@@ -124,7 +124,7 @@ class AppRunner:
         match action:
             case Spawn():
                 self._task(self._spawn(action), f"tako-spawn-{self.key}-{action.instance_id}")
-            case Probe():
+            case ProbeHealth():
                 self._task(self._probe(action), f"tako-probe-{self.key}-{action.instance_id}")
             case Signal():
                 self._signal(action)
@@ -158,7 +158,7 @@ class AppRunner:
         self._procs.pop(handle.instance_id, None)
         self.feed(Exited(handle.instance_id, code))
 
-    async def _probe(self, action: Probe) -> None:
+    async def _probe(self, action: ProbeHealth) -> None:
         result = await probe(LOOPBACK, action.port, self.settings.probe_timeout)
         self.feed(ProbeDone(action.instance_id, result.ok, result.detail))
 

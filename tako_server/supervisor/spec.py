@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from tako_common.errors import TakoError
-from tako_common.protocol import InstanceStatus
-
-AppState = Literal["running", "idle", "deploying", "stopped", "error"]
+from tako_common.protocol import (
+    AppState,  # the one definition (status replies)
+    InstanceStatus,
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tako_server.supervisor.events import (
-    Activity,
+    ActivityReport,
     ColdStartJoin,
     ColdStartLeave,
     Deploy,
@@ -179,7 +179,9 @@ class Supervisor:
         the supervisor's own clock is used."""
         runner = self._apps.get(key)
         if runner is not None:
-            runner.feed(Activity(reporter, dict(in_flight), dict(requests) if requests else None))
+            runner.feed(
+                ActivityReport(reporter, dict(in_flight), dict(requests) if requests else None)
+            )
 
     def note_request(self, key: str, instance_id: int | None = None) -> None:
         """One request was routed to the app: marks activity and counts it."""

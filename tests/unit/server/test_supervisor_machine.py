@@ -9,7 +9,7 @@ import pytest
 
 from tako_server.supervisor.events import (
     Action,
-    Activity,
+    ActivityReport,
     ColdStartJoin,
     Deploy,
     Event,
@@ -18,8 +18,8 @@ from tako_server.supervisor.events import (
     FailKind,
     Log,
     Notify,
-    Probe,
     ProbeDone,
+    ProbeHealth,
     Resolve,
     Restore,
     Scale,
@@ -85,13 +85,13 @@ class Playbook:
 
     def probe(self, iid: int, ok: bool, detail: str = "") -> list[Action]:
         inst = self.m.instances[iid]
-        inst.probing = True  # as if the Probe action had been issued
+        inst.probing = True  # as if the ProbeHealth action had been issued
         return self.feed(ProbeDone(iid, ok, detail or ("200" if ok else "refused")))
 
     def start_healthy(self, actions: list[Action]) -> list[Action]:
         out = self.spawn_all(actions)
         for action in out[:]:
-            if isinstance(action, Probe):
+            if isinstance(action, ProbeHealth):
                 out += self.probe(action.instance_id, True)
         return out
 
@@ -112,7 +112,7 @@ def test_deploy_to_empty_app_resolves_when_the_instance_is_ready() -> None:
     actions = p.feed(Deploy(7, spec("v1"), 1, 300))
     assert [a.instance_id for a in of(Spawn, actions)] == [1]
     actions = p.spawn_all(actions)
-    assert of(Probe, actions) == [Probe(1, 20001)]
+    assert of(ProbeHealth, actions) == [ProbeHealth(1, 20001)]
     assert not of(Resolve, actions)
     actions = p.probe(1, ok=True)
     assert of(Resolve, actions) == [Resolve(7, RolloutResult("v1", 1, 0, False))]
@@ -284,11 +284,11 @@ def test_an_unhealthy_instance_that_answers_again_is_routable_again() -> None:
 def test_stop_waits_for_in_flight_requests_before_sigterm_then_sigkills_after_the_grace() -> None:
     p = Playbook()
     p.running(1)
-    p.feed(Activity("main", {1: 2}))
+    p.feed(ActivityReport("main", {1: 2}))
     actions = p.feed(Stop(5), at=10.0)
     assert not p.m.backends() and not of(Signal, actions)
     assert not of(Signal, p.feed(Tick(), at=20.0))
-    assert of(Signal, p.feed(Activity("main", {1: 0}), at=21.0)) == [Signal(1, Sig.TERM)]
+    assert of(Signal, p.feed(ActivityReport("main", {1: 0}), at=21.0)) == [Signal(1, Sig.TERM)]
     assert not of(Signal, p.feed(Tick(), at=30.0))
     assert of(Signal, p.feed(Tick(), at=31.0)) == [Signal(1, Sig.KILL)]
     assert of(Resolve, p.feed(Exited(1, -9))) == [Resolve(5)]
@@ -298,7 +298,7 @@ def test_stop_waits_for_in_flight_requests_before_sigterm_then_sigkills_after_th
 def test_drain_gives_up_waiting_for_in_flight_requests_after_the_drain_timeout() -> None:
     p = Playbook()
     p.running(1)
-    p.feed(Activity("main", {1: 1}))
+    p.feed(ActivityReport("main", {1: 1}))
     p.feed(Stop(5), at=10.0)
     assert not of(Signal, p.feed(Tick(), at=39.9))
     assert of(Signal, p.feed(Tick(), at=40.0)) == [Signal(1, Sig.TERM)]
@@ -307,10 +307,10 @@ def test_drain_gives_up_waiting_for_in_flight_requests_after_the_drain_timeout()
 def test_in_flight_is_summed_over_reporters() -> None:
     p = Playbook()
     p.running(1)
-    p.feed(Activity("w1", {1: 2}))
-    p.feed(Activity("w2", {1: 3}))
+    p.feed(ActivityReport("w1", {1: 2}))
+    p.feed(ActivityReport("w2", {1: 3}))
     assert p.m.instances[1].in_flight == 5
-    p.feed(Activity("w1", {}))
+    p.feed(ActivityReport("w1", {}))
     assert p.m.instances[1].in_flight == 3
 
 
@@ -329,10 +329,10 @@ def test_desired_zero_deploy_keeps_one_warm_instance_until_the_idle_timeout() ->
 def test_idle_scale_down_never_stops_an_instance_that_is_serving() -> None:
     p = Playbook()
     p.start_healthy(p.feed(Deploy(1, spec("v1"), 0, 60), at=0.0))
-    p.feed(Activity("main", {1: 1}), at=1.0)
+    p.feed(ActivityReport("main", {1: 1}), at=1.0)
     for t in (70.0, 200.0, 500.0):
         assert not of(Signal, p.feed(Tick(), at=t))
-    p.feed(Activity("main", {}), at=501.0)
+    p.feed(ActivityReport("main", {}), at=501.0)
     assert not of(Signal, p.feed(Tick(), at=540.0))  # activity at 501 restarts the clock
     p.feed(Tick(), at=562.0)
     assert of(Signal, p.feed(Tick(), at=562.1)) == [Signal(1, Sig.TERM)]
