@@ -21,7 +21,7 @@ def test_ruff_finds_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_strict_on_the_shared_layer() -> None:
+def test_mypy_strict_on_all_three_packages() -> None:
     if shutil.which("mypy") is None and subprocess.run(
         [sys.executable, "-c", "import mypy"], capture_output=True
     ).returncode:
