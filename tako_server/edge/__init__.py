@@ -8,9 +8,11 @@ Public API (see ``/tmp/tako-notes/interfaces.md`` "Edge API")::
         .http_port / .https_port are the bound ports after start() (0 = pick one)
     EdgeProvider (Protocol), EdgeSnapshot, EdgeApp, Backend, EdgeConfig
 
-Layout: pure policy (:mod:`.policy`, :mod:`.static`, :mod:`.activity`, :mod:`.snapshot`)
-beside the protocol-level forwarder (:mod:`.protocol`, :mod:`.exchange`,
-:mod:`.upstream`); :mod:`.workers` and :mod:`.server` own processes and the channel.
+Layout: pure cores (:mod:`.policy`, :mod:`.static`, :mod:`.activity`, :mod:`.snapshot`,
+the routing decision :mod:`.decide` and the exchange state machine :mod:`.lifecycle`)
+beside thin I/O shells, the protocol-level forwarder (:mod:`.protocol`, :mod:`.exchange`,
+:mod:`.proxy`, :mod:`.upstream`, :mod:`.staticsend`, :mod:`.runtime`) that talk through
+:mod:`.links`; :mod:`.workers` and :mod:`.server` own processes and the channel.
 """
 
 from __future__ import annotations

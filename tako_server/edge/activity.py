@@ -41,7 +41,9 @@ class Activity:
         return counts
 
     def begin(self, key: str, instance_id: int) -> None:
-        counts = self.in_flight(key)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = {}
         counts[instance_id] = counts.get(instance_id, 0) + 1
         total = self._totals.get(key, 0) + 1
         self._totals[key] = total
@@ -50,7 +52,9 @@ class Activity:
             self.urgent = True
 
     def end(self, key: str, instance_id: int) -> None:
-        counts = self.in_flight(key)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = {}
         left = counts.get(instance_id, 0) - 1
         if left > 0:
             counts[instance_id] = left

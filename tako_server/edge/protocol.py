@@ -1,16 +1,20 @@
 """The client side of the edge: one ``asyncio.Protocol`` per accepted connection.
 
 Modelled on uvicorn's ``httptools_impl``: ``httptools.HttpRequestParser`` callbacks build
-an :class:`~.exchange.Exchange` per request; the exchange decides and answers.
+an :class:`~.exchange.Exchange` per request; the exchange decides and answers. This
+module owns the socket, the parser, the order of exchanges and the read pauses; what an
+exchange leaves behind (keep alive, close, linger) comes from its state's ``next_step``.
 
 Rules:
 
 - Keep-alive and pipelining: requests are answered strictly in order; a pipelined
   request waits (its body buffered up to ``buffer_limit``, then reading pauses) until
   the one before it is finished.
-- Flow control: reading pauses while any reason holds (upstream buffer full, request
-  body buffered past the limit, too many pipelined requests, closing); the upstream is
-  paused while this socket's write buffer is full.
+- Flow control: reading pauses while any :class:`~.links.Pause` reason holds (upstream
+  buffer full, request body buffered past the limit, too many pipelined requests, the
+  client not reading its answers); the upstream is paused while this socket's write
+  buffer is full. Others reach this connection only through its methods
+  (:class:`~.links.ClientLink`, :class:`~.links.Sink`).
 - Deadlines (checked by the runtime's sweeper): headers must be complete
   ``header_timeout`` after the first byte of a request (or after accept), an idle
   keep-alive connection closes after ``keepalive_timeout``, an exchange waiting for its
@@ -30,14 +34,17 @@ from typing import TYPE_CHECKING
 import httptools
 
 from .exchange import Exchange
+from .lifecycle import KEEP_ALIVE
+from .lifecycle import LINGER as LINGER_STEP
+from .links import Pause, UpstreamLink
 from .policy import simple_response
 
 if TYPE_CHECKING:
     from .runtime import EdgeRuntime
-    from .upstream import UpstreamConnection
 
 MAX_PIPELINE = 32
-_WAIT_WRITABLE = 8  # block_reading reason: pipelined answers wait for the client to read
+_WAIT_WRITABLE = Pause.CLIENT_NOT_READING.value
+_PIPELINE_FULL = Pause.PIPELINE_FULL.value
 LINGER = 2.0
 MAX_URL_BYTES = 16 * 1024
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers (+ trailers) of one request
@@ -101,7 +108,7 @@ class ClientProtocol(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
         self._blocked = 0
-        self.splice: UpstreamConnection | None = None
+        self.splice: UpstreamLink | None = None
         self.upgrading = False
         self.lingering = False
         self.in_headers = False
@@ -123,12 +130,12 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = (peer[0] if peer else "").encode("ascii")
-        self.rt.connections.add(self)
+        self.rt.connection_opened(self)
         self.deadline = self.rt.now + self.rt.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.rt.connections.discard(self)
+        self.rt.connection_closed(self)
         if self.splice is not None:
             self.splice.close()
         for ex in (self.active, *self.queue):
@@ -271,7 +278,7 @@ class ClientProtocol(asyncio.Protocol):
         if ex.head is not None and ex.head.websocket:
             ex.feed_upgrade(rest)
         else:
-            ex.keep_alive = False  # an upgrade we do not pass on: answer, then close
+            ex.refuse_upgrade()  # an upgrade we do not pass on: answer, then close
 
     def on_message_begin(self) -> None:
         self.in_headers = True
@@ -299,6 +306,7 @@ class ClientProtocol(asyncio.Protocol):
         self.in_headers = False
         parser = self.parser
         ex = Exchange(
+            self.rt,
             self,
             parser.get_method(),
             self.url,
@@ -314,7 +322,7 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self.queue.append(ex)
             if len(self.queue) >= MAX_PIPELINE:
-                self.block_reading(4)
+                self.block_reading(_PIPELINE_FULL)
 
     def on_body(self, body: bytes) -> None:
         ex = self.receiving
@@ -332,11 +340,12 @@ class ClientProtocol(asyncio.Protocol):
         if ex is not self.active:
             return
         self.active = None
-        if not ex.keep_alive or self.rt.draining:
-            self._linger() if ex.has_unread_body() else self.close()
+        step = ex.next_step(self.rt.draining)
+        if step != KEEP_ALIVE:
+            self._linger() if step == LINGER_STEP else self.close()
             return
-        if self._blocked & 4 and len(self.queue) < MAX_PIPELINE:
-            self.unblock_reading(4)
+        if self._blocked & _PIPELINE_FULL and len(self.queue) < MAX_PIPELINE:
+            self.unblock_reading(_PIPELINE_FULL)
         if self.write_paused and not self.closed:
             # the client does not read what we already wrote: answer nothing more (and
             # read nothing more) until it does, so pipelined requests cannot pile up output
@@ -355,7 +364,7 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self.deadline = self.rt.now + self.rt.config.keepalive_timeout
 
-    def start_splice(self, conn: UpstreamConnection, early: bytes) -> None:
+    def start_splice(self, conn: UpstreamLink, early: bytes) -> None:
         """Switch to raw byte forwarding with ``conn`` (after a 101)."""
         self.splice = conn
         self.deadline = 0.0

@@ -11,6 +11,9 @@ Rules:
   every connection past its deadline (header, idle keep-alive, upstream response).
 - State is replaced whole (:meth:`set_state`); idle pooled connections to backends that
   left the state are closed, busy ones finish their request first (drain).
+- Connections and exchanges change the runtime only through its methods
+  (:meth:`connection_opened`/:meth:`connection_closed`, :meth:`begin_request`/
+  :meth:`end_request`, :meth:`touch`): balancing and in-flight accounting live here.
 """
 
 from __future__ import annotations
@@ -19,15 +22,13 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .activity import Activity
-from .policy import MAX_BODY
+from .links import Connection
+from .policy import MAX_BODY, choose_backend
 from .snapshot import Backend, EdgeState
 from .upstream import UpstreamPool
-
-if TYPE_CHECKING:
-    from .protocol import ClientProtocol
 
 log = logging.getLogger(__name__)
 DRAIN_LINGER = 1.0
@@ -71,7 +72,7 @@ class EdgeRuntime:
         self.state = state or EdgeState.empty()
         self.pool = UpstreamPool(config.connect_timeout, config.max_idle_upstream)
         self.activity = Activity()
-        self.connections: set[ClientProtocol] = set()
+        self.connections: set[Connection] = set()
         self.draining = False
         self.turn = 0
         self.now = self.loop.time()
@@ -89,6 +90,36 @@ class EdgeRuntime:
     def set_state(self, state: EdgeState) -> None:
         self.state = state
         self.pool.prune(state.addresses())
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def begin_request(self, key: str, backends: tuple[Backend, ...]) -> Backend:
+        """Pick the backend for a request to ``key`` (least connections, ties rotated)
+        and count it in flight until :meth:`end_request`."""
+        self.turn += 1
+        activity = self.activity
+        if len(backends) == 1:
+            backend = backends[0]
+        else:
+            backend = choose_backend(backends, activity.in_flight(key), self.turn)
+        activity.begin(key, backend.instance_id)
+        if activity.urgent and self._report_handle is None:  # activity_changed(), inlined
+            self._report_handle = self.loop.call_soon(self.flush_activity)
+        return backend
+
+    def end_request(self, key: str, instance_id: int) -> None:
+        activity = self.activity
+        activity.end(key, instance_id)
+        if activity.urgent and self._report_handle is None:  # activity_changed(), inlined
+            self._report_handle = self.loop.call_soon(self.flush_activity)
+
+    def touch(self, key: str) -> None:
+        """``key`` served a request without an upstream (a static file)."""
+        self.activity.touch(key)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a named background task and keep a reference until it ends."""

@@ -1,69 +1,55 @@
-"""Writing a static file to a client connection with backpressure.
+"""The bytes of a static file response, and writing a large one with backpressure.
 
-Rules: small files (<= :data:`INLINE_LIMIT`) go out in one write with their head; larger
-ones are read in :data:`CHUNK` pieces only while the client's write buffer has room
-(the connection calls :meth:`StaticStream.pump` again when it drains), so memory stays
-bounded whatever the file size. A file that shrinks while being sent aborts the
-connection (the announced length cannot be honoured).
+Rules: :func:`static_response` turns a resolved file into what to write; it knows nothing
+of exchanges. Small files (<= :data:`INLINE_LIMIT`) go out in one write with their head;
+larger ones are read in :data:`CHUNK` pieces only while the client's write buffer has
+room (:meth:`StaticStream.pump` writes to a :class:`~.links.Sink` and is called again
+when it drains), so memory stays bounded whatever the file size. A file that shrinks
+while being sent is reported (``-1``): the caller aborts the connection, since the
+announced length cannot be honoured. A file that cannot be opened, or changed before
+its inline read, falls back to the app (``None``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from .static import StaticFile, etag_matches, resolve_static, static_head
-
-if TYPE_CHECKING:
-    from .exchange import Exchange
+from .links import Sink
+from .static import StaticFile, etag_matches, static_head
 
 INLINE_LIMIT = 64 * 1024
 CHUNK = 256 * 1024
 
 
-def serve_static(ex: Exchange, public_dir: Path, path: str, prefix: str) -> bool:
-    """Answer ``ex`` from ``public_dir`` if a file matches; False means "ask the app".
-
-    Raises :class:`~.policy.Rejected` (400) for traversal attempts.
-    """
-    found = resolve_static(public_dir, path, prefix)
-    if found is None:
-        return False
-    close = not ex.keep_alive
-    inm = ex.head.if_none_match if ex.head is not None else b""
-    if inm and etag_matches(inm.decode("latin-1"), found.etag):
-        ex.respond(static_head(found, not_modified=True, close=close))
-        return True
+def static_response(
+    found: StaticFile, if_none_match: bytes, *, close: bool, head_only: bool
+) -> tuple[bytes, StaticStream | None] | None:
+    """``(bytes, None)`` for a complete answer, ``(head, stream)`` when the body is
+    streamed, ``None`` when the app should answer instead."""
+    if if_none_match and etag_matches(if_none_match.decode("latin-1"), found.etag):
+        return static_head(found, not_modified=True, close=close), None
     head = static_head(found, not_modified=False, close=close)
-    if ex.is_head:
-        ex.respond(head)
-        return True
+    if head_only:
+        return head, None
     try:
         handle = open(found.path, "rb")  # noqa: SIM115 - closed by StaticStream
     except OSError:
-        return False
+        return None
     if found.size <= INLINE_LIMIT:
         with handle:
             body = handle.read(found.size + 1)
         if len(body) != found.size:
-            return False  # changed under us: let the app answer
-        ex.respond(head + body)
-        return True
-    ex.response_started = True
-    ex.client.set_deadline(0.0)
-    ex.client.write(head)
-    ex.stream = StaticStream(ex, found, handle)
-    ex.stream.pump()
-    return True
+            return None  # changed under us: let the app answer
+        return head + body, None
+    return head, StaticStream(found, handle)
 
 
 class StaticStream:
     """The rest of a large file, pumped while the client can take it."""
 
-    __slots__ = ("ex", "file", "handle", "left")
+    __slots__ = ("file", "handle", "left")
 
-    def __init__(self, ex: Exchange, file: StaticFile, handle: BinaryIO) -> None:
-        self.ex = ex
+    def __init__(self, file: StaticFile, handle: BinaryIO) -> None:
         self.file = file
         self.handle = handle
         self.left = file.size
@@ -71,19 +57,19 @@ class StaticStream:
     def __repr__(self) -> str:
         return f"StaticStream({self.file.path}, left={self.left})"
 
-    def pump(self) -> None:
-        client = self.ex.client
-        while self.left > 0 and not client.write_paused and not client.closed:
+    def pump(self, out: Sink) -> int:
+        """Write while ``out`` takes it: 1 = all sent, 0 = wait for room, -1 = shrank."""
+        while self.left > 0 and not out.write_paused and not out.closed:
             chunk = self.handle.read(min(CHUNK, self.left))
             if not chunk:
                 self.close()
-                client.abort()
-                return
+                return -1
             self.left -= len(chunk)
-            client.write(chunk)
+            out.write(chunk)
         if self.left == 0:
             self.close()
-            self.ex.respond_done()
+            return 1
+        return 0
 
     def close(self) -> None:
         self.handle.close()

@@ -6,8 +6,11 @@ Rules:
   most ``max_idle`` each) and closes idle ones to backends that left the snapshot; a
   busy connection finishes its request first (drain).
 - :class:`UpstreamConnection` parses responses with ``httptools.HttpResponseParser`` and
-  hands every event to the exchange it serves; it never buffers a body. Flow control is
-  symmetric: when this socket's write buffer is full the client stops being read, and
+  hands every event to the exchange it serves (:class:`~.links.ExchangeLink`); it never
+  buffers a body. The exchange also names the client's :class:`~.links.Sink`: writes are
+  batched per upstream read (``cork``/``flush``), spliced bytes go there, and nothing
+  here touches the client's transport or fields. Flow control is symmetric: when this
+  socket's write buffer is full the client stops reading (``Pause.UPSTREAM_FULL``), and
   the exchange pauses this socket when the client's buffer is full.
 - A connection goes back to the pool only when the response ended cleanly, the
   upstream allowed keep-alive and the whole request was sent. Responses to ``HEAD``
@@ -18,14 +21,13 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import httptools
 
-if TYPE_CHECKING:
-    from .exchange import Exchange
+from .links import ExchangeLink, Pause, Sink
 
 Address = tuple[str, int]
+_UPSTREAM_FULL = Pause.UPSTREAM_FULL.value
 
 
 class _EndOfHead(Exception):
@@ -41,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         "transport",
         "parser",
         "ex",
+        "out",
         "closed",
         "reused",
         "got_bytes",
@@ -57,7 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.addr = addr
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.ex: Exchange | None = None
+        self.ex: ExchangeLink | None = None
+        self.out: Sink | None = None
         self.closed = False
         self.reused = False
         self.got_bytes = False
@@ -83,9 +87,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.ex = None
             ex.upstream_lost(self, exc)
 
-    def start(self, ex: Exchange, head: bytes, head_request: bool) -> None:
-        """Send ``head`` for ``ex``; the response events go to ``ex``."""
+    def start(self, ex: ExchangeLink, out: Sink, head: bytes, head_request: bool) -> None:
+        """Send ``head`` for ``ex``; the response events go to ``ex``, its bytes to ``out``."""
         self.ex = ex
+        self.out = out
         self.got_bytes = False
         self.headers = []
         self.head_request = head_request
@@ -94,14 +99,18 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
+    def release(self) -> None:
+        """The exchange is done with this connection: back to the pool (or closed)."""
+        self.pool.put(self)
+
     def close(self) -> None:
-        self.ex = None
+        self.ex = self.out = None
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
-        self.ex = None
+        self.ex = self.out = None
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -117,12 +126,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- flow control from our write buffer ---------------------------------------------
     def pause_writing(self) -> None:
-        if self.ex is not None:
-            self.ex.client.block_reading(1)
+        if self.out is not None:
+            self.out.block_reading(_UPSTREAM_FULL)
 
     def resume_writing(self) -> None:
-        if self.ex is not None:
-            self.ex.client.unblock_reading(1)
+        if self.out is not None:
+            self.out.unblock_reading(_UPSTREAM_FULL)
 
     # --- response parsing ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -130,11 +139,12 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             self.abort()  # bytes on an idle connection: protocol violation
             return
+        client = self.out
+        assert client is not None
         if self.splice:
-            ex.client.transport.write(data)  # type: ignore[union-attr]
+            client.write(data)
             return
         self.got_bytes = True
-        client = ex.client
         client.cork()
         try:
             self.parser.feed_data(data)
@@ -166,14 +176,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status == 101:
             self.splice = True
-            ex.upstream_head(status, reason, headers, False)
+            ex.upstream_head(status, reason, headers)
             return
         if 100 <= status < 200:
             ex.upstream_interim(status, reason, headers)
             self.status = status
             return
         self.status = status
-        ex.upstream_head(status, reason, headers, self.parser.should_keep_alive())
+        ex.upstream_head(status, reason, headers)
         if self.head_request:
             keep = self.parser.should_keep_alive()
             ex.upstream_complete(self, keep)
@@ -225,7 +235,7 @@ class UpstreamPool:
 
     def put(self, conn: UpstreamConnection) -> None:
         """Return a connection that finished a clean keep-alive exchange."""
-        conn.ex = None
+        conn.ex = conn.out = None
         if conn.closed:
             return
         if conn.paused:
