@@ -84,13 +84,15 @@ async def test_desired_zero_deploy_keeps_one_warm_instance_while_requests_are_in
 async def test_cold_start_queue_admits_waiters_up_to_the_limit_and_rejects_the_next(
     tmp_path: Path,
 ) -> None:
+    gate = tmp_path / "gate"  # the instance cannot become ready before the rejection
     async with running_supervisor(replace(FAST, cold_start_queue=3)) as sup:
-        await sup.restore(make_spec(tmp_path, "v1", env={"START_DELAY": "0.8"}), 0, 300)
+        await sup.restore(make_spec(tmp_path, "v1", env={"START_GATE": str(gate)}), 0, 300)
         assert sup.wants_cold_start(KEY)
         waiters = [asyncio.create_task(sup.cold_start(KEY), name=f"waiter-{i}") for i in range(3)]
-        await wait_for(lambda: len(sup.status(KEY).instances) == 1, 2, "one start")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.status(KEY).instances) == 1, 5, "one start")  # type: ignore[union-attr]
         with pytest.raises(ColdStartRejected):
             await sup.cold_start(KEY)
+        gate.touch()
         results = await asyncio.gather(*waiters)
         assert all(r == results[0] and len(r) == 1 for r in results)
         assert len(sup.status(KEY).instances) == 1  # type: ignore[union-attr]
@@ -127,13 +129,15 @@ async def _retry_cold_start(sup) -> list:  # type: ignore[no-untyped-def, type-a
 
 
 async def test_cancelled_cold_start_waiter_leaves_the_queue(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"  # the instance cannot become ready before the cancel
     async with running_supervisor(replace(FAST, cold_start_queue=1)) as sup:
-        await sup.restore(make_spec(tmp_path, "v1", env={"START_DELAY": "1"}), 0, 300)
+        await sup.restore(make_spec(tmp_path, "v1", env={"START_GATE": str(gate)}), 0, 300)
         first = asyncio.create_task(sup.cold_start(KEY), name="first")
-        await wait_for(lambda: len(sup.status(KEY).instances) == 1, 2, "start")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.status(KEY).instances) == 1, 5, "start")  # type: ignore[union-attr]
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
+        gate.touch()
         backends = await sup.cold_start(KEY)  # room again for one waiter
         assert len(backends) == 1
         pid = sup.status(KEY).instances[0].pid  # type: ignore[union-attr]

@@ -1,6 +1,7 @@
 """A small HTTP app for supervisor tests, configured by environment variables.
 
 START_DELAY=<s>      sleep before listening (slow start)
+START_GATE=<path>    do not listen before this file exists (the test decides when; <= 60 s)
 EXIT_AT_START=<code> print to stderr and exit at once
 STATUS_CODE=<n>      answer /status with this code (default 200)
 CHATTY_MB=<n>        write n MiB of lines to stdout in the background
@@ -25,6 +26,10 @@ if os.environ.get("EXIT_AT_START"):
     sys.exit(int(os.environ["EXIT_AT_START"]))
 
 time.sleep(float(os.environ.get("START_DELAY", "0")))
+if os.environ.get("START_GATE"):
+    gate_deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["START_GATE"]) and time.monotonic() < gate_deadline:
+        time.sleep(0.02)
 CHILD = subprocess.Popen(["sleep", "1000"]) if os.environ.get("SPAWN_CHILD") else None
 
 
