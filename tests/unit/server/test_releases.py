@@ -77,38 +77,14 @@ def test_regular_archive_extracts_files_dirs_and_inner_links(tmp_path: Path) -> 
     assert os.access(dest / "app/run", os.X_OK)
 
 
-@pytest.mark.parametrize(
-    ("entries", "message"),
-    [
-        ([Entry("/etc/evil", data=b"x")], "absolute path"),
-        ([Entry("../evil", data=b"x")], "contains '..'"),
-        ([Entry("a/../../evil", data=b"x")], "contains '..'"),
-        ([Entry("link", kind="symlink", target="/etc/passwd")], "points outside"),
-        ([Entry("link", kind="symlink", target="../../outside")], "points outside"),
-        ([Entry("d/link", kind="symlink", target="../..")], "points outside"),
-        ([Entry("hl", kind="hardlink", target="/etc/passwd")], "hard link"),
-        ([Entry("hl", kind="hardlink", target="never-seen")], "hard link"),
-        ([Entry("pipe", kind="fifo")], "FIFO"),
-        ([Entry("dev", kind="chr")], "device"),
-        (
-            [
-                Entry("ok.txt", data=b"fine"),
-                Entry("d", kind="dir"),
-                Entry("d/e", kind="dir"),
-                Entry("d/e/up", kind="symlink", target="../.."),
-                Entry("d/e/esc", kind="symlink", target="up/.."),
-            ],
-            "outside",
-        ),
-    ],
-)
-def test_unsafe_archives_are_refused_and_leave_nothing(
-    tmp_path: Path, entries: list[Entry], message: str
+def test_unsafe_archives_are_refused_by_the_shared_extractor_and_leave_nothing(
+    tmp_path: Path,
 ) -> None:
+    # The rules themselves are tested in tests/unit/common/test_archive.py.
     archive = tmp_path / "bad.tar.zst"
-    archive.write_bytes(tar_zst_from_entries(entries))
+    archive.write_bytes(tar_zst_from_entries([Entry("../evil", data=b"x")]))
     before = _listing(tmp_path)
-    with pytest.raises(UnsafeArchiveError, match=message):
+    with pytest.raises(UnsafeArchiveError, match="contains '..'"):
         releases.extract_archive(archive, tmp_path / "release")
     assert _listing(tmp_path) == before
 
