@@ -116,20 +116,18 @@ import asyncio, signal, sys, uvloop
 from pathlib import Path
 from tako_server.edge import Backend, Edge, EdgeApp, EdgeSnapshot
 
-class Provider:
-    def __init__(self, port): self.port = port
-    def snapshot(self):
-        app = EdgeApp("bench/prod", (Backend(1, "127.0.0.1", self.port),), None, False)
-        return EdgeSnapshot(routes=(("127.0.0.1", "bench/prod"),), apps={"bench/prod": app})
+class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of the server
     async def cold_start(self, key): return []
-    def report_activity(self, key, in_flight, now, reporter): pass
-    def challenge(self, token): return None
+    async def challenge(self, token): return None
     def app_log(self, key, line): print(key, line, file=sys.stderr)
+    def report(self, reporter, in_flight): pass
 
 async def main():
     up, http, https, certs, workers = sys.argv[1:6]
-    edge = Edge(Provider(int(up)), http_port=int(http), https_port=int(https),
+    edge = Edge(Hooks(), http_port=int(http), https_port=int(https),
                 certs_dir=Path(certs), workers=int(workers), host="127.0.0.1")
+    app = EdgeApp("bench/prod", (Backend(1, "127.0.0.1", int(up)),), None, False)
+    edge.update(EdgeSnapshot(routes=(("127.0.0.1", "bench/prod"),), apps={"bench/prod": app}))
     await edge.start()
     print("READY", *edge.worker_pids, flush=True)
     stop = asyncio.Event()

@@ -11,7 +11,10 @@ Rules:
 - releases are addressed by :class:`~tako_server.launch.ReleaseRef` and started through
   :func:`tako_server.deployer.spec_for` (the one environment builder);
 - state and secrets change only after the supervisor succeeded (see
-  :mod:`tako_server.deployer`); ``delete`` is idempotent.
+  :mod:`tako_server.deployer`); ``delete`` is idempotent;
+- the routing state (:mod:`tako_server.routing`) learns each change of an app's routes,
+  ``public/`` directory and running/stopped from here, with what the command holds
+  (the supervisor feeds it the backends); nothing reads the database back for it.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class AppService:
             state="running",
             routes=routes,
         )
-        warnings = await deployer.commit(ctx, record, dict(req.secrets), previous)
+        warnings = await deployer.commit(ctx, record, dict(req.secrets), previous, release)
         return DeployData(
             app=req.app,
             env=req.env,
@@ -111,7 +114,7 @@ class AppService:
             deployed_at=utc_iso(),
             state="running",
         )
-        warnings = await deployer.commit(ctx, updated, secrets, record)
+        warnings = await deployer.commit(ctx, updated, secrets, record, release)
         return DeployData(
             app=req.app,
             env=req.env,
@@ -142,7 +145,7 @@ class AppService:
         if record.key in ctx.supervisor.keys():
             await ctx.supervisor.stop(record.key)
         ctx.state.set_state(req.app, req.env, "stopped")
-        ctx.notify()
+        ctx.routing.set_running(record.key, False)
         return StopData(app=req.app, env=req.env, stopped=True)
 
     async def scale(self, req: ScaleRequest) -> ScaleData:
@@ -153,7 +156,7 @@ class AppService:
         else:
             await deployer.register(ctx, replace(record, desired_instances=req.instances))
         ctx.state.set_desired(req.app, req.env, req.instances)
-        ctx.notify()
+        ctx.routing.set_running(record.key, True)
         return ScaleData(app=req.app, env=req.env, instances=req.instances)
 
     async def delete(self, req: DeleteRequest) -> DeleteData:
@@ -169,7 +172,7 @@ class AppService:
         existed = existed or app_dir.exists()
         await asyncio.to_thread(shutil.rmtree, app_dir, True)
         deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
-        ctx.notify()
+        ctx.routing.remove_app(req.key)
         return DeleteData(app=req.app, env=req.env, existed=existed)
 
 

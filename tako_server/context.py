@@ -6,12 +6,13 @@ small protocols below (the real classes live in ``tako_server.supervisor`` and
 Background work goes through :class:`~tako_common.tasks.TaskGroup` (every task named,
 referenced until it finishes, failures logged; :mod:`tako_common.tasks`). What
 ``server_info`` says about takeovers is read from ``takeover``, the record that
-:mod:`tako_server.takeover` keeps.
+:mod:`tako_server.takeover` keeps. What the edge routes with lives in ``routing``
+(:mod:`tako_server.routing`), shared with the supervisor.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from tako_common.layout import ServerLayout
 from tako_common.tasks import TaskGroup
 from tako_server.guard import MutationGuard
 from tako_server.locks import DeployLocks
+from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
@@ -63,7 +65,8 @@ class ServerContext:
     locks: DeployLocks
     tasks: TaskGroup
     certs: CertsLike | None = None
-    notify: Callable[[], None] = lambda: None
+    #: what the edge routes with; the app service sets routes, public dirs, running/stopped
+    routing: RoutingState = field(default_factory=RoutingState)
     socket_path: str = ""
     pid: int = 0
     #: this process's start and takeovers (old and new side), as ``server_info`` reports them

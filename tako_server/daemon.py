@@ -5,8 +5,10 @@ Startup (in this order, any failure aborts with a clear message):
 1. data dir layout (``apps/``, ``incoming/``), stale extraction staging dirs removed;
 2. SQLite state opened and migrated (a newer schema refuses to start);
 3. the secrets key (created 0600 on first start); stale deploy locks cleared;
-4. supervisor, certificate manager (and the edge proxy when enabled);
+4. routing state, supervisor, certificate manager (and the edge proxy when enabled);
 5. every persisted app restored from SQLite (routes, desired instances), no redeploy;
+   the routing state holds the restored routes and backends, and the edge starts with
+   its snapshot (then gets every change pushed, :mod:`tako_server.routing`);
 6. the control socket bound last, so a client that can talk to it sees restored apps.
 
 Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`).
@@ -40,6 +42,7 @@ from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
+from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
@@ -57,7 +60,7 @@ from tako_server.tls import ChallengeStore
 from tako_server.upgrade import READY_TIMEOUT, Inheritance
 
 if TYPE_CHECKING:
-    from tako_server.edge.server import Edge
+    from tako_server.edge import Edge, EdgeSnapshot
     from tako_server.tls import AcmeIssuer, CertManager
 
 log = logging.getLogger("tako_server")
@@ -95,6 +98,7 @@ class Daemon:
         self.edge: Edge | None = None
         self.certs: CertManager | None = None
         self.supervisor: Supervisor | None = None
+        self.routing = RoutingState(on_change=self._routes_changed)
         self.challenges: ChallengeStore | None = None
         self.takeover: Takeover | None = None  # built once serving (old side of a takeover)
         self._stopping = asyncio.Event()
@@ -183,7 +187,9 @@ class Daemon:
             shutil.rmtree(staging, ignore_errors=True)
         state = StateStore.open(layout.state_db)
         locks = DeployLocks(layout)
-        self.supervisor = Supervisor(self.supervisor_settings, on_change=self._changed)
+        self.supervisor = Supervisor(
+            self.supervisor_settings, routing=self.routing, on_change=self._change_seen.set
+        )
         self.ctx = ServerContext(
             settings=self.settings,
             state=state,
@@ -191,9 +197,9 @@ class Daemon:
             supervisor=self.supervisor,
             locks=locks,
             tasks=self.tasks,
+            routing=self.routing,
             socket_path=str(self.settings.socket),
             pid=os.getpid(),
-            notify=self._changed,
             takeover=self.record,
         )
         for stale in [] if takeover else locks.clear_stale():  # the predecessor's are live
@@ -246,25 +252,27 @@ class Daemon:
 
     async def _start_edge(self) -> None:
         from tako_server.edge import Edge
-        from tako_server.provider import DaemonEdgeProvider
+        from tako_server.provider import DaemonEdgeHooks
 
-        assert self.ctx is not None and self.supervisor is not None
-        provider = DaemonEdgeProvider(self.ctx, self.supervisor, self.challenges)
+        assert self.supervisor is not None
+        hooks = DaemonEdgeHooks(self.supervisor, self.challenges)
         listeners: Listeners = {}
         if self.inherited is not None:
             listeners = {
                 "http": self.inherited.listeners_for("http", self.settings.http_port),
                 "https": self.inherited.listeners_for("https", self.settings.https_port),
             }
-        self.edge = Edge(
-            provider,
+        edge = Edge(
+            hooks,
             http_port=self.settings.http_port,
             https_port=self.settings.https_port,
             certs_dir=self.settings.layout.certs_dir,
             workers=self.settings.workers,
             listeners=listeners,
         )
-        await self.edge.start()
+        edge.update(self.routing.snapshot)  # from here on, every change is pushed
+        self.edge = edge
+        await edge.start()
 
     async def _wait_restored(self, timeout: float) -> None:
         """Wait (bounded) until every restored app that wants instances has a routable one
@@ -293,10 +301,9 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._change_seen.wait(), min(remaining, 0.5))
 
-    def _changed(self) -> None:
-        self._change_seen.set()
+    def _routes_changed(self, snapshot: EdgeSnapshot) -> None:
         if self.edge is not None:
-            self.edge.notify()
+            self.edge.update(snapshot)
 
     def _certs_changed(self, domain: str) -> None:
         if self.edge is not None:

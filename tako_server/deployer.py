@@ -11,7 +11,10 @@ share and the start-up restore. Rules (and the original's bugs we do not copy):
   the release directory it created (a pre-existing one, e.g. a redeploy of the same
   version, is kept) — :func:`staged_release` does that on every failure path.
 - State (app row, routes, release history), encrypted secrets and the ``current`` link
-  change only after the supervisor reports a successful rollout (:func:`commit`).
+  change only after the supervisor reports a successful rollout (:func:`commit`); so do
+  the app's routes and ``public/`` directory in the routing state
+  (:mod:`tako_server.routing`, what the edge serves), set from the record and the
+  release in hand, never read back from the database.
 - Secrets never reach ``app.json``, the state database in plaintext, or a log line.
 - Launch specs are built only through :func:`spec_for` (one environment builder:
   :func:`tako_server.launch.instance_environ`).
@@ -155,9 +158,14 @@ async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: Rele
 
 
 async def commit(
-    ctx: ServerContext, record: AppRecord, secrets: dict[str, str], previous: AppRecord | None
+    ctx: ServerContext,
+    record: AppRecord,
+    secrets: dict[str, str],
+    previous: AppRecord | None,
+    release: ReleaseRef,
 ) -> list[str]:
-    """Persist a successful rollout: state, secrets, current link, pruning, certificates."""
+    """Persist a successful rollout of ``release``: state, secrets, current link, pruning,
+    certificates; then the edge routes to it."""
     ctx.state.save_app(record)
     ctx.secrets.put(record.app, record.env, secrets)
     layout = ctx.layout
@@ -181,7 +189,8 @@ async def commit(
                 ctx.certs.forget(sorted(unused))
         except TakoError as exc:
             warnings.append(f"certificates: {exc.message}")
-    ctx.notify()
+    running = record.state == "running"
+    ctx.routing.set_app(record.key, record.routes, release.public_dir, running=running)
     return warnings
 
 
@@ -240,15 +249,17 @@ async def restore_all(ctx: ServerContext) -> list[str]:
             ctx.certs.ensure_hosts(hosts)
         except TakoError as exc:
             problems.append(f"certificates: {exc}")
-    ctx.notify()
     return problems
 
 
 async def register(ctx: ServerContext, record: AppRecord) -> None:
-    """Hand an app to the supervisor without a rollout (restore, or scale of a stopped app)."""
+    """Hand an app to the supervisor without a rollout (restore, or scale of a stopped app)
+    and its routes to the routing state (running)."""
     secrets = ctx.secrets.get(record.app, record.env)
-    spec = spec_for(ctx, release_of(ctx, record), record.vars, secrets)
+    release = release_of(ctx, record)
+    spec = spec_for(ctx, release, record.vars, secrets)
     await ctx.supervisor.restore(spec, record.desired_instances, record.idle_timeout)
+    ctx.routing.set_app(record.key, record.routes, release.public_dir)
 
 
 def failure_response(exc: RolloutError | runtimes.PrepError) -> dict[str, Any]:

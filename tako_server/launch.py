@@ -51,6 +51,12 @@ class ReleaseRef:
         workdir = releases.workdir_of(release_dir, manifest.app_subdir)
         return cls(app, env, version, release_dir, workdir, manifest)
 
+    @property
+    def public_dir(self) -> Path | None:
+        """The release's ``public/`` directory (served by the edge), if it has one."""
+        public = self.workdir / "public"
+        return public if public.is_dir() else None
+
     def __repr__(self) -> str:
         return f"ReleaseRef({self.key}@{self.version}, runtime={self.manifest.runtime})"
 
@@ -94,7 +100,6 @@ def launch_spec(
 ) -> LaunchSpec:
     """How the supervisor runs ``release`` (creates ``log_dir`` if needed)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    public = release.workdir / "public"
     return LaunchSpec(
         app=release.app,
         env=release.env,
@@ -102,6 +107,5 @@ def launch_spec(
         workdir=release.workdir,
         command=runtimes.start_command(release.manifest.model_dump(), release.workdir),
         environ=instance_environ(release, variables, secrets, server_env),
-        public_dir=public if public.is_dir() else None,
         log_dir=log_dir,
     )

@@ -1,62 +1,50 @@
-"""The daemon's EdgeProvider: what the edge proxy asks of the main process.
+"""The daemon's :class:`~tako_server.edge.EdgeHooks`: what the edge asks of the main process.
 
-Rules: the snapshot is built from the persisted routes of running apps and the
-supervisor's routable backends; it is rebuilt whole on every change (the edge swaps it).
-Stopped apps keep no routes in the snapshot, so their hosts answer 404. Everything here
-is cheap and synchronous except ``cold_start``, which waits on the supervisor.
+Rules: this is the one place where the edge meets the supervisor. What the edge routes
+with is not here: :class:`~tako_server.routing.RoutingState` pushes it. Cold starts wait
+on the supervisor, and its errors are translated into the edge's
+:class:`~tako_server.edge.ColdStartError` (rejected: queue full; timeout; anything else:
+failed), so the edge never imports the supervisor. Everything else is cheap and
+synchronous: activity reports and log lines for apps the supervisor does not know (any
+more) are dropped.
 """
 
 from __future__ import annotations
 
-from tako_server.context import ServerContext
-from tako_server.edge import EdgeApp, EdgeSnapshot
-from tako_server.supervisor import Supervisor
-from tako_server.supervisor.spec import Backend
+from collections.abc import Mapping
+
+from tako_server.edge import Backend, ColdStartError, ColdStartKind
+from tako_server.supervisor import ColdStartRejected, ColdStartTimeout, Supervisor
 from tako_server.tls import ChallengeStore
 
 
-class DaemonEdgeProvider:
-    def __init__(
-        self, ctx: ServerContext, supervisor: Supervisor, challenges: ChallengeStore | None
-    ) -> None:
-        self._ctx = ctx
+class DaemonEdgeHooks:
+    """The edge's hooks over the supervisor and the ACME challenge store."""
+
+    def __init__(self, supervisor: Supervisor, challenges: ChallengeStore | None) -> None:
         self._supervisor = supervisor
         self._challenges = challenges
 
     def __repr__(self) -> str:
-        return f"DaemonEdgeProvider(apps={len(self._supervisor.keys())})"
-
-    def snapshot(self) -> EdgeSnapshot:
-        supervisor = self._supervisor
-        running = {r.key: r for r in self._ctx.state.list_apps() if r.state == "running"}
-        routes = tuple(
-            (route, key)
-            for key, texts in self._ctx.state.all_routes().items()
-            if key in running
-            for route in texts
-        )
-        apps = {}
-        for key in running:
-            public = supervisor.public_dir(key) if key in supervisor.keys() else None
-            apps[key] = EdgeApp(
-                key=key,
-                backends=tuple(supervisor.backends(key)) if key in supervisor.keys() else (),
-                public_dir=str(public) if public else None,
-                cold_start=key in supervisor.keys() and supervisor.wants_cold_start(key),
-            )
-        return EdgeSnapshot(routes=routes, apps=apps)
+        return f"DaemonEdgeHooks(apps={len(self._supervisor.keys())})"
 
     async def cold_start(self, key: str) -> list[Backend]:
-        return await self._supervisor.cold_start(key)
+        try:
+            return await self._supervisor.cold_start(key)
+        except ColdStartRejected as exc:
+            raise ColdStartError(ColdStartKind.REJECTED, str(exc), hint=exc.hint) from exc
+        except (ColdStartTimeout, TimeoutError) as exc:
+            raise ColdStartError(ColdStartKind.TIMEOUT, str(exc) or "timed out") from exc
+        except Exception as exc:
+            raise ColdStartError(ColdStartKind.FAILED, str(exc) or repr(exc)) from exc
 
-    def report_activity(
-        self, key: str, in_flight: dict[int, int], now: float, reporter: str
-    ) -> None:
-        self._supervisor.report_activity(key, in_flight, now, reporter=reporter)
-
-    def challenge(self, token: str) -> str | None:
+    async def challenge(self, token: str) -> str | None:
         return self._challenges.get(token) if self._challenges is not None else None
 
     def app_log(self, key: str, line: str) -> None:
         if key in self._supervisor.keys():
             self._supervisor.log(key).write(line)
+
+    def report(self, reporter: str, in_flight: Mapping[str, Mapping[int, int]]) -> None:
+        for key, counts in in_flight.items():
+            self._supervisor.report_activity(key, counts, reporter=reporter)

@@ -1,18 +1,22 @@
 """The edge proxy of tako-server: every request from the internet enters here.
 
-Public API (see ``/tmp/tako-notes/interfaces.md`` "Edge API")::
+Public API::
 
-    Edge(provider, *, http_port, https_port, certs_dir, workers, host="0.0.0.0",
-         config=EdgeConfig(), public_https_port=None)
-        await start(); notify(); certs_changed(); await stop(drain_timeout)
+    Edge(hooks, *, http_port, https_port, certs_dir, workers, host="0.0.0.0",
+         config=EdgeConfig(), public_https_port=None, listeners=None)
+        update(snapshot); await start(); certs_changed(); await stop(drain_timeout)
         .http_port / .https_port are the bound ports after start() (0 = pick one)
-    EdgeProvider (Protocol), EdgeSnapshot, EdgeApp, Backend, EdgeConfig
+    EdgeHooks (Protocol: what the edge asks of the rest), ColdStartError, ColdStartKind,
+    EdgeSnapshot, EdgeApp, Backend (the one backend value of the server), EdgeConfig
 
 Layout: pure cores (:mod:`.policy`, :mod:`.static`, :mod:`.activity`, :mod:`.snapshot`,
-the routing decision :mod:`.decide` and the exchange state machine :mod:`.lifecycle`)
-beside thin I/O shells, the protocol-level forwarder (:mod:`.protocol`, :mod:`.exchange`,
-:mod:`.proxy`, :mod:`.upstream`, :mod:`.staticsend`, :mod:`.runtime`) that talk through
-:mod:`.links`; :mod:`.workers` and :mod:`.server` own processes and the channel.
+the routing decision :mod:`.decide`, the exchange state machine :mod:`.lifecycle`, the
+channel's typed :mod:`.messages`) beside thin I/O shells, the protocol-level forwarder
+(:mod:`.http1`, :mod:`.exchange`, :mod:`.proxy`, :mod:`.upstream`, :mod:`.staticsend`,
+:mod:`.runtime`) that talk through :mod:`.links`; :mod:`.workers` and :mod:`.server` own
+processes and the channel. The one interface to the rest of the server is
+:class:`.hooks.EdgeHooks`; the edge imports nothing of the supervisor or the command
+side (an import-linter contract in ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -20,19 +24,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .hooks import ColdStartError, ColdStartKind, EdgeHooks
     from .runtime import EdgeConfig
-    from .server import Edge, EdgeError, EdgeProvider
+    from .server import Edge, EdgeError
     from .snapshot import Backend, EdgeApp, EdgeSnapshot
 
-__all__ = ["Backend", "Edge", "EdgeApp", "EdgeError", "EdgeConfig", "EdgeProvider", "EdgeSnapshot"]
+__all__ = [
+    "Backend",
+    "ColdStartError",
+    "ColdStartKind",
+    "Edge",
+    "EdgeApp",
+    "EdgeConfig",
+    "EdgeError",
+    "EdgeHooks",
+    "EdgeSnapshot",
+]
 _HOMES = {
     "Backend": "snapshot",
     "EdgeApp": "snapshot",
     "EdgeSnapshot": "snapshot",
+    "ColdStartError": "hooks",
+    "ColdStartKind": "hooks",
+    "EdgeHooks": "hooks",
     "EdgeConfig": "runtime",
     "Edge": "server",
     "EdgeError": "server",
-    "EdgeProvider": "server",
 }
 
 

@@ -13,7 +13,7 @@ Rules:
   asks the file system and falls back to :func:`app_route` when it does not.
 - ``detail`` per route: ``CHALLENGE`` the token (``None``: malformed, 404), ``REDIRECT``
   the ``Location`` bytes, ``STATUS``/``NOT_FOUND`` ``None``, every other route the
-  state's ``(RouteMatch, AppState)`` pair (cached by the state: no allocation).
+  state's ``(RouteMatch, RoutedApp)`` pair (cached by the state: no allocation).
 - The kinds are :class:`Route` members; the module also binds them to plain names so
   the hot path compares with ``is``.
 """
@@ -30,7 +30,7 @@ from tako_common.hosts import (
 )
 
 from .policy import RequestHead, redirect_location, should_redirect
-from .snapshot import AppState, EdgeState
+from .snapshot import EdgeState, RoutedApp
 from .static import has_extension
 
 
@@ -87,7 +87,7 @@ def decide(
     return (COLD_START if app.cold_start else UNAVAILABLE), found
 
 
-def app_route(app: AppState) -> Route:
+def app_route(app: RoutedApp) -> Route:
     """How a routed request reaches ``app``: a backend, a cold start, or 503."""
     if app.backends:
         return PROXY

@@ -35,11 +35,12 @@ from .decide import (
     app_route,
     decide,
 )
+from .hooks import ColdStartError, ColdStartKind
 from .lifecycle import TOO_LARGE, ExchangeState
 from .links import ClientLink
 from .policy import Rejected, inspect_request, redirect_response, simple_response, split_target
 from .proxy import BODY_BUFFERED, ProxyExchange
-from .snapshot import AppState
+from .snapshot import RoutedApp
 from .static import resolve_static
 from .staticsend import StaticStream, static_response
 
@@ -50,19 +51,11 @@ RETRY_AFTER = (("Retry-After", "1"),)
 STATUS_BODY = b'{"status":"ok"}'
 
 
-class ColdStartError(Exception):
-    """A cold start that did not give backends; ``kind`` is rejected, failed or timeout."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def cold_start_answer(kind: str) -> tuple[int, tuple[tuple[str, str], ...]]:
+def cold_start_answer(kind: ColdStartKind) -> tuple[int, tuple[tuple[str, str], ...]]:
     """Status and extra headers for a cold-start failure (pure)."""
-    if kind == "rejected":
+    if kind is ColdStartKind.REJECTED:
         return 503, RETRY_AFTER
-    if kind == "timeout":
+    if kind is ColdStartKind.TIMEOUT:
         return 504, ()
     return 502, ()
 
@@ -192,7 +185,7 @@ class Exchange(ProxyExchange):
             self.respond(self._simple(200, answer.encode("ascii")))
 
     # --- static files -------------------------------------------------------------------
-    def _serve_static(self, app: AppState, prefix: str) -> bool:
+    def _serve_static(self, app: RoutedApp, prefix: str) -> bool:
         """Answer from the app's ``public/`` if a file matches; False: ask the app."""
         assert app.public_dir is not None and self.head is not None
         try:
@@ -228,7 +221,7 @@ class Exchange(ProxyExchange):
             self.client.abort()  # the file shrank: its announced length cannot be kept
 
     # --- proxying -----------------------------------------------------------------------
-    def _reach(self, kind: Route, app: AppState) -> None:
+    def _reach(self, kind: Route, app: RoutedApp) -> None:
         if kind is PROXY:
             self._dispatch(app.key, app.backends)
         elif kind is COLD_START:

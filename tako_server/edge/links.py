@@ -2,7 +2,7 @@
 
 Rules:
 
-- The shells (:mod:`.protocol` = the client connection, :mod:`.exchange` = one request on
+- The shells (:mod:`.http1` = the client connection, :mod:`.exchange` = one request on
   it, :mod:`.upstream` = one connection to an instance, :mod:`.runtime` = the process)
   know each other only through the :class:`typing.Protocol` classes below: a shell calls
   another's methods, never writes its fields or its transport. Type hints name these

@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from .protocol import ClientProtocol
+from .http1 import ClientProtocol
 from .runtime import EdgeRuntime
 
 BACKLOG = 4096

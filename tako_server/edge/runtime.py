@@ -4,8 +4,11 @@ Rules:
 
 - One :class:`EdgeRuntime` per process (main with ``workers=0``, or each worker); every
   client connection holds a reference to it. It is the only place that knows how to
-  reach the main process (through :class:`EdgeHooks`), so connections never care
-  whether they run in a worker.
+  reach the rest of the server (through its :class:`~.hooks.EdgeHooks`: the daemon's
+  in-process, a worker's channel otherwise), so connections never care whether they
+  run in a worker. Its activity reports name it as ``reporter``.
+- Background tasks start through :func:`tako_common.tasks.spawn` (named, failures
+  logged) and are kept here until they end, so :meth:`close` can cancel them.
 - Time is a coarse clock (:attr:`EdgeRuntime.now`, refreshed by the sweeper every
   ``tick`` seconds): deadlines cost an attribute write per request, and one sweep closes
   every connection past its deadline (header, idle keep-alive, upstream response).
@@ -22,9 +25,12 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from tako_common.tasks import spawn
 
 from .activity import Activity
+from .hooks import EdgeHooks
 from .links import Connection
 from .policy import MAX_BODY, choose_backend
 from .snapshot import Backend, EdgeState
@@ -50,24 +56,20 @@ class EdgeConfig:
     report_interval: float = 0.25
 
 
-class EdgeHooks(Protocol):
-    """What a process's edge asks of the main process."""
-
-    async def cold_start(self, key: str) -> list[Backend]: ...
-
-    async def challenge(self, token: str) -> str | None: ...
-
-    def app_log(self, key: str, line: str) -> None: ...
-
-    def report(self, reports: dict[str, dict[int, int]]) -> None: ...
-
-
 class EdgeRuntime:
     """Everything connections in this process share."""
 
-    def __init__(self, config: EdgeConfig, hooks: EdgeHooks, state: EdgeState | None = None):
+    def __init__(
+        self,
+        config: EdgeConfig,
+        hooks: EdgeHooks,
+        state: EdgeState | None = None,
+        *,
+        reporter: str = "edge",
+    ) -> None:
         self.config = config
         self.hooks = hooks
+        self.reporter = reporter
         self.loop = asyncio.get_running_loop()
         self.state = state or EdgeState.empty()
         self.pool = UpstreamPool(config.connect_timeout, config.max_idle_upstream)
@@ -123,7 +125,7 @@ class EdgeRuntime:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a named background task and keep a reference until it ends."""
-        task = self.loop.create_task(coro, name=name)
+        task = spawn(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -150,7 +152,7 @@ class EdgeRuntime:
         report = self.activity.take_report(self.loop.time())
         if report:
             try:
-                self.hooks.report(report)
+                self.hooks.report(self.reporter, report)
             except Exception:  # a reporting failure must never break serving
                 log.exception("activity report failed")
 

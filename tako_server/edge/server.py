@@ -4,25 +4,32 @@ Rules:
 
 - ``workers > 0``: the main process opens one ``SO_REUSEPORT`` listener per worker and
   port (:func:`.listen.open_listeners`), starts that many worker processes
-  (:mod:`.workers`) that serve on the one they inherit, pushes
-  every snapshot and "certs changed" to them, answers their cold-start and challenge
-  requests through the provider, and forwards their activity reports (reporter
-  ``edge-{index}``). A worker that dies is restarted (with backoff) and its in-flight
-  counts are reported as zero.
+  (:mod:`.workers`) that serve on the one they inherit, pushes every snapshot and
+  "certs changed" to them, answers their cold-start and challenge requests through its
+  :class:`~.hooks.EdgeHooks`, and forwards their activity reports (reporter
+  ``edge-{index}``). Everything on the channel is a typed message (:mod:`.messages`); a
+  message that has no business going main-wards is logged and dropped. A worker that
+  dies is restarted (with backoff) and its in-flight counts are reported as zero.
 - A worker accepts nothing until it has the routes: it says ``started``, gets the last
   snapshot that compiled here, applies it, reads the certificates, serves, says
   ``ready`` (:mod:`.workers`). :meth:`Edge.start` returns only once every worker is
   ready, so a takeover successor tells its predecessor to go only when each of its
   workers routes with the current table; a restarted worker goes through the same
   handshake while the others keep serving.
-- ``workers == 0``: the same edge runs in this process directly on the provider.
+- ``workers == 0``: the same edge runs in this process directly on the hooks (reporter
+  ``edge``).
+- What to route is pushed, never pulled: :meth:`Edge.update` takes the next
+  :class:`~.snapshot.EdgeSnapshot` (call it once before :meth:`Edge.start` so the first
+  request already has routes). Updates are coalesced: one compile and one encoded push
+  per loop iteration; a snapshot that does not compile is refused (logged) and the
+  previous one stays.
 - ``listeners=`` adopts listening sockets inherited from a previous server process (a
   takeover, :mod:`tako_server.upgrade`); :attr:`Edge.listeners` is what a successor
   inherits. :meth:`Edge.stop` closes this process's references at once, so a socket a
   successor also holds keeps its accept queue.
-- :meth:`Edge.notify` is cheap and coalesced: one snapshot push per loop iteration.
 - :meth:`Edge.stop` stops accepting, lets in-flight exchanges finish within the drain
-  timeout, then closes what is left.
+  timeout, then closes what is left. Background tasks (one reader per worker, answers
+  to its requests) run in a :class:`~tako_common.tasks.TaskGroup`, cancelled at stop.
 """
 
 from __future__ import annotations
@@ -30,20 +37,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tako_common.errors import TakoError
-from tako_server.supervisor.spec import ColdStartRejected, ColdStartTimeout
+from tako_common.tasks import TaskGroup
 
 from .channel import Channel
-from .exchange import ColdStartError
+from .hooks import ColdStartError, ColdStartKind, EdgeHooks
 from .listen import open_listeners, serve_sockets
+from .messages import (
+    ActivityReport,
+    AppLogLine,
+    CertsChanged,
+    ChallengeReply,
+    ChallengeRequest,
+    ColdStartReply,
+    ColdStartRequest,
+    Message,
+    Ready,
+    SnapshotPush,
+    Started,
+    StopWorker,
+    encode,
+)
 from .runtime import EdgeConfig, EdgeRuntime
-from .snapshot import Backend, BackendLike, EdgeSnapshot, EdgeState, snapshot_to_wire
+from .snapshot import EdgeSnapshot, EdgeState
 from .tls import EdgeTls
 from .workers import worker_argv, worker_config
 
@@ -52,61 +73,10 @@ READY_TIMEOUT = 15.0
 RESTART_BACKOFF_CAP = 30.0
 
 
-class EdgeProvider(Protocol):
-    """Implemented by the daemon over the Supervisor and the certificate manager."""
-
-    def snapshot(self) -> EdgeSnapshot: ...
-
-    async def cold_start(self, key: str) -> Sequence[BackendLike]: ...
-
-    def report_activity(
-        self, key: str, in_flight: dict[int, int], now: float, reporter: str
-    ) -> None: ...
-
-    def challenge(self, token: str) -> str | None: ...
-
-    def app_log(self, key: str, line: str) -> None: ...
-
-
 class EdgeError(TakoError):
     """The edge could not start (a port is taken, workers did not come up)."""
 
     code = "edge"
-
-
-def cold_start_error_kind(exc: BaseException) -> str:
-    """Wire/edge name of a supervisor cold-start failure."""
-    if isinstance(exc, ColdStartRejected):
-        return "rejected"
-    if isinstance(exc, ColdStartTimeout | TimeoutError):
-        return "timeout"
-    return "failed"
-
-
-class LocalHooks:
-    """:class:`~.runtime.EdgeHooks` straight onto the provider (``workers=0``)."""
-
-    def __init__(self, provider: EdgeProvider, reporter: str = "edge") -> None:
-        self.provider = provider
-        self.reporter = reporter
-
-    async def cold_start(self, key: str) -> list[Backend]:
-        try:
-            found = await self.provider.cold_start(key)
-        except Exception as exc:
-            raise ColdStartError(cold_start_error_kind(exc), str(exc)) from exc
-        return [Backend(b.instance_id, b.host, b.port) for b in found]
-
-    async def challenge(self, token: str) -> str | None:
-        return self.provider.challenge(token)
-
-    def app_log(self, key: str, line: str) -> None:
-        self.provider.app_log(key, line)
-
-    def report(self, reports: dict[str, dict[int, int]]) -> None:
-        now = time.monotonic()
-        for key, counts in reports.items():
-            self.provider.report_activity(key, counts, now, self.reporter)
 
 
 class WorkerHandle:
@@ -125,9 +95,13 @@ class WorkerHandle:
         pid = self.process.pid if self.process else None
         return f"WorkerHandle(index={self.index}, pid={pid}, ready={self.ready.is_set()})"
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         if self.channel is not None:
             self.channel.send(message)
+
+    def send_encoded(self, line: bytes) -> None:
+        if self.channel is not None:
+            self.channel.send_encoded(line)
 
 
 class Edge:
@@ -135,7 +109,7 @@ class Edge:
 
     def __init__(
         self,
-        provider: EdgeProvider,
+        hooks: EdgeHooks,
         *,
         http_port: int,
         https_port: int,
@@ -146,7 +120,7 @@ class Edge:
         public_https_port: int | None = None,
         listeners: Mapping[str, Sequence[socket.socket]] | None = None,
     ) -> None:
-        self.provider = provider
+        self.hooks = hooks
         self.host = host
         self.http_port = http_port
         self.https_port = https_port
@@ -161,9 +135,11 @@ class Edge:
         self._rt: EdgeRuntime | None = None
         self._tls: EdgeTls | None = None
         self._handles: list[WorkerHandle] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup()
         self._push_handle: asyncio.Handle | None = None
-        self._wire: dict[str, Any] = snapshot_to_wire(EdgeSnapshot())  # last that compiled
+        self._snapshot = EdgeSnapshot()  # the newest one handed to update()
+        self._snapshot_line = encode(SnapshotPush(EdgeSnapshot()))  # the last that compiled
+        self._started = False
         self._stopping = False
 
     def __repr__(self) -> str:
@@ -185,25 +161,14 @@ class Edge:
         """Open (or adopt) the listeners, load certificates, start serving; raises if a
         worker fails."""
         self._tls = EdgeTls(self.certs_dir, ensure_default=True)  # before any worker starts
-        count = max(1, self.workers)
-        for kind, port in (("http", self.http_port), ("https", self.https_port)):
-            inherited = self._inherited.pop(kind, [])
-            try:
-                self._listeners[kind] = open_listeners(self.host, port, count, inherited)
-            except OSError as exc:
-                for socks in self._listeners.values():
-                    for sock in socks:
-                        sock.close()
-                raise EdgeError(
-                    f"cannot listen on {self.host}:{port}: {exc.strerror or exc}",
-                    hint="another process holds the port, or ports below 1024 need root",
-                ) from exc
+        self._open_listeners()
         self.http_port = self._listeners["http"][0].getsockname()[1]
         self.https_port = self._listeners["https"][0].getsockname()[1]
         public = self._public_https_port or self.https_port
         self.config = replace(self._base_config, https_port=public)
         if self.workers == 0:
-            self._rt = EdgeRuntime(self.config, LocalHooks(self.provider))
+            self._rt = EdgeRuntime(self.config, self.hooks)
+        self._started = True
         self._push()  # the routes every serving process starts with
         if self._rt is not None:
             self._servers = await serve_sockets(
@@ -226,9 +191,25 @@ class Edge:
                 hint="see the server log for the worker's error",
             ) from None
 
-    def notify(self) -> None:
-        """The provider's state changed: push a new snapshot (coalesced)."""
-        if self._push_handle is None and not self._stopping:
+    def _open_listeners(self) -> None:
+        count = max(1, self.workers)
+        for kind, port in (("http", self.http_port), ("https", self.https_port)):
+            inherited = self._inherited.pop(kind, [])
+            try:
+                self._listeners[kind] = open_listeners(self.host, port, count, inherited)
+            except OSError as exc:
+                for socks in self._listeners.values():
+                    for sock in socks:
+                        sock.close()
+                raise EdgeError(
+                    f"cannot listen on {self.host}:{port}: {exc.strerror or exc}",
+                    hint="another process holds the port, or ports below 1024 need root",
+                ) from exc
+
+    def update(self, snapshot: EdgeSnapshot) -> None:
+        """Route with ``snapshot`` from now on (coalesced: one push per loop iteration)."""
+        self._snapshot = snapshot
+        if self._push_handle is None and self._started and not self._stopping:
             self._push_handle = asyncio.get_running_loop().call_soon(self._push)
 
     def certs_changed(self) -> None:
@@ -236,11 +217,14 @@ class Edge:
         if self._tls is not None:
             self._tls.refresh()
         for handle in self._handles:
-            handle.send({"op": "certs"})
+            handle.send(CertsChanged())
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close."""
         self._stopping = True
+        if self._push_handle is not None:
+            self._push_handle.cancel()
+            self._push_handle = None
         for server in self._servers:
             server.close()
         for socks in self._listeners.values():
@@ -251,34 +235,26 @@ class Edge:
             await self._rt.drain(drain_timeout)
             self._rt.close()
         for handle in self._handles:
-            handle.send({"op": "stop", "drain": drain_timeout})
+            handle.send(StopWorker(drain_timeout))
         await asyncio.gather(*(self._reap(h, drain_timeout + 5.0) for h in self._handles))
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.cancel_all()
 
     # --- snapshots ----------------------------------------------------------------------
     def _push(self) -> None:
         self._push_handle = None
-        snapshot = self.provider.snapshot()
+        snapshot = self._snapshot
         try:
             state = EdgeState.compile(snapshot)
         except Exception:
             log.exception("edge: snapshot refused (routes invalid), keeping the previous one")
             return
-        self._wire = snapshot_to_wire(snapshot)
+        self._snapshot_line = line = encode(SnapshotPush(snapshot))
         if self._rt is not None:
             self._rt.set_state(state)
-        message = {"op": "snapshot", "snapshot": self._wire}
         for handle in self._handles:
-            handle.send(message)
+            handle.send_encoded(line)
 
     # --- workers ------------------------------------------------------------------------
-    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def _spawn(self, handle: WorkerHandle) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         config = worker_config(
@@ -304,60 +280,71 @@ class Edge:
             theirs.close()
         handle.ready.clear()
         handle.channel = await Channel.open(ours)
-        self._spawn_task(self._serve_worker(handle), name=f"edge-worker-{handle.index}")
+        self._tasks.spawn(self._serve_worker(handle), name=f"edge-worker-{handle.index}")
 
     async def _serve_worker(self, handle: WorkerHandle) -> None:
         channel = handle.channel
         assert channel is not None
-        while True:
-            message = await channel.recv()
-            if message is None:
-                break
+        while (message := await channel.recv()) is not None:
             self._on_message(handle, message)
         await self._on_worker_exit(handle)
 
-    def _on_message(self, handle: WorkerHandle, message: Mapping[str, Any]) -> None:
-        op = message.get("op")
-        if op == "activity":
-            self._on_activity(handle, message.get("apps", {}))
-        elif op == "cold_start":
-            self._spawn_task(self._answer_cold_start(handle, message), name="edge-cold-start")
-        elif op == "challenge":
-            answer = _safe(self.provider.challenge, str(message["token"]))
-            handle.send({"op": "reply", "id": message["id"], "answer": answer})
-        elif op == "log":
-            _safe(self.provider.app_log, str(message["key"]), str(message["line"]))
-        elif op == "started":  # it serves once it has this (the pushes after it follow it)
-            handle.send({"op": "snapshot", "snapshot": self._wire})
-        elif op == "ready":
-            handle.ready.set()
+    def _on_message(self, handle: WorkerHandle, message: Message) -> None:
+        match message:
+            case ActivityReport(in_flight=in_flight):
+                self._on_activity(handle, in_flight)
+            case ColdStartRequest(key=key):
+                name = f"edge-cold-start-{key}"
+                self._tasks.spawn(self._answer_cold_start(handle, message), name=name)
+            case ChallengeRequest():
+                name = f"edge-acme-{message.token[:16]}"
+                self._tasks.spawn(self._answer_challenge(handle, message), name=name)
+            case AppLogLine(key=key, line=line):
+                _safe(self.hooks.app_log, key, line)
+            case Started():  # it serves once it has this (the pushes after it follow it)
+                handle.send_encoded(self._snapshot_line)
+            case Ready():
+                handle.ready.set()
+            case _:
+                log.error(
+                    "edge: refused %r from worker %d (not a worker's message)",
+                    message.op,
+                    handle.index,
+                )
 
-    def _on_activity(self, handle: WorkerHandle, apps: Mapping[str, Mapping[str, int]]) -> None:
-        now = time.monotonic()
-        for key, counts in apps.items():
-            in_flight = {int(i): int(n) for i, n in counts.items()}
-            if in_flight:
+    def _on_activity(
+        self, handle: WorkerHandle, in_flight: Mapping[str, Mapping[int, int]]
+    ) -> None:
+        for key, counts in in_flight.items():
+            if counts:
                 handle.busy_keys.add(key)
             else:
                 handle.busy_keys.discard(key)
-            _safe(self.provider.report_activity, key, in_flight, now, handle.reporter)
+        _safe(self.hooks.report, handle.reporter, in_flight)
 
-    async def _answer_cold_start(self, handle: WorkerHandle, message: Mapping[str, Any]) -> None:
-        reply: dict[str, Any] = {"op": "reply", "id": message["id"]}
+    async def _answer_cold_start(self, handle: WorkerHandle, request: ColdStartRequest) -> None:
         try:
-            backends = await self.provider.cold_start(str(message["key"]))
-            reply["backends"] = [[b.instance_id, b.host, b.port] for b in backends]
-        except Exception as exc:
-            reply["error"] = cold_start_error_kind(exc)
-            reply["message"] = str(exc)
+            backends = await self.hooks.cold_start(request.key)
+            reply = ColdStartReply(request.id, backends=tuple(backends))
+        except ColdStartError as exc:
+            reply = ColdStartReply(request.id, error=exc.kind, message=exc.message)
+        except Exception as exc:  # the hooks broke their rule: the edge answers 502
+            reply = ColdStartReply(request.id, error=ColdStartKind.FAILED, message=repr(exc))
         handle.send(reply)
+
+    async def _answer_challenge(self, handle: WorkerHandle, request: ChallengeRequest) -> None:
+        try:
+            answer = await self.hooks.challenge(request.token)
+        except Exception:
+            log.exception("edge: challenge hook failed")
+            answer = None
+        handle.send(ChallengeReply(request.id, answer))
 
     async def _on_worker_exit(self, handle: WorkerHandle) -> None:
         process = handle.process
         code = await process.wait() if process is not None else None
-        now = time.monotonic()
-        for key in handle.busy_keys:
-            _safe(self.provider.report_activity, key, {}, now, handle.reporter)
+        if handle.busy_keys:
+            _safe(self.hooks.report, handle.reporter, {key: {} for key in handle.busy_keys})
         handle.busy_keys.clear()
         if handle.channel is not None:
             handle.channel.close()
@@ -383,12 +370,12 @@ class Edge:
             await process.wait()
 
 
-def _safe(call: Any, *args: Any) -> Any:
+def _safe(call: Callable[..., Any], *args: Any) -> Any:
     try:
         return call(*args)
     except Exception:
-        log.exception("edge: provider call failed")
+        log.exception("edge: hook call failed")
         return None
 
 
-__all__ = ["Edge", "EdgeError", "EdgeProvider", "LocalHooks", "cold_start_error_kind"]
+__all__ = ["Edge", "EdgeError"]

@@ -1,14 +1,16 @@
-"""What the edge knows about the world: the snapshot the main process hands to the edge.
+"""What the edge knows about the world: the snapshot pushed to it, and its compiled form.
 
 Rules:
 
-- :class:`EdgeSnapshot` / :class:`EdgeApp` are the provider-facing values (shared API);
-  backends may be any object with ``instance_id``, ``host`` and ``port`` (the
-  supervisor's ``Backend`` as is); the compiled state holds the edge's own copies.
-- This module (like every module a worker imports) does not import the supervisor.
-- A snapshot travels to worker processes as JSON (:func:`snapshot_to_wire`) and is
-  compiled once per change into an immutable :class:`EdgeState` (route table + apps),
-  swapped whole; request handling only reads it.
+- :class:`Backend` is THE backend value of the server: the supervisor makes them, the
+  routing state (:mod:`tako_server.routing`) collects them and the edge routes with them,
+  all without conversion (a frozen, slotted dataclass; equal by value).
+- :class:`EdgeSnapshot` / :class:`EdgeApp` are what the rest of the server pushes to the
+  edge (:meth:`tako_server.edge.server.Edge.update`); they travel to worker processes as
+  the ``snapshot`` message of :mod:`.messages`.
+- This module (like every module a worker imports) imports no other part of the server.
+- A snapshot is compiled once per change into an immutable :class:`EdgeState` (route
+  table + :class:`RoutedApp` per app), swapped whole; request handling only reads it.
 - Route lookups are memoised per ``(host, path)`` in the state (bounded, and thrown away
   with the state), so repeated requests cost one dict lookup.
 - A snapshot whose routes conflict or do not parse is refused with the library error
@@ -20,40 +22,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from tako_common.routes import RouteMatch, RouteTable
 
 ROUTE_CACHE_SIZE = 8192
 
-__all__ = [
-    "AppState",
-    "Backend",
-    "BackendLike",
-    "EdgeApp",
-    "EdgeSnapshot",
-    "EdgeState",
-    "snapshot_from_wire",
-    "snapshot_to_wire",
-]
-
-
-class BackendLike(Protocol):
-    """Where to send requests; ``tako_server.supervisor.Backend`` fits as is."""
-
-    @property
-    def instance_id(self) -> int: ...
-
-    @property
-    def host(self) -> str: ...
-
-    @property
-    def port(self) -> int: ...
+__all__ = ["Backend", "EdgeApp", "EdgeSnapshot", "EdgeState", "RoutedApp"]
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """The edge's own backend value (same fields as the supervisor's)."""
+    """One routable instance: where the edge sends requests."""
 
     instance_id: int
     host: str
@@ -65,7 +44,7 @@ class EdgeApp:
     """One app as the edge sees it: where to send requests and what to serve itself."""
 
     key: str
-    backends: tuple[BackendLike, ...]
+    backends: tuple[Backend, ...]
     public_dir: str | None
     cold_start: bool
 
@@ -78,38 +57,8 @@ class EdgeSnapshot:
     apps: Mapping[str, EdgeApp] = field(default_factory=dict)
 
 
-def snapshot_to_wire(snapshot: EdgeSnapshot) -> dict[str, Any]:
-    """A JSON-ready form of ``snapshot`` for worker processes."""
-    return {
-        "routes": [[text, key] for text, key in snapshot.routes],
-        "apps": {
-            key: {
-                "backends": [[b.instance_id, b.host, b.port] for b in app.backends],
-                "public_dir": app.public_dir,
-                "cold_start": app.cold_start,
-            }
-            for key, app in snapshot.apps.items()
-        },
-    }
-
-
-def snapshot_from_wire(data: Mapping[str, Any]) -> EdgeSnapshot:
-    """Inverse of :func:`snapshot_to_wire`."""
-    apps = {
-        key: EdgeApp(
-            key=key,
-            backends=tuple(Backend(int(i), str(h), int(p)) for i, h, p in raw["backends"]),
-            public_dir=raw.get("public_dir"),
-            cold_start=bool(raw.get("cold_start", False)),
-        )
-        for key, raw in data.get("apps", {}).items()
-    }
-    routes = tuple((str(text), str(key)) for text, key in data.get("routes", ()))
-    return EdgeSnapshot(routes=routes, apps=apps)
-
-
 @dataclass(frozen=True, slots=True)
-class AppState:
+class RoutedApp:
     """An app compiled for request handling."""
 
     key: str
@@ -123,8 +72,8 @@ class EdgeState:
     """The compiled, immutable view a process routes requests with."""
 
     table: RouteTable[str]
-    apps: Mapping[str, AppState]
-    _cache: dict[tuple[str, str], tuple[RouteMatch[str], AppState] | None] = field(
+    apps: Mapping[str, RoutedApp]
+    _cache: dict[tuple[str, str], tuple[RouteMatch[str], RoutedApp] | None] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -137,9 +86,9 @@ class EdgeState:
         """Build the route table and app map; raises the route library's errors."""
         table: RouteTable[str] = RouteTable.build(snapshot.routes)
         apps = {
-            key: AppState(
+            key: RoutedApp(
                 key=key,
-                backends=tuple(Backend(b.instance_id, b.host, b.port) for b in app.backends),
+                backends=app.backends,
                 public_dir=Path(app.public_dir) if app.public_dir else None,
                 cold_start=app.cold_start,
             )
@@ -147,7 +96,7 @@ class EdgeState:
         }
         return cls(table, apps)
 
-    def route(self, host: str, path: str) -> tuple[RouteMatch[str], AppState] | None:
+    def route(self, host: str, path: str) -> tuple[RouteMatch[str], RoutedApp] | None:
         """The matching route and its app, or None (-> 404); memoised per (host, path)."""
         key = (host, path)
         try:
@@ -159,7 +108,7 @@ class EdgeState:
         result = self._cache[key] = self._route(host, path)
         return result
 
-    def _route(self, host: str, path: str) -> tuple[RouteMatch[str], AppState] | None:
+    def _route(self, host: str, path: str) -> tuple[RouteMatch[str], RoutedApp] | None:
         found = self.table.match(host, path)
         if found is None:
             return None

@@ -2,15 +2,13 @@
 
 A worker serves the listeners the main process opened for it (inherited descriptors
 ``http_fds``/``https_fds`` in its config; :mod:`.listen`) on uvloop and talks to the main process
-over a socketpair (:mod:`.channel`). Messages:
+over a socketpair (:mod:`.channel`) with the typed messages of :mod:`.messages`:
 
-- main -> worker: ``snapshot`` (wire snapshot), ``certs`` (re-read certificates),
-  ``reply`` (answer to a request: ``backends`` / ``answer`` or ``error`` + ``message``),
-  ``stop`` (``drain`` seconds).
-- worker -> main: ``started`` (``pid``: listening to the channel, not serving yet),
-  ``ready`` (``pid``: first snapshot applied, certificates read, accepting now),
-  ``activity`` (``apps``: key -> instance id -> in-flight),
-  ``cold_start`` (``id``, ``key``), ``challenge`` (``id``, ``token``), ``log`` (``key``, ``line``).
+- main -> worker: ``snapshot``, ``certs`` (re-read certificates), ``stop`` (drain
+  seconds), ``cold_start_reply`` and ``challenge_reply`` (answers to its requests).
+- worker -> main: ``started`` (listening to the channel, not serving yet), ``ready``
+  (first snapshot applied, certificates read, accepting now), ``activity`` (key ->
+  instance id -> in-flight), ``cold_start``, ``challenge``, ``app_log``.
 
 Start-up handshake (the same at a first start, in a takeover successor and when a crashed
 worker is restarted): ``started`` -> the main answers with its current ``snapshot`` ->
@@ -21,9 +19,10 @@ empty table (a 404 for a host that exists).
 
 Rules: the worker owns no state the main process needs back; if the channel closes
 (main gone) it drains briefly and exits. SIGINT is ignored (the main process decides),
-SIGTERM drains like ``stop``. Cold-start errors come back as :class:`~.exchange.ColdStartError` with
-the same ``kind`` the in-process hooks use. Workers never import the supervisor or the
-server module (memory: a worker is a small process).
+SIGTERM drains like ``stop``. :class:`WorkerHooks` is the worker's
+:class:`~.hooks.EdgeHooks`: cold-start errors come back as :class:`~.hooks.ColdStartError`
+with the kind the main process's hooks raised. Workers never import the supervisor or
+the server module (memory: a worker is a small process).
 """
 
 from __future__ import annotations
@@ -38,15 +37,31 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .channel import Channel
-from .exchange import ColdStartError
+from .hooks import ColdStartError
 from .listen import serve, serve_sockets
+from .messages import (
+    ActivityReport,
+    AppLogLine,
+    CertsChanged,
+    ChallengeReply,
+    ChallengeRequest,
+    ColdStartReply,
+    ColdStartRequest,
+    Message,
+    Ready,
+    Reply,
+    SnapshotPush,
+    Started,
+    StopWorker,
+)
 from .runtime import EdgeConfig, EdgeRuntime
-from .snapshot import Backend, EdgeState, snapshot_from_wire
+from .snapshot import Backend, EdgeState
 from .tls import EdgeTls
 
 log = logging.getLogger("tako_server.edge.worker")
@@ -83,28 +98,28 @@ def worker_config(
 
 
 class WorkerHooks:
-    """:class:`~.runtime.EdgeHooks` over the channel to the main process."""
+    """The worker's :class:`~.hooks.EdgeHooks`: every call is a message to the main process."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
 
     def __repr__(self) -> str:
         return f"WorkerHooks(waiting={len(self._waiting)})"
 
-    async def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(self, make: Callable[[int], Message]) -> Reply:
         request_id = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            self.channel.send({**message, "id": request_id})
+            self.channel.send(make(request_id))
             return await future
         finally:
             self._waiting.pop(request_id, None)
 
-    def resolve(self, reply: dict[str, Any]) -> None:
-        future = self._waiting.get(int(reply.get("id", 0)))
+    def resolve(self, reply: Reply) -> None:
+        future = self._waiting.get(reply.id)
         if future is not None and not future.done():
             future.set_result(reply)
 
@@ -114,24 +129,23 @@ class WorkerHooks:
                 future.set_exception(ConnectionError("edge main process went away"))
 
     async def cold_start(self, key: str) -> list[Backend]:
-        reply = await self._ask({"op": "cold_start", "key": key})
-        if "error" in reply:
-            raise ColdStartError(
-                str(reply["error"]), str(reply.get("message", "cold start failed"))
-            )
-        return [Backend(int(i), str(h), int(p)) for i, h, p in reply.get("backends", [])]
+        reply = await self._ask(lambda i: ColdStartRequest(i, key))
+        if not isinstance(reply, ColdStartReply):
+            raise ConnectionError(f"cold start of {key} answered by {reply.op}")
+        if reply.error is not None:
+            raise ColdStartError(reply.error, reply.message)
+        return list(reply.backends)
 
     async def challenge(self, token: str) -> str | None:
-        reply = await self._ask({"op": "challenge", "token": token})
-        answer = reply.get("answer")
-        return str(answer) if answer is not None else None
+        reply = await self._ask(lambda i: ChallengeRequest(i, token))
+        return reply.answer if isinstance(reply, ChallengeReply) else None
 
     def app_log(self, key: str, line: str) -> None:
-        self.channel.send({"op": "log", "key": key, "line": line})
+        self.channel.send(AppLogLine(key, line))
 
-    def report(self, reports: dict[str, dict[int, int]]) -> None:
-        apps = {key: {str(i): n for i, n in counts.items()} for key, counts in reports.items()}
-        self.channel.send({"op": "activity", "apps": apps})
+    def report(self, reporter: str, in_flight: Mapping[str, Mapping[int, int]]) -> None:
+        """The main process knows which worker this is; ``reporter`` is not sent."""
+        self.channel.send(ActivityReport(in_flight))
 
 
 @dataclass
@@ -164,13 +178,13 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
     the first snapshot is applied (see the start-up handshake in the module docstring)."""
     channel = await Channel.open(socket.socket(fileno=channel_fd))
     hooks = WorkerHooks(channel)
-    rt = EdgeRuntime(EdgeConfig(**config["edge"]), hooks)
+    rt = EdgeRuntime(EdgeConfig(**config["edge"]), hooks, reporter=f"edge-{config['index']}")
     tls = EdgeTls(Path(config["certs_dir"]))
     inherited = {kind: [_adopt(fd) for fd in config.get(f"{kind}_fds", [])] for kind in KINDS}
     control = WorkerControl()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, control.stop.set)
     reader = rt.spawn(_read_loop(channel, hooks, rt, tls, control), name="edge-worker-channel")
-    channel.send({"op": "started", "pid": os.getpid()})
+    channel.send(Started(os.getpid()))
     servers: list[asyncio.Server] = []
     if await control.wait_snapshot():
         tls.refresh()  # certificates at least as new as the snapshot (main wrote them first)
@@ -178,7 +192,7 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
         gc.collect()
         gc.freeze()  # start-up objects never need scanning again
         gc.set_threshold(GC_THRESHOLD, 20, 100)
-        channel.send({"op": "ready", "pid": os.getpid()})
+        channel.send(Ready(os.getpid()))
     await control.stop.wait()
     for server in servers:
         server.close()
@@ -214,26 +228,28 @@ async def _read_loop(
 ) -> None:
     while True:
         message = await channel.recv()
-        if message is None:
-            hooks.fail_all()
-            control.stop.set()
-            return
-        op = message.get("op")
-        if op == "snapshot":
-            try:
-                rt.set_state(EdgeState.compile(snapshot_from_wire(message["snapshot"])))
-            except Exception:
-                log.exception("edge worker: snapshot refused, keeping the previous one")
-            else:
-                control.has_snapshot.set()
-        elif op == "reply":
-            hooks.resolve(message)
-        elif op == "certs":
-            tls.refresh()
-        elif op == "stop":
-            control.drain = float(message.get("drain", STOP_ON_EOF_DRAIN))
-            control.stop.set()
-            return
+        match message:
+            case None:
+                hooks.fail_all()
+                control.stop.set()
+                return
+            case SnapshotPush(snapshot=snapshot):
+                try:
+                    rt.set_state(EdgeState.compile(snapshot))
+                except Exception:
+                    log.exception("edge worker: snapshot refused, keeping the previous one")
+                else:
+                    control.has_snapshot.set()
+            case ColdStartReply() | ChallengeReply():
+                hooks.resolve(message)
+            case CertsChanged():
+                tls.refresh()
+            case StopWorker(drain=drain):
+                control.drain = drain
+                control.stop.set()
+                return
+            case _:
+                log.error("edge worker: refused %r (main -> worker messages only)", message.op)
 
 
 def main(argv: list[str] | None = None) -> None:

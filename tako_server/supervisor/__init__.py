@@ -11,7 +11,6 @@ from tako_server.supervisor.machine import AppMachine
 from tako_server.supervisor.rollout import RolloutPlan
 from tako_server.supervisor.spec import (
     AppRuntime,
-    Backend,
     ColdStartFailed,
     ColdStartRejected,
     ColdStartTimeout,
@@ -28,7 +27,6 @@ __all__ = [
     "AppLog",
     "AppMachine",
     "AppRuntime",
-    "Backend",
     "ColdStartFailed",
     "ColdStartOutcome",
     "ColdStartQueue",

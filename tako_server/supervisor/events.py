@@ -11,7 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tako_server.supervisor.spec import Backend, LaunchSpec, RolloutResult
+from tako_server.edge.snapshot import Backend
+from tako_server.supervisor.spec import LaunchSpec, RolloutResult
 
 # ------------------------------------------------------------------ events
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tako_common.protocol import AppState, InstanceStatus
+from tako_server.edge.snapshot import Backend
 from tako_server.supervisor.coldstart import ColdStartQueue
 from tako_server.supervisor.events import (
     Action,
@@ -53,7 +54,6 @@ from tako_server.supervisor.events import (
 from tako_server.supervisor.instance import Instance, InstanceState, describe_exit
 from tako_server.supervisor.rollout import RolloutPlan, StepKind
 from tako_server.supervisor.spec import (
-    Backend,
     LaunchSpec,
     RolloutResult,
     SupervisorSettings,

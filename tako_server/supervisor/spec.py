@@ -1,8 +1,13 @@
 """Value types of the supervisor: what to launch, its settings, its answers and its errors.
 
 Rules: everything here is an immutable value or an error; nothing does I/O. ``LaunchSpec``
-is built by the daemon from a release; the supervisor adds ``HOST``, ``PORT`` and
-``TAKO_INSTANCE`` itself. Times are seconds (floats); counts are ints.
+is built by the daemon from a release and holds what the processes need (what the edge
+needs, such as the ``public/`` directory, goes to :mod:`tako_server.routing` instead);
+the supervisor adds ``HOST``, ``PORT`` and ``TAKO_INSTANCE`` itself. Backends are the
+edge's :class:`~tako_server.edge.snapshot.Backend` (one value, no conversion). The
+cold-start errors are the supervisor's; the daemon's edge hooks translate them into the
+edge's :class:`~tako_server.edge.hooks.ColdStartError`. Times are seconds (floats);
+counts are ints.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ class LaunchSpec:
     workdir: Path
     command: list[str]
     environ: dict[str, str]
-    public_dir: Path | None
     log_dir: Path
 
     @property
@@ -36,15 +40,6 @@ class LaunchSpec:
 
     def __hash__(self) -> int:  # lists/dicts inside: hash the identity fields only
         return hash((self.app, self.env, self.version, str(self.workdir)))
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One routable instance: where the edge sends requests."""
-
-    instance_id: int
-    host: str
-    port: int
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """The ``Supervisor``: the daemon's one entry point to app instances.
 
 It keeps one :class:`AppRunner` (machine + processes + log) per ``{app}/{env}`` key and
-exposes the calls the daemon and the edge make. Rules: reads (``backends``, ``status``,
-``wants_cold_start``) are synchronous and cheap (the edge calls them on every change);
-deploy/scale/stop of one app are serialised; every instance is stopped on ``shutdown``.
-Activity timestamps are taken from the supervisor's own monotonic clock.
+exposes the calls the daemon and the edge's hooks make. Rules: whenever an app's machine
+reports a change (and after each command), its backends and cold-start wish go to the
+:class:`~tako_server.routing.RoutingState` (which tells the edge if that changed what it
+sees), then ``on_change`` is called; reads (``backends``, ``status``,
+``wants_cold_start``) are synchronous and cheap; deploy/scale/stop of one app are
+serialised; every instance is stopped on ``shutdown``. Activity timestamps are taken
+from the supervisor's own monotonic clock. The supervisor knows nothing of routes or
+static files.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
+from tako_server.edge.snapshot import Backend
+from tako_server.routing import RoutingState
 from tako_server.supervisor.events import (
     ActivityReport,
     ColdStartJoin,
@@ -28,7 +33,6 @@ from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.runner import AppRunner
 from tako_server.supervisor.spec import (
     AppRuntime,
-    Backend,
     LaunchSpec,
     RolloutResult,
     SupervisorSettings,
@@ -43,14 +47,15 @@ class Supervisor:
         self,
         settings: SupervisorSettings = SupervisorSettings(),
         *,
+        routing: RoutingState | None = None,
         on_change: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.routing = routing
         self._on_change = on_change
         self._clock = clock
         self._apps: dict[str, AppRunner] = {}
-        self._public: dict[str, Path | None] = {}
 
     # ------------------------------------------------------------------ commands
 
@@ -61,7 +66,7 @@ class Supervisor:
             result: RolloutResult = await runner.call(
                 lambda token: Deploy(token, spec, desired, idle_timeout)
             )
-        self._public[spec.key] = spec.public_dir
+        self._publish(spec.key)
         return result
 
     async def restore(
@@ -73,7 +78,7 @@ class Supervisor:
         runner = self._runner_for(spec)
         async with runner.lock:
             runner.feed(Restore(spec, desired, idle_timeout, stopped))
-        self._public[spec.key] = spec.public_dir
+        self._publish(spec.key)
 
     async def scale(self, key: str, desired: int) -> None:
         """Change the desired count; returns once it is reached (0 keeps a warm instance
@@ -81,12 +86,14 @@ class Supervisor:
         runner = self._get(key)
         async with runner.lock:
             await runner.call(lambda token: Scale(token, desired))
+        self._publish(key)
 
     async def stop(self, key: str) -> None:
         """Drain and stop every instance; the app stays registered in state ``stopped``."""
         runner = self._get(key)
         async with runner.lock:
             await runner.call(Stop)
+        self._publish(key)
 
     async def remove(self, key: str) -> None:
         """Stop and forget the app (no error when it is unknown)."""
@@ -97,9 +104,7 @@ class Supervisor:
             await runner.call(Stop)
             await runner.close()
         self._apps.pop(key, None)
-        self._public.pop(key, None)
-        if self._on_change is not None:
-            self._on_change()
+        self._changed(key)
 
     async def shutdown(self) -> None:
         """Stop every instance of every app (drain, SIGTERM, SIGKILL); used on daemon exit."""
@@ -137,9 +142,6 @@ class Supervisor:
         runner = self._apps.get(key)
         return list(runner.machine.backends()) if runner is not None else []
 
-    def public_dir(self, key: str) -> Path | None:
-        return self._public.get(key)
-
     def wants_cold_start(self, key: str) -> bool:
         runner = self._apps.get(key)
         return runner is not None and runner.machine.wants_cold_start
@@ -170,13 +172,11 @@ class Supervisor:
         self,
         key: str,
         in_flight: Mapping[int, int],
-        now: float | None = None,
         reporter: str = "main",
         requests: Mapping[int, int] | None = None,
     ) -> None:
         """In-flight requests per instance from one edge process (and, optionally, its
-        cumulative request counts per instance). ``now`` is accepted for the interface;
-        the supervisor's own clock is used."""
+        cumulative request counts per instance); timed by the supervisor's own clock."""
         runner = self._apps.get(key)
         if runner is not None:
             runner.feed(
@@ -191,6 +191,23 @@ class Supervisor:
 
     # ------------------------------------------------------------------ helpers
 
+    def _publish(self, key: str) -> None:
+        """Hand the app's backends and cold-start wish to the routing state."""
+        if self.routing is None:
+            return
+        runner = self._apps.get(key)
+        if runner is None:
+            self.routing.set_backends(key, (), False)
+        else:
+            machine = runner.machine
+            self.routing.set_backends(key, machine.backends(), machine.wants_cold_start)
+
+    def _changed(self, key: str) -> None:
+        """An app's machine changed (or the app went): publish, then tell the daemon."""
+        self._publish(key)
+        if self._on_change is not None:
+            self._on_change()
+
     def _get(self, key: str) -> AppRunner:
         runner = self._apps.get(key)
         if runner is None:
@@ -201,8 +218,9 @@ class Supervisor:
         runner = self._apps.get(spec.key)
         if runner is None:
             log = AppLog(spec.log_dir, max_bytes=self.settings.log_max_bytes)
+            key = spec.key
             runner = AppRunner(
-                spec.key, self.settings, log, on_change=self._on_change, clock=self._clock
+                key, self.settings, log, on_change=lambda: self._changed(key), clock=self._clock
             )
             self._apps[spec.key] = runner
         return runner

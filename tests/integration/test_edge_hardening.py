@@ -26,7 +26,7 @@ HOST = "app.example.com"
 
 
 async def setup_app(env: EdgeEnv, ups: list[Upstream]) -> None:
-    env.provider.add("app/prod", [HOST], [ups[0].backend])
+    env.hooks.add("app/prod", [HOST], [ups[0].backend])
     await env.apply(HOST, "/")
 
 

@@ -1,9 +1,10 @@
 """Harness for the edge integration tests (no tests here): real upstream app processes,
-an in-test :class:`EdgeProvider` that serves fixed backends, and small real clients.
+in-test :class:`~tako_server.edge.EdgeHooks` with fixed routes and backends (pushed to
+the edge with :meth:`EdgeEnv.apply`), and small real clients.
 
-The provider is the edge's input interface (what the daemon implements over the
-supervisor), not a stand-in for the edge: everything the tests check goes through real
-sockets, real TLS and, with ``workers=2``, real worker processes.
+The hooks are the edge's interface to the rest of the server (what the daemon implements
+over the supervisor), not a stand-in for the edge: everything the tests check goes
+through real sockets, real TLS and, with ``workers=2``, real worker processes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Upstrea
 
 
 @dataclass
-class FixedProvider:
-    """An EdgeProvider over fixed routes/backends, recording what the edge reports."""
+class FixedHooks:
+    """EdgeHooks over fixed routes/backends (``snapshot()`` is what tests push), recording
+    what the edge reports."""
 
     routes: list[tuple[str, str]] = field(default_factory=list)
     apps: dict[str, EdgeApp] = field(default_factory=dict)
@@ -182,12 +184,11 @@ class FixedProvider:
         assert self.cold is not None, "cold start not expected in this test"
         return await self.cold(key)
 
-    def report_activity(
-        self, key: str, in_flight: dict[int, int], now: float, reporter: str
-    ) -> None:
-        self.activity.append((key, dict(in_flight), reporter))
+    def report(self, reporter: str, in_flight: Mapping[str, Mapping[int, int]]) -> None:
+        for key, counts in in_flight.items():
+            self.activity.append((key, dict(counts), reporter))
 
-    def challenge(self, token: str) -> str | None:
+    async def challenge(self, token: str) -> str | None:
         return self.challenges.get(token)
 
     def app_log(self, key: str, line: str) -> None:
@@ -197,7 +198,7 @@ class FixedProvider:
 @dataclass
 class EdgeEnv:
     edge: Edge
-    provider: FixedProvider
+    hooks: FixedHooks
     workers: int
 
     @property
@@ -211,8 +212,8 @@ class EdgeEnv:
     async def apply(
         self, probe_host: str | None = None, probe_path: str = "/", expect: int = 200
     ) -> None:
-        """Push the provider's state and wait until the edge (every worker) routes with it."""
-        self.edge.notify()
+        """Push the hooks' routes and wait until the edge (every worker) routes with them."""
+        self.push()
         if probe_host is None:
             await asyncio.sleep(0)
             return
@@ -226,12 +227,15 @@ class EdgeEnv:
             await asyncio.sleep(0.02)
         raise AssertionError(f"edge did not apply the snapshot ({probe_host}{probe_path})")
 
+    def push(self) -> None:
+        """Hand the edge the hooks' current routes (it applies them on its next turn)."""
+        self.edge.update(self.hooks.snapshot())
 
-async def start_edge(
-    tmp_path: Path, provider: FixedProvider, workers: int, **config: float
-) -> Edge:
+
+async def start_edge(tmp_path: Path, hooks: FixedHooks, workers: int, **config: float) -> Edge:
+    """A started edge serving ``hooks.snapshot()`` from its first request."""
     edge = Edge(
-        provider,
+        hooks,
         http_port=0,
         https_port=0,
         certs_dir=tmp_path / "certs",
@@ -239,6 +243,7 @@ async def start_edge(
         host="127.0.0.1",
         config=EdgeConfig(**config),  # type: ignore[arg-type]
     )
+    edge.update(hooks.snapshot())
     await edge.start()
     return edge
 
@@ -246,10 +251,10 @@ async def start_edge(
 @pytest.fixture(params=[0, 2], ids=["inprocess", "workers2"])
 async def edge_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EdgeEnv]:
     """A running edge (in-process and with two real worker processes)."""
-    provider = FixedProvider()
-    edge = await start_edge(tmp_path, provider, request.param, header_timeout=1.5)
+    hooks = FixedHooks()
+    edge = await start_edge(tmp_path, hooks, request.param, header_timeout=1.5)
     try:
-        yield EdgeEnv(edge, provider, request.param)
+        yield EdgeEnv(edge, hooks, request.param)
     finally:
         await edge.stop(2.0)
 

@@ -26,7 +26,7 @@ HOST = "app.example.com"
 
 
 async def setup_app(env: EdgeEnv, ups: list[Upstream], public: Path | None = None) -> None:
-    env.provider.add("app/prod", [HOST, f"{HOST}/site/*"], [ups[0].backend], public_dir=public)
+    env.hooks.add("app/prod", [HOST, f"{HOST}/site/*"], [ups[0].backend], public_dir=public)
     await env.apply(HOST, "/")
 
 

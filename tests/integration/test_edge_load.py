@@ -1,4 +1,4 @@
-"""Cold starts through the provider, bounded memory on big downloads, many parallel clients."""
+"""Cold starts through the hooks, bounded memory on big downloads, many parallel clients."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tako_server.edge import Backend
-from tako_server.supervisor.spec import ColdStartFailed, ColdStartRejected, ColdStartTimeout
+from tako_server.edge import Backend, ColdStartError, ColdStartKind
 from tests.integration.test_edge_harness import (
     EdgeEnv,
-    FixedProvider,
+    FixedHooks,
     Upstream,
     client_tls,
     edge_env,
@@ -33,11 +32,12 @@ HOST = "app.example.com"
 @pytest.mark.parametrize(
     ("error", "status", "retry_after"),
     [
-        (ColdStartRejected("cold-start queue of app/prod is full"), 503, "1"),
-        (ColdStartFailed("instance exited during startup"), 502, None),
-        (ColdStartTimeout("not ready in 30s"), 504, None),
+        (ColdStartError(ColdStartKind.REJECTED, "cold-start queue of app/prod is full"), 503, "1"),
+        (ColdStartError(ColdStartKind.FAILED, "instance exited during startup"), 502, None),
+        (ColdStartError(ColdStartKind.TIMEOUT, "not ready in 30s"), 504, None),
+        (RuntimeError("hooks broke their rule"), 502, None),
     ],
-    ids=["rejected", "failed", "timeout"],
+    ids=["rejected", "failed", "timeout", "other"],
 )
 async def test_cold_start_failures_map_to_statuses(
     edge_env: EdgeEnv, error: Exception, status: int, retry_after: str | None
@@ -45,14 +45,14 @@ async def test_cold_start_failures_map_to_statuses(
     async def cold(key: str) -> list[Backend]:
         raise error
 
-    edge_env.provider.cold = cold
-    edge_env.provider.add("app/prod", [HOST], [], cold_start=True)
+    edge_env.hooks.cold = cold
+    edge_env.hooks.add("app/prod", [HOST], [], cold_start=True)
     await edge_env.apply(HOST, "/", expect=status)
     response = await raw_request(edge_env.https, HOST, "/", tls=True)
     assert response.status == status
     assert response.headers.get("retry-after") == retry_after
     assert str(error) not in response.body.decode()
-    assert any(str(error) in line for _, line in edge_env.provider.logs)
+    assert any(str(error) in line for _, line in edge_env.hooks.logs)
 
 
 async def test_cold_start_waits_for_the_instance_then_proxies(
@@ -65,9 +65,9 @@ async def test_cold_start_waits_for_the_instance_then_proxies(
         await asyncio.sleep(0.3)  # the instance boots
         return [upstreams[1].backend]
 
-    edge_env.provider.cold = cold
-    edge_env.provider.add("app/prod", [HOST], [], cold_start=True)
-    edge_env.edge.notify()
+    edge_env.hooks.cold = cold
+    edge_env.hooks.add("app/prod", [HOST], [], cold_start=True)
+    edge_env.push()
     deadline = time.monotonic() + 10
     while True:
         response = await raw_request(edge_env.https, HOST, "/hello", tls=True)
@@ -80,16 +80,16 @@ async def test_cold_start_waits_for_the_instance_then_proxies(
 
 
 async def test_app_without_instances_and_no_cold_start_is_503(edge_env: EdgeEnv) -> None:
-    edge_env.provider.add("app/prod", [HOST], [])
+    edge_env.hooks.add("app/prod", [HOST], [])
     await edge_env.apply(HOST, "/", expect=503)
 
 
 @pytest.fixture
 async def edge_workers(tmp_path: Path) -> AsyncIterator[EdgeEnv]:
-    provider = FixedProvider()
-    edge = await start_edge(tmp_path, provider, 2)
+    hooks = FixedHooks()
+    edge = await start_edge(tmp_path, hooks, 2)
     try:
-        yield EdgeEnv(edge, provider, 2)
+        yield EdgeEnv(edge, hooks, 2)
     finally:
         await edge.stop(2.0)
 
@@ -98,7 +98,7 @@ async def test_100mb_download_streams_with_bounded_memory(
     edge_workers: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
     env = edge_workers
-    env.provider.add("app/prod", [HOST], [upstreams[0].backend])
+    env.hooks.add("app/prod", [HOST], [upstreams[0].backend])
     await env.apply(HOST, "/")
     pids = env.edge.worker_pids
     before = {pid: rss_kb(pid) for pid in pids}
@@ -135,7 +135,7 @@ async def test_200_parallel_clients_for_10s_without_errors(
     edge_workers: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
     env = edge_workers
-    env.provider.add("app/prod", [HOST], [u.backend for u in upstreams])
+    env.hooks.add("app/prod", [HOST], [u.backend for u in upstreams])
     await env.apply(HOST, "/")
     stop_at = time.monotonic() + 10
     ok = 0

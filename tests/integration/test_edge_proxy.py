@@ -25,7 +25,7 @@ HOST = "app.example.com"
 
 
 async def setup_app(env: EdgeEnv, ups: list[Upstream], routes: list[str] | None = None) -> None:
-    env.provider.add("app/prod", routes or [HOST], [ups[0].backend])
+    env.hooks.add("app/prod", routes or [HOST], [ups[0].backend])
     await env.apply(HOST, "/")
 
 
@@ -78,7 +78,7 @@ async def test_local_host_on_plain_http_is_proxied_without_redirect(
 async def test_acme_challenge_is_answered_on_plain_http(
     edge_env: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
-    edge_env.provider.challenges["tok-123"] = "tok-123.thumb"
+    edge_env.hooks.challenges["tok-123"] = "tok-123.thumb"
     await setup_app(edge_env, upstreams)
     known = await raw_request(edge_env.http, HOST, "/.well-known/acme-challenge/tok-123")
     unknown = await raw_request(edge_env.http, HOST, "/.well-known/acme-challenge/nope")
@@ -143,7 +143,7 @@ async def test_openssl_handshake_without_sni_succeeds(edge_env: EdgeEnv) -> None
 async def test_most_specific_route_wins_across_apps(
     edge_env: EdgeEnv, upstreams: list[Upstream], host: str, path: str, expected: int | None
 ) -> None:
-    p = edge_env.provider
+    p = edge_env.hooks
     p.add("exact/prod", ["app.example.com"], [upstreams[0].backend])
     p.add("wild/prod", ["*.example.com"], [upstreams[1].backend])
     p.add("api/prod", ["app.example.com/api/*"], [upstreams[2].backend])
@@ -244,13 +244,13 @@ async def test_unreachable_backend_gives_generic_502_and_logs_details(
     from tako_server.edge import Backend
     from tests.integration.test_edge_harness import free_port
 
-    edge_env.provider.add("dead/prod", ["dead.example.com"], [Backend(9, "127.0.0.1", free_port())])
+    edge_env.hooks.add("dead/prod", ["dead.example.com"], [Backend(9, "127.0.0.1", free_port())])
     await edge_env.apply("dead.example.com", "/", expect=502)
     response = await raw_request(edge_env.https, "dead.example.com", "/", tls=True)
     assert response.status == 502
     assert b"127.0.0.1" not in response.body
     assert any(
-        key == "dead/prod" and "cannot connect" in line for key, line in edge_env.provider.logs
+        key == "dead/prod" and "cannot connect" in line for key, line in edge_env.hooks.logs
     )
 
 
@@ -260,7 +260,7 @@ async def test_backend_removed_mid_request_still_completes_it(
     await setup_app(edge_env, upstreams)
     slow = asyncio.create_task(raw_request(edge_env.https, HOST, "/slow?delay=1.0", tls=True))
     await asyncio.sleep(0.3)
-    edge_env.provider.add("app/prod", [HOST], [upstreams[1].backend])  # instance 1 leaves
+    edge_env.hooks.add("app/prod", [HOST], [upstreams[1].backend])  # instance 1 leaves
     await edge_env.apply(HOST, "/")
     response = await slow
     assert (response.status, response.body) == (200, b"slow done 1")
@@ -284,7 +284,7 @@ async def test_stop_lets_in_flight_requests_finish(
 async def test_least_connections_spreads_load_over_backends(
     edge_env: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
-    edge_env.provider.add("lb/prod", ["lb.example.com"], [u.backend for u in upstreams])
+    edge_env.hooks.add("lb/prod", ["lb.example.com"], [u.backend for u in upstreams])
     await edge_env.apply("lb.example.com", "/")
     results = await asyncio.gather(
         *(
@@ -303,13 +303,13 @@ async def test_activity_is_reported_per_instance(
     await raw_request(edge_env.https, HOST, "/slow?delay=0.3", tls=True)
     deadline = asyncio.get_running_loop().time() + 5
     while asyncio.get_running_loop().time() < deadline:
-        reports = [a for a in edge_env.provider.activity if a[0] == "app/prod"]
+        reports = [a for a in edge_env.hooks.activity if a[0] == "app/prod"]
         if any(a[1] == {1: 1} for a in reports) and reports[-1][1] == {}:
             break
         await asyncio.sleep(0.05)
     else:
-        raise AssertionError(f"no activity reports: {edge_env.provider.activity}")
-    reporters = {a[2] for a in edge_env.provider.activity}
+        raise AssertionError(f"no activity reports: {edge_env.hooks.activity}")
+    reporters = {a[2] for a in edge_env.hooks.activity}
     assert reporters <= ({"edge"} if edge_env.workers == 0 else {"edge-0", "edge-1"})
 
 
@@ -327,7 +327,7 @@ async def test_close_delimited_response_from_an_http10_app_is_relayed(edge_env: 
     try:
         from tako_server.edge import Backend
 
-        edge_env.provider.add("old/prod", ["old.example.com"], [Backend(5, "127.0.0.1", port)])
+        edge_env.hooks.add("old/prod", ["old.example.com"], [Backend(5, "127.0.0.1", port)])
         await edge_env.apply("old.example.com", "/")
         raw = await raw_exchange(
             edge_env.https,

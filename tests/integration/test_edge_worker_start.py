@@ -7,9 +7,10 @@ worker is ready. A connection made meanwhile waits in the kernel accept queue an
 the right answer, never a 404 from an empty route table.
 
 The first tests play the main process themselves over a real channel to a real worker
-process, so the snapshot can be held back for as long as the test likes (the worker's
-``started`` is the synchronisation point, no sleeps). The last one kills a worker of a
-real :class:`Edge` and sends a request while it is down.
+process (typed messages, :mod:`tako_server.edge.messages`), so the snapshot can be held
+back for as long as the test likes (the worker's ``started`` is the synchronisation
+point, no sleeps). The last one kills a worker of a real :class:`Edge` and sends a
+request while it is down.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import os
 import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,13 @@ from cryptography import x509
 
 from tako_server.edge.channel import Channel
 from tako_server.edge.listen import open_listeners
+from tako_server.edge.messages import Message, Ready, SnapshotPush, Started, StopWorker
 from tako_server.edge.runtime import EdgeConfig
-from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, snapshot_to_wire
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot
 from tako_server.edge.workers import worker_argv, worker_config
 from tako_server.tls import CertStore, ensure_self_signed
 from tests.integration.test_edge_harness import (
-    FixedProvider,
+    FixedHooks,
     RawResponse,
     Upstream,
     client_tls,
@@ -80,19 +81,19 @@ class WorkerUnderTest:
     http: socket.socket
     https: socket.socket
 
-    async def next_op(self, *wanted: str) -> dict[str, Any]:
-        """The next message whose op is one of ``wanted`` (others skipped), or ``None``
-        op at EOF; bounded by ``DEADLINE``."""
+    async def next_of(self, *wanted: type[Message]) -> Message | None:
+        """The next message of one of the ``wanted`` types (others skipped), or None at
+        EOF; bounded by ``DEADLINE``."""
         async with asyncio.timeout(DEADLINE):
             while True:
                 message = await self.channel.recv()
-                if message is None or message.get("op") in wanted:
-                    return message or {"op": None}
+                if message is None or isinstance(message, wanted):
+                    return message
 
     def send_snapshot(self, backend: Backend) -> None:
         app = EdgeApp("app/prod", (backend,), None, False)
         snapshot = EdgeSnapshot(routes=((HOST, "app/prod"),), apps={"app/prod": app})
-        self.channel.send({"op": "snapshot", "snapshot": snapshot_to_wire(snapshot)})
+        self.channel.send(SnapshotPush(snapshot))
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ async def read_answer(reader: asyncio.StreamReader, writer: Any) -> tuple[int, d
 async def test_a_connection_made_before_the_first_snapshot_waits_and_gets_the_app(
     worker: WorkerUnderTest, upstreams: list[Upstream]
 ) -> None:
-    assert (await worker.next_op("started", "ready"))["op"] == "started", (
+    assert isinstance(await worker.next_of(Started, Ready), Started), (
         "the worker said ready before it had any routes"
     )
     reader, writer = await open_request(worker.http.getsockname()[1], tls=False)
@@ -158,18 +159,18 @@ async def test_a_connection_made_before_the_first_snapshot_waits_and_gets_the_ap
 
     status, body = await read_answer(reader, writer)
     assert (status, body.get("instance")) == (200, 1)
-    assert (await worker.next_op("ready"))["op"] == "ready"
-    worker.channel.send({"op": "stop", "drain": 0.5})
+    assert isinstance(await worker.next_of(Ready), Ready)
+    worker.channel.send(StopWorker(0.5))
     assert await asyncio.wait_for(worker.process.wait(), DEADLINE) == 0
 
 
 async def test_a_worker_serves_the_certificates_written_before_its_first_snapshot(
     worker: WorkerUnderTest, upstreams: list[Upstream], tmp_path: Path
 ) -> None:
-    assert (await worker.next_op("started", "ready"))["op"] == "started"
+    assert isinstance(await worker.next_of(Started, Ready), Started)
     issued = ensure_self_signed(CertStore(tmp_path / "certs"), HOST, datetime.now(UTC))
     worker.send_snapshot(upstreams[0].backend)
-    assert (await worker.next_op("ready"))["op"] == "ready"
+    assert isinstance(await worker.next_of(Ready), Ready)
 
     reader, writer = await open_request(worker.https.getsockname()[1], tls=True)
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
@@ -181,48 +182,32 @@ async def test_a_worker_serves_the_certificates_written_before_its_first_snapsho
 async def test_a_worker_stopped_before_its_first_snapshot_exits_without_serving(
     worker: WorkerUnderTest,
 ) -> None:
-    assert (await worker.next_op("started", "ready"))["op"] == "started"
-    worker.channel.send({"op": "stop", "drain": 0.1})
-    assert (await worker.next_op("ready"))["op"] is None  # EOF: it never said ready
+    assert isinstance(await worker.next_of(Started, Ready), Started)
+    worker.channel.send(StopWorker(0.1))
+    assert await worker.next_of(Ready) is None  # EOF: it never said ready
     assert await asyncio.wait_for(worker.process.wait(), DEADLINE) == 0
 
 
-@dataclass
-class LateProvider(FixedProvider):
-    """Once ``late`` is set, :meth:`snapshot` holds the main process's loop until
-    ``release`` is set (at most ``DEADLINE``): a main process slow to produce routes while
-    a restarted worker comes up. A worker must not fill that gap with an empty table."""
-
-    late: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def snapshot(self) -> EdgeSnapshot:
-        if self.late.is_set():
-            self.release.wait(DEADLINE)
-        return super().snapshot()
-
-
-def request_then_release(port: int, tls: bool, release: threading.Event) -> RawResponse:
-    """A blocking request (the main's loop may be held meanwhile); releases it after."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as plain:
-            sock = client_tls().wrap_socket(plain, server_hostname=HOST) if tls else plain
-            sock.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-            raw = b""
-            while chunk := sock.recv(65536):
-                raw += chunk
-        return parse_response(raw)
-    finally:
-        release.set()
+def request_and_read(port: int, tls: bool) -> RawResponse:
+    """A blocking request (run in a thread while the test's loop keeps serving)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as plain:
+        sock = client_tls().wrap_socket(plain, server_hostname=HOST) if tls else plain
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return parse_response(raw)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 async def test_a_restarted_worker_answers_a_request_queued_while_it_was_down(
     tmp_path: Path, upstreams: list[Upstream], tls: bool
 ) -> None:
-    provider = LateProvider()
-    provider.add("app/prod", [HOST], [upstreams[1].backend])
-    edge = await start_edge(tmp_path, provider, 1)
+    """The main process answers the restarted worker's ``started`` with the last snapshot
+    it pushed (it asks nobody for it), so the queued request is routed, never a 404."""
+    hooks = FixedHooks()
+    hooks.add("app/prod", [HOST], [upstreams[1].backend])
+    edge = await start_edge(tmp_path, hooks, 1)
     try:
         port = edge.https_port if tls else edge.http_port
         first = await raw_request(port, HOST, tls=tls)  # start() returned: the worker routes
@@ -231,11 +216,9 @@ async def test_a_restarted_worker_answers_a_request_queued_while_it_was_down(
         os.kill(pid, signal.SIGKILL)  # the worker this test's edge started
         await until(lambda: pid not in edge.worker_pids, "the worker to be reaped")
 
-        provider.late.set()  # queued until the restarted worker serves
-        answer = await asyncio.to_thread(request_then_release, port, tls, provider.release)
+        answer = await asyncio.to_thread(request_and_read, port, tls)  # queued until it serves
         assert answer.status == 200, answer.raw[:200]
         assert json.loads(answer.body)["instance"] == 2
         assert edge.worker_pids and edge.worker_pids != [pid]
     finally:
-        provider.release.set()
         await edge.stop(1.0)

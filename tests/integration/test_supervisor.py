@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tako_server.supervisor import Backend, RolloutError, Supervisor
+from tako_server.edge import Backend, EdgeSnapshot
+from tako_server.routing import RoutingState
+from tako_server.supervisor import RolloutError, Supervisor
 from tests.integration.supervisor_apps.harness import (
     FAST,
     http_get,
@@ -198,13 +200,13 @@ async def test_stop_waits_for_in_flight_requests_then_stops_the_instance(tmp_pat
         [backend] = sup.backends(KEY)
         pid = sup.status(KEY).instances[0].pid  # type: ignore[union-attr]
         slow = asyncio.create_task(http_get(backend.port, "/slow?s=1.0"), name="slow-request")
-        sup.report_activity(KEY, {backend.instance_id: 1}, 0.0)
+        sup.report_activity(KEY, {backend.instance_id: 1})
         stopping = asyncio.create_task(sup.stop(KEY), name="stop")
         await wait_for(lambda: sup.backends(KEY) == [], 1, "draining instance unroutable")
         status, _ = await slow
         assert status == 200, "the in-flight request finished"
         assert pid is not None and pid_alive(pid)
-        sup.report_activity(KEY, {backend.instance_id: 0}, 0.0)
+        sup.report_activity(KEY, {backend.instance_id: 0})
         await asyncio.wait_for(stopping, 5)
         assert not pid_alive(pid)
         runtime = sup.status(KEY)
@@ -243,6 +245,24 @@ async def test_shutdown_stops_every_instance_of_every_app(tmp_path: Path) -> Non
         await asyncio.wait_for(sup.shutdown(), 15)
     assert not any(pid_alive(p) for p in pids if p)
     assert sup.keys() == []
+
+
+async def test_backend_changes_reach_the_routing_state_as_they_happen(tmp_path: Path) -> None:
+    """The supervisor feeds the routing state its backends (the very values it routes
+    with); the app service's half makes them visible, a stop takes them away."""
+    pushed: list[EdgeSnapshot] = []
+    routing = RoutingState(on_change=pushed.append)
+    routing.set_app(KEY, ["shop.example.com"], None)
+    async with running_supervisor(routing=routing) as sup:
+        await sup.deploy(make_spec(tmp_path, "v1"), desired=1, idle_timeout=300)
+        [backend] = sup.backends(KEY)
+        assert routing.snapshot.apps[KEY].backends == (backend,)
+        assert pushed[-1] is routing.snapshot
+        await sup.stop(KEY)
+        assert routing.snapshot.apps[KEY].backends == ()
+        assert not routing.snapshot.apps[KEY].cold_start
+        await sup.remove(KEY)
+    assert "live=[]" in repr(routing)
 
 
 def test_backend_is_a_plain_value() -> None:

@@ -74,10 +74,10 @@ async def test_desired_zero_deploy_keeps_one_warm_instance_while_requests_are_in
         result = await sup.deploy(make_spec(tmp_path, "v1"), desired=0, idle_timeout=1)
         assert result.warm and result.instances == 1
         [backend] = sup.backends(KEY)
-        sup.report_activity(KEY, {backend.instance_id: 1}, 0.0)
+        sup.report_activity(KEY, {backend.instance_id: 1})
         with pytest.raises(AssertionError):  # idle_timeout passes, the instance stays
             await wait_for(lambda: sup.backends(KEY) == [], 1.8, "stop while serving")
-        sup.report_activity(KEY, {backend.instance_id: 0}, 0.0)
+        sup.report_activity(KEY, {backend.instance_id: 0})
         await wait_for(lambda: sup.backends(KEY) == [], 3, "idle stop after the request")
 
 

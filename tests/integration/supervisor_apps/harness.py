@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from tako_server.routing import RoutingState
 from tako_server.supervisor import LaunchSpec, Supervisor, SupervisorSettings
 
 APPS = Path(__file__).resolve().parent
@@ -68,7 +69,6 @@ def make_spec(
         workdir=workdir,
         command=command,
         environ=environ,
-        public_dir=None,
         log_dir=root / "shared" / "logs",
     )
 
@@ -132,10 +132,12 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_supervisor(
-    settings: SupervisorSettings = FAST, on_change: Callable[[], None] | None = None
+    settings: SupervisorSettings = FAST,
+    on_change: Callable[[], None] | None = None,
+    routing: RoutingState | None = None,
 ) -> AsyncIterator[Supervisor]:
     """A Supervisor that is shut down (every instance stopped) when the block ends."""
-    supervisor = Supervisor(settings, on_change=on_change)
+    supervisor = Supervisor(settings, routing=routing, on_change=on_change)
     try:
         yield supervisor
     finally:

@@ -13,7 +13,7 @@ from tako_server.edge.lifecycle import ExchangeState
 
 EDGE = Path(__file__).resolve().parents[3] / "tako_server" / "edge"
 PACKAGE = "tako_server.edge"
-REQUEST_PATH = ("exchange", "proxy", "protocol", "upstream", "staticsend", "runtime")
+REQUEST_PATH = ("exchange", "proxy", "http1", "upstream", "staticsend", "runtime")
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -89,14 +89,15 @@ def test_parser_sees_lazy_and_type_only_imports() -> None:
 
 def test_edge_module_graph_is_acyclic() -> None:
     graph = _graph()
-    assert {"exchange", "protocol", "upstream", "decide", "lifecycle"} <= set(graph)
+    assert {"exchange", "http1", "upstream", "decide", "lifecycle"} <= set(graph)
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
 def test_pure_cores_import_no_shell() -> None:
     graph = _graph()
-    shells = {"exchange", "proxy", "protocol", "upstream", "staticsend", "runtime", "server"}
-    for core in ("decide", "lifecycle", "links", "policy", "static", "snapshot", "activity"):
+    shells = {"exchange", "proxy", "http1", "upstream", "staticsend", "runtime", "server"}
+    cores = ("decide", "lifecycle", "links", "policy", "static", "snapshot", "activity")
+    for core in (*cores, "hooks", "messages"):
         assert not graph[core] & shells, (core, graph[core] & shells)
 
 
@@ -127,7 +128,7 @@ def test_request_path_writes_no_other_objects_fields() -> None:
     assert writes == {
         "exchange": [],
         "proxy": [],
-        "protocol": [],
+        "http1": [],
         "upstream": ["conn.ex", "conn.out", "conn.reused"],
         "staticsend": [],
         "runtime": [],

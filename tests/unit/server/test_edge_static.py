@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tako_server.edge.messages import SnapshotPush, decode, encode
 from tako_server.edge.policy import Rejected
-from tako_server.edge.snapshot import (
-    Backend,
-    EdgeApp,
-    EdgeSnapshot,
-    EdgeState,
-    snapshot_from_wire,
-    snapshot_to_wire,
-)
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState
 from tako_server.edge.static import (
     content_type_for,
     etag_for,
@@ -154,8 +148,9 @@ def test_snapshot_round_trips_and_compiles() -> None:
             "b/prod": EdgeApp("b/prod", (), None, True),
         },
     )
-    again = snapshot_from_wire(snapshot_to_wire(snapshot))
-    assert again == snapshot
+    pushed = decode(encode(SnapshotPush(snapshot)))
+    assert isinstance(pushed, SnapshotPush) and pushed.snapshot == snapshot
+    again = pushed.snapshot
     state = EdgeState.compile(again)
     a = state.route("A.example.com:443", "/x")
     b = state.route("z.example.com", "/")

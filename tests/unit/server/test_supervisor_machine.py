@@ -57,7 +57,6 @@ def spec(version: str) -> LaunchSpec:
         workdir=Path("/srv/shop"),
         command=["python", "app.py"],
         environ={},
-        public_dir=None,
         log_dir=Path("/srv/logs"),
     )
 

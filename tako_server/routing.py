@@ -1,0 +1,154 @@
+"""The routing state: what the edge must know, held in memory and fed by its two owners.
+
+Rules:
+
+- Pure: no I/O, no clock, no database, no asyncio. The daemon keeps one
+  :class:`RoutingState`; the edge is told of each change through ``on_change``.
+- Two owners, two halves, one setter each:
+
+  - the app service (:mod:`tako_server.apps`, :mod:`tako_server.deployer`) sets each
+    app's routes, public directory and whether it runs (:meth:`RoutingState.set_app`,
+    :meth:`~RoutingState.set_running`, :meth:`~RoutingState.remove_app`) on deploy,
+    rollback, stop, scale, delete and the start-up restore, with what it already holds:
+    the state database is written, never read back for routing;
+  - the supervisor sets each app's backends and cold-start wish
+    (:meth:`~RoutingState.set_backends`) whenever an app's machine reports a change.
+
+- The edge sees running apps only: a stopped app keeps no routes (its hosts answer 404);
+  an app the app service never set (a first deploy still rolling out, or one that
+  failed) is invisible, whatever its backends.
+- :attr:`RoutingState.snapshot` is the :class:`~tako_server.edge.EdgeSnapshot` of what
+  the edge sees, rebuilt whole when (and only when) that changed, and then handed to
+  ``on_change`` once. Every setter returns whether it changed the snapshot; an update
+  the edge cannot see (the same backends again, backends of a stopped app) notifies
+  nobody.
+- Route order in the snapshot: apps by ``(app, env)``, each app's routes in its own order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot
+
+__all__ = ["AppRoutes", "RoutingState"]
+
+Listener = Callable[[EdgeSnapshot], None]
+_View = tuple[tuple[str, ...], EdgeApp] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoutes:
+    """The app service's half of an app: its routes, static directory and desired state."""
+
+    routes: tuple[str, ...]
+    public_dir: str | None
+    running: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """The supervisor's half of an app."""
+
+    backends: tuple[Backend, ...]
+    cold_start: bool
+
+
+_NO_LIVE = _Live((), False)
+
+
+class RoutingState:
+    """Per app key: routes, public dir, running or stopped, backends, cold-start wish."""
+
+    def __init__(self, on_change: Listener | None = None) -> None:
+        self.on_change = on_change
+        self._apps: dict[str, AppRoutes] = {}
+        self._live: dict[str, _Live] = {}
+        self.snapshot = EdgeSnapshot()
+
+    def __repr__(self) -> str:
+        running = sum(1 for a in self._apps.values() if a.running)
+        return (
+            f"RoutingState(apps={len(self._apps)}, running={running},"
+            f" routes={len(self.snapshot.routes)}, live={sorted(self._live)})"
+        )
+
+    # --------------------------------------------------------------- the app service's half
+
+    def set_app(
+        self,
+        key: str,
+        routes: Iterable[str],
+        public_dir: Path | str | None,
+        *,
+        running: bool = True,
+    ) -> bool:
+        """Deploy, rollback, restore: the app's routes, ``public/`` directory and state."""
+        public = str(public_dir) if public_dir is not None else None
+        before = self._view(key)
+        self._apps[key] = AppRoutes(tuple(routes), public, running)
+        return self._publish_if_changed(key, before)
+
+    def set_running(self, key: str, running: bool) -> bool:
+        """Stop (``False``) or start again (``True``, e.g. a scale); unknown keys: no-op."""
+        entry = self._apps.get(key)
+        if entry is None or entry.running is running:
+            return False
+        before = self._view(key)
+        self._apps[key] = AppRoutes(entry.routes, entry.public_dir, running)
+        return self._publish_if_changed(key, before)
+
+    def remove_app(self, key: str) -> bool:
+        """Delete: forget the app's routes (its backends are the supervisor's to drop)."""
+        before = self._view(key)
+        self._apps.pop(key, None)
+        return self._publish_if_changed(key, before)
+
+    def app(self, key: str) -> AppRoutes | None:
+        return self._apps.get(key)
+
+    # --------------------------------------------------------------- the supervisor's half
+
+    def set_backends(self, key: str, backends: Sequence[Backend], cold_start: bool) -> bool:
+        """The app's routable instances now, and whether a request may cold-start it."""
+        before = self._view(key)
+        live = _Live(tuple(backends), cold_start)
+        if live == _NO_LIVE:
+            self._live.pop(key, None)
+        else:
+            self._live[key] = live
+        return self._publish_if_changed(key, before)
+
+    # --------------------------------------------------------------- what the edge sees
+
+    def _view(self, key: str) -> _View:
+        entry = self._apps.get(key)
+        if entry is None or not entry.running:
+            return None
+        live = self._live.get(key, _NO_LIVE)
+        return entry.routes, EdgeApp(key, live.backends, entry.public_dir, live.cold_start)
+
+    def _publish_if_changed(self, key: str, before: _View) -> bool:
+        if self._view(key) == before:
+            return False
+        self.snapshot = self._build()
+        if self.on_change is not None:
+            self.on_change(self.snapshot)
+        return True
+
+    def _build(self) -> EdgeSnapshot:
+        routes: list[tuple[str, str]] = []
+        apps: dict[str, EdgeApp] = {}
+        for key in sorted(self._apps, key=_app_env):
+            view = self._view(key)
+            if view is not None:
+                texts, apps[key] = view
+                routes.extend((text, key) for text in texts)
+        return EdgeSnapshot(routes=tuple(routes), apps=apps)
+
+
+def _app_env(key: str) -> tuple[str, str]:
+    app, _, env = key.partition("/")
+    return app, env
