@@ -202,6 +202,11 @@ class ProxyExchange(ExchangeState):
             self.upstream_complete(conn, False)  # a close-delimited body ends here
         elif act == RETRY:
             self.conn = None
+            head = self.head
+            if self.request_done and head is not None and head.chunked:
+                # the body was empty (or there is no retry), so its end marker is all of it:
+                # the stale connection took it, the new one needs it again
+                self.pending = [b"0\r\n\r\n"]
             self.rt.spawn(self._connect(), name="edge-reconnect")  # stale pooled connection
         else:
             self.conn = None
