@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tako_client.build.plan import BuildPlan, Stage
+from tako_client.build.presets import preset_runtimes
 from tako_client.detect import detect
 from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_common.config import (
     LoadedConfig,
+    TakoConfig,
     env_servers,
     load_config,
     resolve_config_path,
@@ -74,10 +76,26 @@ def detect_runtime(app_dir: Path) -> str:
     )
 
 
+def pick_runtime(configured: str | None, preset: str | None, app_dir: Path) -> str:
+    """tako.toml ``runtime``; else, with a preset, the detected runtime when the preset works
+    with it, else the preset's first runtime; else the detected runtime."""
+    if configured:
+        return configured
+    if preset is None:
+        return detect_runtime(app_dir)
+    runtimes = preset_runtimes(preset)
+    found = detect(app_dir).runtime
+    return found if found in runtimes else runtimes[0]
+
+
 def build_plan(ctx: AppContext) -> BuildPlan:
     """Map tako.toml onto the plain inputs of a local build."""
-    cfg = ctx.loaded.config
-    runtime = cfg.runtime_name or detect_runtime(ctx.app_dir)
+    return plan_of(ctx.loaded.config, ctx.app_dir)
+
+
+def plan_of(cfg: TakoConfig, app_dir: Path) -> BuildPlan:
+    """The build plan of a validated tako.toml whose app lives in ``app_dir``."""
+    runtime = pick_runtime(cfg.runtime_name, cfg.preset, app_dir)
     build = None
     if cfg.build is not None and (cfg.build.run or cfg.build.install):
         build = Stage(
@@ -99,6 +117,8 @@ def build_plan(ctx: AppContext) -> BuildPlan:
         main=cfg.main,
         start=tuple(cfg.start) if cfg.start else None,
         preset=cfg.preset,
+        package_manager=cfg.package_manager,
+        app_root=cfg.app_root,
         build=build,
         stages=stages,
         include=tuple(cfg.build.include or ()) if cfg.build else (),

@@ -26,7 +26,19 @@ app = typer.Typer(
 )
 
 #: Command modules, each with ``register(app)``; order is the order in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("init", "config", "deploy", "apps", "secrets", "servers")
+COMMAND_MODULES: tuple[str, ...] = (
+    "init",
+    "config",
+    "dev",
+    "deploy",
+    "exec",
+    "apps",
+    "maintenance",
+    "secrets",
+    "storages",
+    "backups",
+    "servers",
+)
 
 
 def _version_callback(value: bool) -> None:

@@ -6,7 +6,8 @@ upload (skipped when the server already holds that sha256), ``deploy`` (the serv
 extracts, prepares, rolls out and moves ``current``), unlock. One server's failure never
 stops the others; the summary names each server's result.
 
-Rules: secrets travel only inside the ``deploy`` request (never argv, logs or app.json);
+Rules: secrets and storage credentials travel only inside the ``deploy`` request (never
+argv, logs or app.json);
 the lock is released on every path (and by the server when the connection drops); a
 failed deploy leaves no release behind (the server removes the directory it created); the
 URLs are shown only when at least one server runs the release.
@@ -16,19 +17,23 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.remote import RemoteServer
+from tako_common.config import ImagesConfig
 from tako_common.errors import TakoError
 from tako_common.protocol import (
+    BackupSettings,
     DeployData,
     DeployRequest,
+    ImageSettings,
     ReleaseManifest,
     ServerInfoData,
+    StorageBinding,
 )
 from tako_common.routes import parse_route
 
@@ -36,6 +41,8 @@ from tako_common.routes import parse_route
 DISK_SLACK_BYTES = 64 * 1024 * 1024
 
 ProgressCallback = Callable[[int, int], None]
+#: A step between the upload and the ``deploy`` command (it may raise to stop the deploy).
+BeforeRollout = Callable[["ServerChannel", DeployRequest], Awaitable[None]]
 
 
 class DeployError(TakoError):
@@ -64,6 +71,11 @@ class DeployTarget:
     secrets: dict[str, str]
     instances: int | None
     idle_timeout: int
+    #: storage bindings (S3 credentials included) and this server's backup settings
+    storages: list[StorageBinding] = field(default_factory=list)
+    backup: BackupSettings | None = field(default=None, repr=False)
+    #: ``[images]`` resolved (None: no image endpoint); it travels in the release manifest
+    images: ImageSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,20 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
+def image_settings(config: ImagesConfig | None) -> ImageSettings | None:
+    """``[images]`` with the defaults filled in (docs/images.md); None without the table."""
+    if config is None:
+        return None
+    given = {
+        "local_patterns": config.local_patterns,
+        "remote_patterns": config.remote_patterns,
+        "sizes": config.sizes,
+        "qualities": config.qualities,
+        "formats": config.formats,
+    }
+    return ImageSettings.model_validate({k: v for k, v in given.items() if v is not None})
+
+
 def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> DeployRequest:
     return DeployRequest(
         app=target.app,
@@ -107,12 +133,14 @@ def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> 
         artifact=f"{artifact.sha256}.tar.zst",
         sha256=artifact.sha256,
         routes=target.routes,
-        manifest=ReleaseManifest.model_validate(artifact.manifest),
+        manifest=ReleaseManifest.model_validate({**artifact.manifest, "images": target.images}),
         vars=target.vars,
         secrets=target.secrets,
         instances=target.instances,
         idle_timeout=target.idle_timeout,
         owner=owner,
+        storages=target.storages,
+        backup=target.backup,
     )
 
 
@@ -123,8 +151,13 @@ async def deploy_to_server(
     *,
     owner: str,
     progress: ProgressCallback | None = None,
+    before_rollout: BeforeRollout | None = None,
 ) -> ServerOutcome:
-    """The per-server deploy: lock, preflight, upload, deploy, unlock."""
+    """The per-server deploy: lock, preflight, upload, deploy, unlock.
+
+    ``before_rollout`` runs after the upload, under the lock, before ``deploy`` (a deploy
+    with a release command prepares there and waits for it: :mod:`tako_client.release`).
+    """
     server = session.remote
     info = await server.server_info()
     if info.mode == "upgrading":
@@ -139,7 +172,10 @@ async def deploy_to_server(
         if uploaded:
             remote = f"{info.incoming_dir.rstrip('/')}/{artifact.sha256}.tar.zst"
             await session.upload(artifact.path, remote, progress)
-        data = await server.deploy(build_request(target, artifact, owner))
+        request = build_request(target, artifact, owner)
+        if before_rollout is not None:
+            await before_rollout(session, request)
+        data = await server.deploy(request)
         return ServerOutcome(data, uploaded)
     finally:
         try:

@@ -1,10 +1,17 @@
-"""What an app directory looks like: its runtime, entry point and JS package manager.
+"""What an app directory looks like: its runtime, framework preset, entry point and JS
+package manager.
 
 Rules: the runtime comes from the first project marker file (``RUNTIME_MARKERS``: lock
 files, manifests); a directory without any marker is judged by its first usual entry file
 (``ENTRY_MARKERS``: ``app.py`` -> python, ``main.go`` -> go, ``main.ts`` -> deno, other
-TypeScript -> bun, JavaScript -> node). The entry point is package.json ``main`` when that
-file exists, else the first existing ``MAIN_CANDIDATES`` entry of the runtime.
+TypeScript -> bun, JavaScript -> node). The framework preset comes from the first
+``FRAMEWORK_MARKERS`` package the project depends on (package.json ``dependencies`` /
+``devDependencies`` for JS, the requirements for Python; ``manage.py`` also means Django)
+that works with the runtime. With a preset the entry point is left to it; else it is
+package.json ``main`` when that file exists, else the first existing ``MAIN_CANDIDATES``
+entry of the runtime. The package manager is reported for bun and node apps when the
+project's files name one other than the runtime's own
+(:func:`tako_common.package_managers.detect`).
 
 Pure apart from reading marker files. ``tako init`` writes what it finds into tako.toml;
 deploy uses the same answer when tako.toml names no runtime, so both always agree.
@@ -16,6 +23,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tako_client.build import pyapps
+from tako_client.build.presets import preset_runtimes
+from tako_common import package_managers
 from tako_common.config import split_runtime
 
 RUNTIME_MARKERS: tuple[tuple[str, str], ...] = (
@@ -28,9 +38,20 @@ RUNTIME_MARKERS: tuple[tuple[str, str], ...] = (
     ("requirements.txt", "python"),
     ("go.mod", "go"),
 )
-PACKAGE_MANAGER_MARKERS: tuple[tuple[str, str], ...] = (
-    ("pnpm-lock.yaml", "pnpm"),
-    ("yarn.lock", "yarn"),
+#: Package the project depends on -> framework preset, first match wins (frameworks built
+#: on Vite come before plain Vite).
+FRAMEWORK_MARKERS: tuple[tuple[str, str], ...] = (
+    ("next", "nextjs"),
+    ("@tanstack/react-start", "tanstack-start"),
+    ("@tanstack/solid-start", "tanstack-start"),
+    ("@tanstack/start", "tanstack-start"),
+    ("astro", "astro"),
+    ("@react-router/dev", "react-router"),
+    ("@remix-run/dev", "remix"),
+    ("vite", "vite"),
+    ("django", "django"),
+    ("fastapi", "fastapi"),
+    ("flask", "flask"),
 )
 _JS_MAINS = (
     "index.ts",
@@ -75,19 +96,42 @@ class Detected:
     runtime: str | None
     main: str | None
     package_manager: str | None
+    preset: str | None = None
 
 
 def detect(directory: Path, runtime: str | None = None) -> Detected:
-    """Runtime (unless given), entrypoint and JS package manager from files in ``directory``."""
+    """Runtime (unless given), preset, entrypoint and JS package manager from ``directory``."""
     if runtime is None:
         runtime = _first_match(directory, RUNTIME_MARKERS) or _first_match(
             directory, ENTRY_MARKERS
         )
     kind = split_runtime(runtime)[0] if runtime else None
     manager = None
-    if kind == "node":
-        manager = _first_match(directory, PACKAGE_MANAGER_MARKERS)
-    return Detected(runtime, _detect_main(directory, kind), manager)
+    if kind in package_managers.RUNTIME_DEFAULTS:
+        found = package_managers.detect(package_managers.ProjectFiles.read(directory), kind)
+        manager = found.name if found.name != package_managers.RUNTIME_DEFAULTS[kind] else None
+    preset = detect_preset(directory, kind) if kind else None
+    main = None if preset else _detect_main(directory, kind)
+    return Detected(runtime, main, manager, preset)
+
+
+def detect_preset(directory: Path, runtime: str) -> str | None:
+    """The framework preset the project's dependencies name, if it works with ``runtime``."""
+    if runtime == "python":
+        names = pyapps.requirement_names(directory)
+        if (directory / "manage.py").is_file():
+            names.add("django")
+    else:
+        doc = package_managers.ProjectFiles.read(directory).package_json or {}
+        names = set()
+        for key in ("dependencies", "devDependencies"):
+            section = doc.get(key)
+            if isinstance(section, dict):
+                names.update(str(name) for name in section)
+    for package, preset in FRAMEWORK_MARKERS:
+        if package in names and runtime in preset_runtimes(preset):
+            return preset
+    return None
 
 
 def _first_match(directory: Path, markers: tuple[tuple[str, str], ...]) -> str | None:

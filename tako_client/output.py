@@ -1,7 +1,9 @@
 """The only module of the CLI that prints: status lines, warnings, errors, tables.
 
 Interactive = stdin and stdout are terminals: spinners and colours only then; plain lines
-otherwise (CI logs). Errors go to stderr as one red line plus an optional hint.
+otherwise (CI logs). Errors go to stderr as one red line plus an optional hint. Output of a
+remote command (``tako exec``, a release command) is written as it came: raw bytes for one
+server, ``server | line`` lines when several servers speak.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def error(text: str, hint: str | None = None) -> None:
     _err.print(f"[red]✗ {_escape(text)}[/red]")
     if hint:
         _err.print(f"  [dim]hint: {_escape(hint)}[/dim]")
+
+
+def remote_line(server: str, text: str, *, err: bool = False) -> None:
+    """One line of a remote command's output, prefixed with its server (written verbatim)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(f"{server} | {text}\n")
+    stream.flush()
+
+
+def remote_bytes(data: bytes, *, err: bool = False) -> None:
+    """A remote command's output exactly as it came (its own terminal's escapes included)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.flush()
+    stream.buffer.write(data)
+    stream.buffer.flush()
 
 
 @contextmanager

@@ -11,6 +11,7 @@ Rules:
   sent one at a time (a lock), so a deploy lock taken with ``lock`` lives as long as the
   stream (the server releases it when the stream closes);
 - streams (``logs --follow``) get their own control stream, closed when iteration stops;
+  so do sessions (``exec``, ``run_release``: :class:`RemoteSession`, frames both ways);
 - every response is parsed with :func:`tako_common.protocol.parse_response`; an ``error``
   response becomes :class:`RemoteError` carrying the server's ``code`` and ``hint``; an
   answer of the wrong shape is a :class:`ProtocolError` naming the command;
@@ -37,11 +38,27 @@ from tako_common.protocol import (
     PROTOCOL_VERSION,
     SLOW_COMMANDS,
     ArtifactData,
+    BackupFetchData,
+    BackupFetchDoneData,
+    BackupFetchDoneRequest,
+    BackupFetchRequest,
+    BackupListData,
+    BackupListRequest,
+    BackupNowData,
+    BackupNowRequest,
+    BackupRestoreData,
+    BackupRestoreRequest,
+    BackupStatusData,
+    BackupStatusRequest,
     DeleteData,
     DeleteRequest,
     DeployData,
     DeployRequest,
+    DiscardData,
+    DiscardRequest,
     EnterUpgradingRequest,
+    EofInput,
+    ExecRequest,
     ExitUpgradingRequest,
     HasArtifactRequest,
     HelloData,
@@ -51,23 +68,34 @@ from tako_common.protocol import (
     LockRequest,
     LogsData,
     LogsRequest,
+    MaintenanceData,
+    MaintenanceRequest,
     NormalModeData,
+    PrepareData,
+    PrepareRequest,
     ReleasesData,
+    ResizeInput,
     Response,
     RollbackRequest,
+    RunReleaseRequest,
     ScaleData,
     ScaleRequest,
     SecretsData,
     ServerInfoData,
     ServerInfoRequest,
+    SessionExit,
+    SessionOutput,
+    SessionStarted,
     StatusData,
     StatusRequest,
+    StdinInput,
     UnlockData,
     UnlockRequest,
     UpdateSecretsRequest,
     UpgradingData,
     check_hello,
     encode_frame,
+    parse_event,
     parse_response,
 )
 
@@ -211,6 +239,12 @@ class RemoteServer:
         request = ScaleRequest(app=app, env=env, instances=instances)
         return await self.call(request, ScaleData)
 
+    async def maintenance(
+        self, app: str, env: str, enabled: bool, message: str = ""
+    ) -> MaintenanceData:
+        request = MaintenanceRequest(app=app, env=env, enabled=enabled, message=message)
+        return await self.call(request, MaintenanceData)
+
     async def update_secrets(self, app: str, env: str, secrets: dict[str, str]) -> SecretsData:
         request = UpdateSecretsRequest(app=app, env=env, secrets=secrets)
         return await self.call(request, SecretsData)
@@ -236,8 +270,91 @@ class RemoteServer:
         """Does the server already hold ``incoming/{sha256}.tar.zst``? (skips the upload)"""
         return (await self.call(HasArtifactRequest(sha256=sha256), ArtifactData)).present
 
+    async def prepare(self, request: DeployRequest) -> PrepareData:
+        """A deploy's first half on this server: the release extracted and prepared."""
+        prepare = PrepareRequest.model_validate({**request.model_dump(), "command": "prepare"})
+        return await self.call(prepare, PrepareData)
+
+    async def discard(self, app: str, env: str, version: str, owner: str | None) -> DiscardData:
+        request = DiscardRequest(app=app, env=env, version=version, owner=owner)
+        return await self.call(request, DiscardData)
+
+    async def run_release(self, request: RunReleaseRequest) -> RemoteSession:
+        return await self._open_session(request)
+
+    async def exec(self, request: ExecRequest) -> RemoteSession:
+        return await self._open_session(request)
+
+    async def _open_session(self, request: BaseModel) -> RemoteSession:
+        """Send a session's request on its own control stream and read its first answer."""
+        channel = await self.connection.open_control(self.socket_path)
+        try:
+            await channel.send(encode_frame(request))
+            data = raise_for_error(parse_response(await channel.receive(REQUEST_TIMEOUT)))
+            started = parse_data(SessionStarted, data, str(getattr(request, "command", "")))
+        except BaseException:
+            await channel.close()
+            raise
+        return RemoteSession(channel, started)
+
+    async def backup_now(self, app: str, env: str) -> BackupNowData:
+        return await self.call(BackupNowRequest(app=app, env=env), BackupNowData)
+
+    async def backup_list(self, app: str, env: str) -> BackupListData:
+        return await self.call(BackupListRequest(app=app, env=env), BackupListData)
+
+    async def backup_status(self, app: str, env: str) -> BackupStatusData:
+        return await self.call(BackupStatusRequest(app=app, env=env), BackupStatusData)
+
+    async def backup_fetch(self, app: str, env: str, backup_id: str) -> BackupFetchData:
+        request = BackupFetchRequest(app=app, env=env, backup_id=backup_id)
+        return await self.call(request, BackupFetchData)
+
+    async def backup_fetch_done(self, app: str, env: str, backup_id: str) -> BackupFetchDoneData:
+        request = BackupFetchDoneRequest(app=app, env=env, backup_id=backup_id)
+        return await self.call(request, BackupFetchDoneData)
+
+    async def backup_restore(self, app: str, env: str, backup_id: str) -> BackupRestoreData:
+        request = BackupRestoreRequest(app=app, env=env, backup_id=backup_id)
+        return await self.call(request, BackupRestoreData)
+
     async def enter_upgrading(self, owner: str) -> UpgradingData:
         return await self.call(EnterUpgradingRequest(owner=owner), UpgradingData)
 
     async def exit_upgrading(self, owner: str) -> NormalModeData:
         return await self.call(ExitUpgradingRequest(owner=owner), NormalModeData)
+
+
+class RemoteSession:
+    """One running session (``exec``, ``run_release``) on its own control stream.
+
+    :meth:`events` yields the server's output events and ends after the exit event;
+    :meth:`send` sends input frames (one at a time); :meth:`close` ends the session (the
+    server then stops the process if it still runs).
+    """
+
+    def __init__(self, channel: ControlChannel, started: SessionStarted) -> None:
+        self._channel = channel
+        self._send_lock = asyncio.Lock()
+        self.started = started
+
+    def __repr__(self) -> str:
+        return f"RemoteSession({self._channel.where}, pid={self.started.pid})"
+
+    async def events(
+        self, *, timeout: float | None = None
+    ) -> AsyncGenerator[SessionOutput | SessionExit, None]:
+        """Events until the exit event; ``timeout`` bounds the wait for each one."""
+        while True:
+            data = raise_for_error(parse_response(await self._channel.receive(timeout)))
+            event = parse_event(data)
+            yield event
+            if isinstance(event, SessionExit):
+                return
+
+    async def send(self, frame: StdinInput | EofInput | ResizeInput) -> None:
+        async with self._send_lock:
+            await self._channel.send(encode_frame(frame))
+
+    async def close(self) -> None:
+        await self._channel.close()

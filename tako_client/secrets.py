@@ -11,7 +11,10 @@ Rules:
 - secret names must be process environment names (those that are not UPPER_SNAKE_CASE
   are accepted; :func:`is_upper_snake_case` lets the CLI warn), environment names follow
   the app name rule; a value that does not decrypt is an error naming the key source;
-- values are never logged or put in messages.
+- values are never logged or put in messages;
+- each environment may also hold the reserved sections :data:`RESERVED` (storage
+  credentials, backup keys; encrypted with the same key): app-secret functions leave
+  them out and keep them on write, :mod:`tako_client.storage_secrets` owns them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import re
 import secrets as _random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,6 +40,9 @@ SECRETS_PATH = Path(".tako") / "secrets.json"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 Secrets = dict[str, dict[str, str]]
+#: Per-environment keys that are not app secrets: ``storages`` (S3 credentials per
+#: resource) and ``backup_keys`` (see :mod:`tako_client.storage_secrets`).
+RESERVED = ("storages", "backup_keys")
 
 
 class SecretsError(TakoError):
@@ -64,6 +70,11 @@ def is_upper_snake_case(name: str) -> bool:
 def validate_secret_name(name: str) -> str:
     if not isinstance(name, str) or not is_valid_env_var_name(name):
         raise ValidationError(f"invalid secret name {name!r}: {ENV_VAR_RULE}")
+    if name in RESERVED:
+        raise ValidationError(
+            f"secret name {name!r} is reserved in .tako/secrets.json (storage credentials "
+            "and backup keys live there); pick another name"
+        )
     return name
 
 
@@ -177,8 +188,9 @@ def secrets_file(app_dir: Path) -> Path:
     return app_dir / SECRETS_PATH
 
 
-def load_secrets(app_dir: Path) -> Secrets:
-    """Parse and validate ``.tako/secrets.json``; a missing file is empty."""
+def load_document(app_dir: Path) -> dict[str, dict[str, Any]]:
+    """The whole file, checked: per environment its secrets (strings) and the reserved
+    sections (:data:`RESERVED`, owned by :mod:`tako_client.storage_secrets`)."""
     path = secrets_file(app_dir)
     if not path.exists():
         return {}
@@ -193,17 +205,28 @@ def load_secrets(app_dir: Path) -> Secrets:
             validate_env_name(env)
         except ValidationError as exc:
             raise SecretsError(f"{path}: {exc.message}") from exc
-        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        if not isinstance(values, dict) or not all(
+            isinstance(v, str) for n, v in values.items() if n not in RESERVED
+        ):
             raise SecretsError(f"{path}: {env!r} must map secret names to encrypted strings")
         for name in values:
-            if not is_valid_env_var_name(name):
+            if name not in RESERVED and not is_valid_env_var_name(name):
                 raise SecretsError(
                     f"{path}: invalid secret name {name!r} in {env!r}: {ENV_VAR_RULE}"
                 )
     return data
 
 
-def save_secrets(app_dir: Path, data: Secrets) -> None:
+def load_secrets(app_dir: Path) -> Secrets:
+    """Parse and validate ``.tako/secrets.json``; a missing file is empty. Only the app
+    secrets: the reserved sections (storage credentials, backup keys) are left out."""
+    return {
+        env: {name: value for name, value in values.items() if name not in RESERVED}
+        for env, values in load_document(app_dir).items()
+    }
+
+
+def save_document(app_dir: Path, data: dict[str, dict[str, Any]]) -> None:
     """Write the file pretty and sorted (stable diffs), atomically; drop empty envs."""
     path = secrets_file(app_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +234,40 @@ def save_secrets(app_dir: Path, data: Secrets) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def save_secrets(app_dir: Path, data: Secrets) -> None:
+    """Write the app secrets of ``data``, keeping the file's reserved sections as they are."""
+    merged: dict[str, dict[str, Any]] = {env: dict(values) for env, values in data.items()}
+    for env, values in load_document(app_dir).items():
+        for name in RESERVED:
+            if name in values:
+                merged.setdefault(env, {})[name] = values[name]
+    save_document(app_dir, merged)
+
+
+def sample_value(app_dir: Path, env: str) -> tuple[str, str] | None:
+    """One encrypted value of ``env`` (a secret or a reserved one), to check a key with."""
+    values = load_document(app_dir).get(env) or {}
+    for name, value in values.items():
+        if name not in RESERVED:
+            return name, value
+    for name in RESERVED:
+        found = _first_string(values.get(name))
+        if found is not None:
+            return name, found
+    return None
+
+
+def _first_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    for item in items:
+        found = _first_string(item)
+        if found is not None:
+            return found
+    return None
 
 
 def set_secret(
@@ -221,18 +278,24 @@ def set_secret(
     validate_secret_name(name)
     if value == "":
         raise ValidationError("secret value cannot be empty")
+    key = env_key_for_writing(app_dir, env, home)
     data = load_secrets(app_dir)
-    existing = data.get(env) or {}
-    if existing:
-        # Never start a second key for an env that already has values: they would become
-        # undecryptable together. The key must be the one those values were made with.
-        key = require_key(env, home)
-        sample_name, sample = next(iter(existing.items()))
-        decrypt_value(key, sample, label=f"{env}/{sample_name}")
-    else:
-        key = ensure_key(env, home)
     data.setdefault(env, {})[name] = encrypt_value(key.key, value)
     save_secrets(app_dir, data)
+    return key
+
+
+def env_key_for_writing(app_dir: Path, env: str, home: Path | None = None) -> EnvKey:
+    """The key to encrypt a new value of ``env`` with: the one its existing values were
+    made with (checked on one of them), or a new key when the environment has none.
+
+    Never starts a second key for an env that already has values: they would become
+    undecryptable together."""
+    sample = sample_value(app_dir, env)
+    if sample is None:
+        return ensure_key(env, home)
+    key = require_key(env, home)
+    decrypt_value(key, sample[1], label=f"{env}/{sample[0]}")
     return key
 
 

@@ -617,6 +617,21 @@ class Connection:
                 f"upload of {local.name} to {self.target.display} failed: {exc}"
             ) from exc
 
+    async def download(self, remote: str, local: Path) -> None:
+        """SFTP ``remote`` to ``local.part``, then rename it to ``local`` (never a half file)."""
+        part = local.with_name(f"{local.name}.part")
+        try:
+            async with self._conn.start_sftp_client() as sftp:
+                await sftp.get(remote, str(part))
+            os.replace(part, local)
+        except (asyncssh.Error, OSError) as exc:
+            with suppress(OSError):
+                part.unlink()
+            reason = exc.reason if isinstance(exc, asyncssh.SFTPError) else exc
+            raise SshError(
+                f"download of {self.target.display}:{remote} to {local} failed: {reason}"
+            ) from exc
+
     async def close(self) -> None:
         self._conn.close()
         with suppress(asyncssh.Error, OSError):

@@ -24,6 +24,7 @@ import posixpath
 import shutil
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -113,25 +114,51 @@ def extract_tar_zst(archive: Path, dest: Path) -> int:
     return count
 
 
+def extract_tar_stream(raw: BinaryIO, dest: Path, label: str) -> int:
+    """Extract an uncompressed tar stream (same rules) into the new directory ``dest``.
+
+    ``label`` names the archive in errors; on any refusal or error ``dest`` is removed.
+    """
+    dest.mkdir(mode=0o700)
+    try:
+        try:
+            count = _extract_from(raw, dest)
+        except _FILTER_ERRORS as exc:
+            raise UnsafeArchiveError(f"archive refused: {exc}") from exc
+        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
+            if isinstance(exc, UnsafeArchiveError):
+                raise
+            raise ArchiveError(f"{label} is not a valid archive: {exc}") from exc
+        check_links_inside(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return count
+
+
 def _extract_members(archive: Path, dest: Path) -> int:
-    seen: set[str] = set()
-    count = 0
     try:
         with archive.open("rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as raw:
-            with tarfile.open(fileobj=raw, mode="r|") as tar:
-                for member in tar:
-                    norm = check_member(member, seen)
-                    if norm:
-                        _check_parent_inside(dest, norm)
-                        _extract_one(tar, member, dest)
-                    seen.add(norm)
-                    count += 1
+            return _extract_from(raw, dest)
     except _FILTER_ERRORS as exc:
         raise UnsafeArchiveError(f"archive refused: {exc}") from exc
     except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
         if isinstance(exc, UnsafeArchiveError):
             raise
         raise ArchiveError(f"{archive.name} is not a valid .tar.zst archive: {exc}") from exc
+
+
+def _extract_from(raw: BinaryIO, dest: Path) -> int:
+    seen: set[str] = set()
+    count = 0
+    with tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            norm = check_member(member, seen)
+            if norm:
+                _check_parent_inside(dest, norm)
+                _extract_one(tar, member, dest)
+            seen.add(norm)
+            count += 1
     return count
 
 

@@ -8,6 +8,11 @@
     apps/{name}/{env}/.deploy_lock/
     apps/{name}/{env}/releases/{version}/{app_subdir}/app.json
     apps/{name}/{env}/shared/logs/
+    apps/{name}/{env}/shared/image-cache/   results of the image optimizer (size-capped)
+    apps/{name}/{env}/data/app/                 TAKO_DATA_DIR (kept across releases)
+    apps/{name}/{env}/data/storages/{binding}/  a ``local`` storage binding
+    apps/{name}/{env}/.backups/                 backup and restore scratch space
+    downloads/                                  fetched backups for ``tako backups download``
 
 Names and versions are validated before they become path components, and
 :meth:`ServerLayout.contains` checks that a resolved path stays inside the data dir.
@@ -15,9 +20,11 @@ Names and versions are validated before they become path components, and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tako_common.errors import ValidationError
 from tako_common.names import validate_app_name, validate_env_name, validate_version
 
 DEFAULT_DATA_DIR = PurePosixPath("/opt/tako")
@@ -25,6 +32,7 @@ DEFAULT_SOCKET = PurePosixPath("/var/run/tako/tako.sock")
 STATE_DB = "runtime-state.sqlite3"
 SERVER_CONFIG = "server-config.toml"
 INCOMING = "incoming"
+_BINDING_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,35 @@ class ServerLayout:
 
     def logs_dir(self, app: str, env: str) -> Path:
         return self.shared_dir(app, env) / "logs"
+
+    def image_cache_dir(self, app: str, env: str) -> Path:
+        return self.shared_dir(app, env) / "image-cache"
+
+    def data_root(self, app: str, env: str) -> Path:
+        """The app's persistent data (kept across releases; what backups hold)."""
+        return self.app_dir(app, env) / "data"
+
+    def app_data_dir(self, app: str, env: str) -> Path:
+        """``TAKO_DATA_DIR`` of the app's processes."""
+        return self.data_root(app, env) / "app"
+
+    def storages_dir(self, app: str, env: str) -> Path:
+        return self.data_root(app, env) / "storages"
+
+    def storage_dir(self, app: str, env: str, binding: str) -> Path:
+        """The directory of a ``local`` storage binding."""
+        if not _BINDING_RE.fullmatch(binding):
+            raise ValidationError(f"invalid storage binding name {binding!r}")
+        return self.storages_dir(app, env) / binding
+
+    def backup_work_dir(self, app: str, env: str) -> Path:
+        """Scratch space of backups and restores (archives before upload, staged data)."""
+        return self.app_dir(app, env) / ".backups"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Fetched backups waiting for the client to copy them (``tako backups download``)."""
+        return self.data_dir / "downloads"
 
     def contains(self, path: Path) -> bool:
         """True when ``path`` (resolved, following links) is inside the data dir."""

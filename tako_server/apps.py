@@ -10,11 +10,15 @@ Rules:
   (:mod:`tako_common.protocol`); errors are :class:`TakoError` subclasses;
 - releases are addressed by :class:`~tako_server.launch.ReleaseRef` and started through
   :func:`tako_server.deployer.spec_for` (the one environment builder);
-- state and secrets change only after the supervisor succeeded (see
-  :mod:`tako_server.deployer`); ``delete`` is idempotent;
+- state, secrets and storage settings change only after the supervisor succeeded (see
+  :mod:`tako_server.deployer`); ``delete`` is idempotent and removes the app's data
+  directory and local storages with it;
 - the routing state (:mod:`tako_server.routing`) learns each change of an app's routes,
-  ``public/`` directory and running/stopped from here, with what the command holds
-  (the supervisor feeds it the backends); nothing reads the database back for it.
+  ``public/`` directory, running/stopped and maintenance mode from here, with what the command holds
+  (the supervisor feeds it the backends); nothing reads the database back for it;
+- the release step of a deploy with a release command (``prepare``, ``run_release``,
+  ``discard``) and ``exec`` live in :class:`~tako_server.oneoff_service.OneOffService`
+  (:attr:`AppService.oneoffs`); ``deploy`` adopts what ``prepare`` staged.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from tako_common.protocol import (
     DeleteRequest,
     DeployData,
     DeployRequest,
+    MaintenanceData,
+    MaintenanceRequest,
     RollbackRequest,
     ScaleData,
     ScaleRequest,
@@ -42,7 +48,9 @@ from tako_common.routes import route_hosts
 from tako_server import deployer, releases
 from tako_server.context import ServerContext, utc_iso
 from tako_server.launch import ReleaseRef
+from tako_server.oneoff_service import OneOffService
 from tako_server.state import AppRecord
+from tako_server.storage_store import storage_record
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ log = logging.getLogger(__name__)
 class AppService:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
+        #: the release step of a deploy with a release command, and exec
+        self.oneoffs = OneOffService(ctx)
 
     def __repr__(self) -> str:
         return f"AppService(apps={len(self.ctx.state.list_apps())})"
@@ -63,8 +73,10 @@ class AppService:
         previous = ctx.state.get_app(req.app, req.env)
         desired = _desired(req.instances, previous)
         try:
-            async with deployer.staged_release(ctx, req, archive) as release:
-                spec = deployer.spec_for(ctx, release, req.vars, req.secrets)
+            staged = ctx.staging.pop(req.key, req.version)  # made by this deploy's prepare
+            adopted = staged is not None and staged.created
+            async with deployer.staged_release(ctx, req, archive, adopted=adopted) as release:
+                spec = deployer.spec_for(ctx, release, req.vars, req.secrets, req.storages)
                 log.info("deploying %s version %s (%d instances)", req.key, req.version, desired)
                 result = await ctx.supervisor.deploy(spec, desired, req.idle_timeout)
         except BaseException:
@@ -86,6 +98,8 @@ class AppService:
             routes=routes,
         )
         warnings = await deployer.commit(ctx, record, dict(req.secrets), previous, release)
+        stored = storage_record(ctx.storage.get(req.app, req.env), req, utc_iso())
+        ctx.storage.put(req.app, req.env, stored)
         return DeployData(
             app=req.app,
             env=req.env,
@@ -168,12 +182,29 @@ class AppService:
             unused = set(route_hosts(record.routes)) - deployer.hosts_in_use(ctx, req.key)
             ctx.certs.forget(sorted(unused))
         ctx.locks.forget(req.app, req.env)
+        ctx.staging.forget(req.key)
         app_dir = ctx.layout.app_dir(req.app, req.env)
         existed = existed or app_dir.exists()
         await asyncio.to_thread(shutil.rmtree, app_dir, True)
         deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
         ctx.routing.remove_app(req.key)
         return DeleteData(app=req.app, env=req.env, existed=existed)
+
+    async def maintenance(self, req: MaintenanceRequest) -> MaintenanceData:
+        """Maintenance mode on/off: stored (it survives restarts and deploys), then the
+        edge answers 503 for the app or forwards again; instances are not touched."""
+        ctx = self.ctx
+        record = deployer.require_app(ctx, req.app, req.env)
+        if not req.enabled:
+            ctx.state.clear_maintenance(req.app, req.env)
+            ctx.routing.set_maintenance(record.key, None)
+            return MaintenanceData(app=req.app, env=req.env, enabled=False)
+        mode = ctx.state.set_maintenance(req.app, req.env, req.message, utc_iso())
+        ctx.routing.set_maintenance(record.key, mode.message)
+        log.info("maintenance mode on for %s", record.key)
+        return MaintenanceData(
+            app=req.app, env=req.env, enabled=True, message=mode.message, since=mode.since
+        )
 
 
 def _desired(requested: int | None, previous: AppRecord | None) -> int:

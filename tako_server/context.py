@@ -24,7 +24,9 @@ from tako_server.locks import DeployLocks
 from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
+from tako_server.staging import StagedReleases
 from tako_server.state import StateStore
+from tako_server.storage_store import StorageStore
 from tako_server.supervisor.spec import AppRuntime, LaunchSpec, RolloutResult
 from tako_server.takeover import TakeoverRecord
 
@@ -71,11 +73,16 @@ class ServerContext:
     pid: int = 0
     #: this process's start and takeovers (old and new side), as ``server_info`` reports them
     takeover: TakeoverRecord = field(default_factory=TakeoverRecord.of_this_process)
+    #: releases a deploy prepared but has not rolled out yet (deploys with a release command)
+    staging: StagedReleases = field(default_factory=StagedReleases)
     #: the one guard of state-changing requests (its ``in_flight`` is what a takeover awaits)
     guard: MutationGuard = field(init=False)
+    #: storage bindings and backup settings per app, sealed with the secrets key
+    storage: StorageStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.guard = MutationGuard(self.state, self.locks)
+        self.storage = StorageStore(self.secrets.box, self.state)
 
     @property
     def layout(self) -> ServerLayout:

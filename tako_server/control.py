@@ -15,6 +15,10 @@ Rules:
   stays usable (nothing is skipped silently, no line drops the connection).
 - Requests on one connection are answered in order; connections are independent.
 - A streamed answer (``logs`` with ``follow``) runs until the client closes.
+- A :class:`Duplex` answer (a session: ``exec``, ``run_release``) sends its first
+  envelope, then owns the connection both ways: it gets every later line the client
+  sends (those already read included) and a sender, until it returns; its ``close``
+  runs on every path. The connection ends with it.
 - When a connection closes, ``on_close(connection_id)`` runs (the daemon releases the
   deploy locks that connection took).
 """
@@ -26,7 +30,9 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,18 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
 Dispatch = Callable[[Request, int], Awaitable[Any]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Incoming = AsyncIterator[bytes | ProtocolError]
+
+
+@dataclass
+class Duplex:
+    """A two-way answer: ``first`` is sent, then ``run(incoming, send)`` owns the connection;
+    ``close`` runs when it ends, whatever happened (the dispatcher's guard ends there)."""
+
+    first: dict[str, Any]
+    run: Callable[[Incoming, Send], Awaitable[None]]
+    close: Callable[[], None]
 
 
 class ControlServer:
@@ -141,16 +159,19 @@ class Connection:
         self._writer = writer
         self._dispatch = dispatch
         self._decoder = FrameDecoder()
+        self._pending: deque[bytes | ProtocolError] = deque()
 
     def __repr__(self) -> str:
-        return f"Connection(id={self.id}, {self._decoder!r})"
+        return f"Connection(id={self.id}, pending={len(self._pending)}, {self._decoder!r})"
 
     async def run(self) -> None:
         while True:
             data = await self._reader.read(READ_CHUNK)
             if not data:
                 return
-            for frame in list(self._decoder.feed(data)):
+            self._pending.extend(self._decoder.feed(data))
+            while self._pending:
+                frame = self._pending.popleft()
                 if isinstance(frame, ProtocolError):
                     await self._send(error_from(frame))
                     continue
@@ -180,8 +201,33 @@ class Connection:
         if isinstance(reply, dict):
             await self._send(reply)
             return True
-        await self._stream(reply)
+        if isinstance(reply, Duplex):
+            await self._duplex(reply)
+        else:
+            await self._stream(reply)
         return False
+
+    async def _duplex(self, duplex: Duplex) -> None:
+        """Run a session; a failure ends the connection (logged, never raised further)."""
+        try:
+            await self._send(duplex.first)
+            await duplex.run(self._incoming(), self._send)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("session on connection %d failed", self.id)
+        finally:
+            duplex.close()
+
+    async def _incoming(self) -> Incoming:
+        """The client's lines after the session's request, until it closes the connection."""
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            data = await self._reader.read(READ_CHUNK)
+            if not data:
+                return
+            self._pending.extend(self._decoder.feed(data))
 
     async def _stream(self, stream: Any) -> None:
         """Send a stream until it ends or the client closes (detected by EOF on read)."""

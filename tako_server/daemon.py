@@ -9,7 +9,8 @@ Startup (in this order, any failure aborts with a clear message):
 5. every persisted app restored from SQLite (routes, desired instances), no redeploy;
    the routing state holds the restored routes and backends, and the edge starts with
    its snapshot (then gets every change pushed, :mod:`tako_server.routing`);
-6. the control socket bound last, so a client that can talk to it sees restored apps.
+6. the control socket bound last, so a client that can talk to it sees restored apps;
+   the backup scheduler (:mod:`tako_server.backups.service`) starts with it.
 
 Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`).
 
@@ -42,6 +43,7 @@ from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
+from tako_server.oneoff_service import discard_connection
 from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
@@ -217,12 +219,20 @@ class Daemon:
             await self._start_edge()
         elif self.inherited is not None:
             self.inherited.close()
+        handlers = Handlers(self.ctx)
+        self.tasks.spawn(handlers.backups.run_scheduler(), name="backup-scheduler")
         self.control = ControlServer(
             self.settings.socket,
-            Handlers(self.ctx).dispatch,
-            on_close=locks.release_connection,
+            handlers.dispatch,
+            on_close=self._connection_closed,
         )
         await self.control.start()
+
+    def _connection_closed(self, connection: int) -> None:
+        """A control connection closed: its deploy locks and unused staged releases go."""
+        assert self.ctx is not None
+        discard_connection(self.ctx, connection)
+        self.ctx.locks.release_connection(connection)
 
     def _build_certs(self) -> CertManager:
         from tako_server.tls import CertManager, CertStore

@@ -15,7 +15,8 @@ share and the start-up restore. Rules (and the original's bugs we do not copy):
   the app's routes and ``public/`` directory in the routing state
   (:mod:`tako_server.routing`, what the edge serves), set from the record and the
   release in hand, never read back from the database.
-- Secrets never reach ``app.json``, the state database in plaintext, or a log line.
+- Secrets and storage credentials never reach ``app.json``, the state database in
+  plaintext, or a log line.
 - Launch specs are built only through :func:`spec_for` (one environment builder:
   :func:`tako_server.launch.instance_environ`).
 """
@@ -27,17 +28,25 @@ import logging
 import secrets as random_tokens
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from tako_common.errors import TakoError, ValidationError
-from tako_common.protocol import DeployRequest, ReleaseManifest
+from tako_common.protocol import DeployRequest, ReleaseManifest, StorageBinding
 from tako_common.routes import RouteConflictError, find_conflicts, parse_route, route_hosts
 from tako_server import releases, runtimes
 from tako_server.context import ServerContext
-from tako_server.launch import ReleaseRef, instance_environ, launch_spec, manifest_from
+from tako_server.edge.snapshot import ImageRules
+from tako_server.launch import (
+    ReleaseRef,
+    ensure_data_dirs,
+    instance_environ,
+    launch_spec,
+    manifest_from,
+)
+from tako_server.routing import image_rules
 from tako_server.state import AppRecord
 from tako_server.supervisor.spec import LaunchSpec, RolloutError
 
@@ -78,14 +87,19 @@ def spec_for(
     release: ReleaseRef,
     variables: Mapping[str, str],
     secrets: Mapping[str, str],
+    storages: Sequence[StorageBinding] | None = None,
 ) -> LaunchSpec:
-    """The LaunchSpec of ``release`` with these vars and secrets."""
+    """The LaunchSpec of ``release`` with these vars and secrets; storage bindings are the
+    app's stored ones unless a deploy passes its new ones."""
+    if storages is None:
+        storages = ctx.storage.get(release.app, release.env).storages
     return launch_spec(
         release,
         variables,
         secrets,
         server_env=ctx.settings.inherited_env,
         log_dir=ctx.layout.logs_dir(release.app, release.env),
+        storages=storages,
     )
 
 
@@ -104,19 +118,26 @@ def _missing_dirs(ctx: ServerContext, app: str, env: str) -> list[Path]:
     return [p for p in candidates if not p.exists()]
 
 
+def is_reusable(ctx: ServerContext, app: str, env: str, version: str) -> bool:
+    """Is there a release directory a deploy of ``version`` keeps (prepared, or current)?"""
+    release_dir = ctx.layout.release_dir(app, env, version)
+    current = releases.current_version(ctx.layout.current_link(app, env))
+    return release_dir.exists() and ((release_dir / PREPARED).exists() or current == version)
+
+
 @asynccontextmanager
 async def staged_release(
-    ctx: ServerContext, req: DeployRequest, archive: Path
+    ctx: ServerContext, req: DeployRequest, archive: Path, *, adopted: bool = False
 ) -> AsyncIterator[ReleaseRef]:
     """Extract and prepare the release of ``req`` (or reuse a prepared one); yield it.
 
     When the body (or the preparation) fails, a release directory created here is
-    removed again, with the app directories a first deploy made.
+    removed again, with the app directories a first deploy made; so is a prepared one
+    this deploy made in its ``prepare`` step (``adopted``).
     """
     layout = ctx.layout
     release_dir = layout.release_dir(req.app, req.env, req.version)
-    current = releases.current_version(layout.current_link(req.app, req.env))
-    if release_dir.exists() and not (release_dir / PREPARED).exists() and current != req.version:
+    if release_dir.exists() and not is_reusable(ctx, req.app, req.env, req.version):
         # left half-prepared by a server that died mid-deploy: start it over
         log.warning("removing half-prepared release %s", release_dir)
         await asyncio.to_thread(shutil.rmtree, release_dir, True)
@@ -132,10 +153,21 @@ async def staged_release(
             (release_dir / PREPARED).touch()
         yield release
     except BaseException:
-        if created:
+        if created or adopted:
             shutil.rmtree(release_dir, ignore_errors=True)
+            if layout.app_dir(req.app, req.env) in new_dirs:  # a first deploy: empty data dirs
+                remove_empty_tree(layout.data_root(req.app, req.env))
             remove_if_empty(new_dirs)
         raise
+
+
+def remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` and its directories when no file is anywhere below it."""
+    if not root.is_dir() or any(p.is_file() or p.is_symlink() for p in root.rglob("*")):
+        return
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir()
+    root.rmdir()
 
 
 async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: ReleaseRef) -> None:
@@ -153,8 +185,13 @@ async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: Rele
         "routes": list(req.routes),
     }
     releases.write_app_json(release.workdir, manifest.model_dump(mode="json"), extra)
-    environ = instance_environ(release, req.vars, req.secrets, ctx.settings.inherited_env)
-    await runtimes.prepare(manifest.runtime, manifest.install, release.workdir, environ)
+    ensure_data_dirs(release, req.storages)
+    environ = instance_environ(
+        release, req.vars, req.secrets, ctx.settings.inherited_env, storages=req.storages
+    )
+    await runtimes.prepare(
+        manifest.runtime, manifest.install, release.workdir, environ, manifest.package_manager
+    )
 
 
 async def commit(
@@ -190,7 +227,10 @@ async def commit(
         except TakoError as exc:
             warnings.append(f"certificates: {exc.message}")
     running = record.state == "running"
-    ctx.routing.set_app(record.key, record.routes, release.public_dir, running=running)
+    images = image_rules_of(ctx, release)
+    ctx.routing.set_app(
+        record.key, record.routes, release.public_dir, running=running, images=images
+    )
     return warnings
 
 
@@ -233,6 +273,8 @@ def release_app_json(
 async def restore_all(ctx: ServerContext) -> list[str]:
     """Register every persisted running app with the supervisor (after a restart)."""
     problems = []
+    for key, mode in ctx.state.all_maintenance().items():  # before any app is routed
+        ctx.routing.set_maintenance(key, mode.message)
     for record in ctx.state.list_apps():
         if record.state != "running":
             continue
@@ -259,7 +301,15 @@ async def register(ctx: ServerContext, record: AppRecord) -> None:
     release = release_of(ctx, record)
     spec = spec_for(ctx, release, record.vars, secrets)
     await ctx.supervisor.restore(spec, record.desired_instances, record.idle_timeout)
-    ctx.routing.set_app(record.key, record.routes, release.public_dir)
+    ctx.routing.set_app(
+        record.key, record.routes, release.public_dir, images=image_rules_of(ctx, release)
+    )
+
+
+def image_rules_of(ctx: ServerContext, release: ReleaseRef) -> ImageRules | None:
+    """The edge's image rules for ``release`` (its ``[images]``), cached in the app's dir."""
+    cache_dir = ctx.layout.image_cache_dir(release.app, release.env)
+    return image_rules(release.manifest.images, cache_dir)
 
 
 def failure_response(exc: RolloutError | runtimes.PrepError) -> dict[str, Any]:

@@ -12,9 +12,12 @@ Rules:
   :class:`~tako_server.apps.AppService`; the handlers here read state or manage modes
   and locks.
 - A handler takes its typed request and returns its typed answer (a
-  :class:`~tako_common.protocol.Data` model) or a :class:`LogStream`; dispatch wraps it in
-  an envelope. :class:`TakoError` becomes an error envelope; nothing else leaks secrets
-  or tracebacks to the client.
+  :class:`~tako_common.protocol.Data` model), a :class:`LogStream` or a session
+  (:class:`~tako_server.oneoff.OneOffSession`); dispatch wraps it in an envelope (a
+  session in a :class:`~tako_server.control.Duplex` that holds the request's guard until
+  the session ends, so a release command runs under the deploy lock's rules).
+  :class:`TakoError` becomes an error envelope; nothing else leaks secrets or tracebacks
+  to the client.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +41,28 @@ from tako_common.protocol import (
     AppStatus,
     AppSummary,
     ArtifactData,
+    BackupFetchData,
+    BackupFetchDoneData,
+    BackupFetchDoneRequest,
+    BackupFetchRequest,
+    BackupListData,
+    BackupListRequest,
+    BackupNowData,
+    BackupNowRequest,
+    BackupRestoreData,
+    BackupRestoreRequest,
+    BackupStatusData,
+    BackupStatusRequest,
     CertStatus,
     Data,
     DeleteData,
     DeleteRequest,
     DeployData,
     DeployRequest,
+    DiscardData,
+    DiscardRequest,
     EnterUpgradingRequest,
+    ExecRequest,
     ExitUpgradingRequest,
     HasArtifactRequest,
     HelloData,
@@ -55,13 +74,18 @@ from tako_common.protocol import (
     LockRequest,
     LogsData,
     LogsRequest,
+    MaintenanceData,
+    MaintenanceRequest,
     NormalModeData,
+    PrepareData,
+    PrepareRequest,
     ReleaseInfo,
     ReleasesData,
     Request,
     RollbackRequest,
     RoutesData,
     RoutesRequest,
+    RunReleaseRequest,
     ScaleData,
     ScaleRequest,
     SecretsData,
@@ -82,8 +106,11 @@ from tako_common.protocol import (
 from tako_common.routes import route_hosts
 from tako_server import deployer, releases
 from tako_server.apps import AppService
+from tako_server.backups.service import BackupService
 from tako_server.context import ServerContext, utc_iso
+from tako_server.control import Duplex
 from tako_server.guard import Upgrading
+from tako_server.oneoff import OneOffSession
 from tako_server.runtimes import PrepError
 from tako_server.state import AppRecord
 from tako_server.supervisor.logs import AppLog
@@ -108,8 +135,8 @@ class Stream:
     rest: AsyncIterator[dict[str, Any]]
 
 
-Reply = dict[str, Any] | Stream
-Answer = Data | LogStream
+Reply = dict[str, Any] | Stream | Duplex
+Answer = Data | LogStream | OneOffSession
 Handler = Callable[[Any, int], Awaitable[Answer]]
 
 
@@ -117,20 +144,30 @@ class Handlers:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.apps = AppService(ctx)
+        self.backups = BackupService(ctx)
         self.table: dict[str, Handler] = {c: getattr(self, f"on_{c}") for c in COMMANDS}
 
     def __repr__(self) -> str:
         return f"Handlers(commands={len(self.table)}, {self.ctx.guard!r})"
 
     async def dispatch(self, request: Request, connection: int) -> Reply:
+        guard = ExitStack()  # a session keeps it until it ends (Duplex.close)
         try:
-            with self.ctx.guard.admit(request, connection):
-                answer = await self.table[request.command](request, connection)
+            guard.enter_context(self.ctx.guard.admit(request, connection))
+            answer = await self.table[request.command](request, connection)
         except (RolloutError, PrepError) as exc:
+            guard.close()
             log.warning("%s failed: %s", request.command, exc.message)
             return deployer.failure_response(exc)
         except TakoError as exc:
+            guard.close()
             return error_from(exc)
+        except BaseException:
+            guard.close()
+            raise
+        if isinstance(answer, OneOffSession):
+            return _duplex(answer, guard)
+        guard.close()
         if isinstance(answer, LogStream):
             return Stream(first=ok(answer.first), rest=_envelopes(answer.rest))
         return ok(answer)
@@ -229,6 +266,23 @@ class Handlers:
     async def on_delete(self, req: DeleteRequest, connection: int) -> DeleteData:
         return await self.apps.delete(req)
 
+    async def on_maintenance(self, req: MaintenanceRequest, connection: int) -> MaintenanceData:
+        return await self.apps.maintenance(req)
+
+    # ------------------------------------------------------------------ release step, exec
+
+    async def on_prepare(self, req: PrepareRequest, connection: int) -> PrepareData:
+        return await self.apps.oneoffs.prepare(req, connection)
+
+    async def on_run_release(self, req: RunReleaseRequest, connection: int) -> OneOffSession:
+        return await self.apps.oneoffs.run_release(req)
+
+    async def on_discard(self, req: DiscardRequest, connection: int) -> DiscardData:
+        return await self.apps.oneoffs.discard(req)
+
+    async def on_exec(self, req: ExecRequest, connection: int) -> OneOffSession:
+        return await self.apps.oneoffs.exec(req)
+
     # ------------------------------------------------------------------ reads
 
     async def on_status(self, req: StatusRequest, connection: int) -> StatusData:
@@ -259,7 +313,19 @@ class Handlers:
             deployed_at=record.deployed_at,
             last_error=runtime.last_error if runtime else None,
             certificates=self._certificates(record),
+            backup_error=self.backups.last_failure(record.app, record.env),
+            **self._maintenance(record),
         )
+
+    def _maintenance(self, record: AppRecord) -> dict[str, Any]:
+        mode = self.ctx.state.maintenance(record.app, record.env)
+        if mode is None:
+            return {}
+        return {
+            "maintenance": True,
+            "maintenance_message": mode.message,
+            "maintenance_since": mode.since,
+        }
 
     def _certificates(self, record: AppRecord) -> list[CertStatus]:
         if self.ctx.certs is None:
@@ -329,6 +395,44 @@ class Handlers:
         if not req.follow:
             return first
         return LogStream(first=first, rest=_follow(app_log.follow()))
+
+    # ------------------------------------------------------------------ backups
+
+    async def on_backup_now(self, req: BackupNowRequest, connection: int) -> BackupNowData:
+        return await self.backups.backup_now(req.app, req.env)
+
+    async def on_backup_list(self, req: BackupListRequest, connection: int) -> BackupListData:
+        return await self.backups.list_backups(req.app, req.env)
+
+    async def on_backup_status(
+        self, req: BackupStatusRequest, connection: int
+    ) -> BackupStatusData:
+        return self.backups.status(req.app, req.env)
+
+    async def on_backup_fetch(self, req: BackupFetchRequest, connection: int) -> BackupFetchData:
+        return await self.backups.fetch(req.app, req.env, req.backup_id)
+
+    async def on_backup_fetch_done(
+        self, req: BackupFetchDoneRequest, connection: int
+    ) -> BackupFetchDoneData:
+        return self.backups.fetch_done(req.app, req.env, req.backup_id)
+
+    async def on_backup_restore(
+        self, req: BackupRestoreRequest, connection: int
+    ) -> BackupRestoreData:
+        return await self.backups.restore(req.app, req.env, req.backup_id)
+
+
+def _duplex(session: OneOffSession, guard: ExitStack) -> Duplex:
+    session.finished = guard.close  # before the exit event: the client may go on at once
+
+    def close() -> None:
+        try:
+            session.close()
+        finally:
+            guard.close()
+
+    return Duplex(first=ok(session.first), run=session.run, close=close)
 
 
 async def _follow(lines: AsyncIterator[str]) -> AsyncIterator[LogsData]:

@@ -6,24 +6,32 @@ Rules:
   its directory, its working directory and its typed manifest); it is built by
   :meth:`ReleaseRef.locate`, which refuses an ``app_subdir`` outside the release;
 - :func:`instance_environ` is the ONLY place an instance's environment is composed, from
-  the release, its ``[vars]``, its secrets and what the server passes on
-  (:attr:`ServerSettings.inherited_env`); precedence, lowest first: ``PATH`` (release-local
-  bins first) / ``HOME`` / ``LANG`` < runtime defaults (``NODE_ENV``,
-  ``PYTHONUNBUFFERED``) < vars < secrets < ``TAKO_ENV`` / ``TAKO_BUILD`` /
+  the release, its ``[vars]``, its secrets, its storage bindings and what the server
+  passes on (:attr:`ServerSettings.inherited_env`); precedence, lowest first: ``PATH``
+  (release-local bins first) / ``HOME`` / ``LANG`` < runtime defaults (``NODE_ENV``,
+  ``PYTHONUNBUFFERED``) < vars < secrets < ``TAKO_DATA_DIR`` / ``TAKO_STORAGE_*`` /
+  ``TAKO_STORAGES`` (:mod:`tako_common.storages`) < ``TAKO_ENV`` / ``TAKO_BUILD`` /
   ``TAKO_APP_NAME``. Release prep runs with the same environment; the supervisor only
   adds ``HOST``, ``PORT`` and ``TAKO_INSTANCE``;
+- a located release knows its app's data directories (``data_root``: ``TAKO_DATA_DIR`` =
+  ``data/app``, local storages in ``data/storages/{binding}``); they live beside the
+  releases, so releases, rollbacks and server upgrades keep them, and
+  :func:`ensure_data_dirs` makes them (0700, the server's user, which runs the app) before
+  anything of the release runs;
 - nothing here reads ``os.environ`` (``settings.py`` is the only reader).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tako_common.errors import TakoError
 from tako_common.layout import ServerLayout
-from tako_common.protocol import ReleaseManifest
+from tako_common.protocol import ReleaseManifest, StorageBinding
+from tako_common.storages import DATA_DIR_VAR, binding_environ
 from tako_server import releases, runtimes
 from tako_server.supervisor.spec import LaunchSpec
 
@@ -38,6 +46,8 @@ class ReleaseRef:
     release_dir: Path
     workdir: Path
     manifest: ReleaseManifest
+    #: ``apps/{app}/{env}/data`` (set by :meth:`locate`; None for a bare release)
+    data_root: Path | None = None
 
     @property
     def key(self) -> str:
@@ -49,7 +59,17 @@ class ReleaseRef:
     ) -> ReleaseRef:
         release_dir = layout.release_dir(app, env, version)
         workdir = releases.workdir_of(release_dir, manifest.app_subdir)
-        return cls(app, env, version, release_dir, workdir, manifest)
+        data_root = layout.data_root(app, env)
+        return cls(app, env, version, release_dir, workdir, manifest, data_root)
+
+    @property
+    def data_dir(self) -> Path | None:
+        """``TAKO_DATA_DIR``: the app's persistent data directory."""
+        return self.data_root / "app" if self.data_root is not None else None
+
+    def storage_dir(self, binding: str) -> Path | None:
+        """The directory of the ``local`` storage binding ``binding``."""
+        return self.data_root / "storages" / binding if self.data_root is not None else None
 
     @property
     def public_dir(self) -> Path | None:
@@ -67,11 +87,35 @@ def manifest_from(data: Mapping[str, Any]) -> ReleaseManifest:
     return ReleaseManifest.model_validate(fields)
 
 
+def storage_environ(release: ReleaseRef, storages: Sequence[StorageBinding]) -> dict[str, str]:
+    """``TAKO_DATA_DIR`` and every binding's ``TAKO_STORAGE_*`` variables."""
+    environ: dict[str, str] = {}
+    if release.data_dir is not None:
+        environ[DATA_DIR_VAR] = str(release.data_dir)
+    local = {b.name: str(release.storage_dir(b.name)) for b in storages if b.provider == "local"}
+    if release.data_root is None and local:
+        raise TakoError(f"{release!r} has no data directory for its local storages")
+    environ.update(binding_environ(storages, local))
+    return environ
+
+
+def ensure_data_dirs(release: ReleaseRef, storages: Sequence[StorageBinding]) -> None:
+    """Make the app's data directory and its local storage directories (mode 0700)."""
+    dirs = [release.data_dir] + [
+        release.storage_dir(b.name) for b in storages if b.provider == "local"
+    ]
+    for path in dirs:
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def instance_environ(
     release: ReleaseRef,
     variables: Mapping[str, str],
     secrets: Mapping[str, str],
     server_env: Mapping[str, str],
+    *,
+    storages: Sequence[StorageBinding] = (),
 ) -> dict[str, str]:
     """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE)."""
     environ = runtimes.base_environ(release.workdir, dict(server_env))
@@ -84,6 +128,7 @@ def instance_environ(
         environ["PYTHONUNBUFFERED"] = "1"
     environ.update(variables)
     environ.update(secrets)
+    environ.update(storage_environ(release, storages))
     environ.update(
         {"TAKO_ENV": release.env, "TAKO_BUILD": release.version, "TAKO_APP_NAME": release.app}
     )
@@ -97,15 +142,17 @@ def launch_spec(
     *,
     server_env: Mapping[str, str],
     log_dir: Path,
+    storages: Sequence[StorageBinding] = (),
 ) -> LaunchSpec:
-    """How the supervisor runs ``release`` (creates ``log_dir`` if needed)."""
+    """How the supervisor runs ``release`` (creates ``log_dir`` and the data dirs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dirs(release, storages)
     return LaunchSpec(
         app=release.app,
         env=release.env,
         version=release.version,
         workdir=release.workdir,
         command=runtimes.start_command(release.manifest.model_dump(), release.workdir),
-        environ=instance_environ(release, variables, secrets, server_env),
+        environ=instance_environ(release, variables, secrets, server_env, storages=storages),
         log_dir=log_dir,
     )

@@ -7,10 +7,12 @@ Rules:
 - Two owners, two halves, one setter each:
 
   - the app service (:mod:`tako_server.apps`, :mod:`tako_server.deployer`) sets each
-    app's routes, public directory and whether it runs (:meth:`RoutingState.set_app`,
-    :meth:`~RoutingState.set_running`, :meth:`~RoutingState.remove_app`) on deploy,
-    rollback, stop, scale, delete and the start-up restore, with what it already holds:
-    the state database is written, never read back for routing;
+    app's routes, public directory, image rules and whether it runs
+    (:meth:`RoutingState.set_app`, :meth:`~RoutingState.set_running`,
+    :meth:`~RoutingState.remove_app`) on deploy, rollback, stop, scale, delete and the
+    start-up restore, and its maintenance mode (:meth:`~RoutingState.set_maintenance`,
+    kept across deploys until turned off or the app is deleted), with what it already
+    holds: the state database is written, never read back for routing;
   - the supervisor sets each app's backends and cold-start wish
     (:meth:`~RoutingState.set_backends`) whenever an app's machine reports a change.
 
@@ -31,9 +33,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot
+from tako_common.protocol import ImageSettings
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
 
-__all__ = ["AppRoutes", "RoutingState"]
+__all__ = ["AppRoutes", "RoutingState", "image_rules"]
 
 Listener = Callable[[EdgeSnapshot], None]
 _View = tuple[tuple[str, ...], EdgeApp] | None
@@ -41,11 +44,13 @@ _View = tuple[tuple[str, ...], EdgeApp] | None
 
 @dataclass(frozen=True, slots=True)
 class AppRoutes:
-    """The app service's half of an app: its routes, static directory and desired state."""
+    """The app service's half of an app: its routes, static directory, desired state and
+    image rules."""
 
     routes: tuple[str, ...]
     public_dir: str | None
     running: bool
+    images: ImageRules | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class RoutingState:
         self.on_change = on_change
         self._apps: dict[str, AppRoutes] = {}
         self._live: dict[str, _Live] = {}
+        self._maintenance: dict[str, str] = {}
         self.snapshot = EdgeSnapshot()
 
     def __repr__(self) -> str:
@@ -84,11 +90,13 @@ class RoutingState:
         public_dir: Path | str | None,
         *,
         running: bool = True,
+        images: ImageRules | None = None,
     ) -> bool:
-        """Deploy, rollback, restore: the app's routes, ``public/`` directory and state."""
+        """Deploy, rollback, restore: the app's routes, ``public/`` directory, state and
+        image rules."""
         public = str(public_dir) if public_dir is not None else None
         before = self._view(key)
-        self._apps[key] = AppRoutes(tuple(routes), public, running)
+        self._apps[key] = AppRoutes(tuple(routes), public, running, images)
         return self._publish_if_changed(key, before)
 
     def set_running(self, key: str, running: bool) -> bool:
@@ -97,13 +105,25 @@ class RoutingState:
         if entry is None or entry.running is running:
             return False
         before = self._view(key)
-        self._apps[key] = AppRoutes(entry.routes, entry.public_dir, running)
+        self._apps[key] = AppRoutes(entry.routes, entry.public_dir, running, entry.images)
+        return self._publish_if_changed(key, before)
+
+    def set_maintenance(self, key: str, message: str | None) -> bool:
+        """Maintenance mode on (``message``; ``""``: the default page text) or off (None).
+        May come before :meth:`set_app` (the start-up restore sets it first)."""
+        before = self._view(key)
+        if message is None:
+            self._maintenance.pop(key, None)
+        else:
+            self._maintenance[key] = message
         return self._publish_if_changed(key, before)
 
     def remove_app(self, key: str) -> bool:
-        """Delete: forget the app's routes (its backends are the supervisor's to drop)."""
+        """Delete: forget the app's routes and maintenance mode (its backends are the
+        supervisor's to drop)."""
         before = self._view(key)
         self._apps.pop(key, None)
+        self._maintenance.pop(key, None)
         return self._publish_if_changed(key, before)
 
     def app(self, key: str) -> AppRoutes | None:
@@ -128,7 +148,15 @@ class RoutingState:
         if entry is None or not entry.running:
             return None
         live = self._live.get(key, _NO_LIVE)
-        return entry.routes, EdgeApp(key, live.backends, entry.public_dir, live.cold_start)
+        edge_app = EdgeApp(
+            key,
+            live.backends,
+            entry.public_dir,
+            live.cold_start,
+            maintenance=self._maintenance.get(key),
+            images=entry.images,
+        )
+        return entry.routes, edge_app
 
     def _publish_if_changed(self, key: str, before: _View) -> bool:
         if self._view(key) == before:
@@ -152,3 +180,17 @@ class RoutingState:
 def _app_env(key: str) -> tuple[str, str]:
     app, _, env = key.partition("/")
     return app, env
+
+
+def image_rules(settings: ImageSettings | None, cache_dir: Path) -> ImageRules | None:
+    """What the edge needs of a release's ``[images]`` (None: no image endpoint)."""
+    if settings is None:
+        return None
+    return ImageRules(
+        local_patterns=tuple(settings.local_patterns),
+        remote_patterns=tuple(settings.remote_patterns),
+        sizes=tuple(settings.sizes),
+        qualities=tuple(settings.qualities),
+        formats=tuple(settings.formats),
+        cache_dir=str(cache_dir),
+    )

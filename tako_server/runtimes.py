@@ -5,12 +5,15 @@ Rules (DESIGN.md "App process contract"):
 - Prep runs in the release's working directory before the rolling update: the
   manifest's ``install`` (a shell command) when given; else python: a venv in
   ``.venv`` made with the interpreter the server runs on, then ``pip install -r
-  requirements.txt`` or ``pip install .``; node: ``npm ci --omit=dev`` with a lockfile;
-  bun: ``bun install --production`` (``--frozen-lockfile`` with a lockfile).
+  requirements.txt`` or ``pip install .``; node and bun: the production install of the
+  manifest's ``package_manager`` (default: npm for node, bun for bun), lockfile-frozen
+  with its lockfile, and only when package.json declares dependencies
+  (:mod:`tako_common.package_managers`).
 - A failed prep raises :class:`PrepError` with the last output lines; the caller removes
   the release it created.
-- The start command is the manifest's ``start`` with ``{main}`` expanded, else the
-  runtime default. Paths of release-local programs are absolute, and the release's
+- The start command is the manifest's ``start`` with every argument that is exactly
+  ``{main}`` replaced (nothing else is expanded), else the runtime default. Paths of
+  release-local programs are absolute, and the release's
   ``.venv/bin`` / ``node_modules/.bin`` come first on ``PATH``.
 """
 
@@ -24,6 +27,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from tako_common import package_managers
+from tako_common.entry import expand_main
 from tako_common.errors import TakoError
 
 PREP_TIMEOUT = 15 * 60.0
@@ -57,21 +62,19 @@ def python_interpreter() -> str:
     return found
 
 
-def prep_commands(runtime: str, install: str | None, workdir: Path) -> list[list[str]]:
+def prep_commands(
+    runtime: str, install: str | None, workdir: Path, package_manager: str | None = None
+) -> list[list[str]]:
     """The commands that prepare ``workdir`` (pure apart from looking at which files exist)."""
     if install:
         return [["/bin/sh", "-c", install]]
     if runtime == "python":
         return _python_prep(workdir)
-    if runtime == "node":
-        if (workdir / "package-lock.json").exists() or (workdir / "npm-shrinkwrap.json").exists():
-            return [["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"]]
-        return []
-    if runtime == "bun" and (workdir / "package.json").exists():
-        command = ["bun", "install", "--production"]
-        if (workdir / "bun.lock").exists() or (workdir / "bun.lockb").exists():
-            command.append("--frozen-lockfile")
-        return [command]
+    if runtime in package_managers.RUNTIME_DEFAULTS:
+        manager = package_manager or package_managers.RUNTIME_DEFAULTS[runtime]
+        files = package_managers.ProjectFiles.read(workdir)
+        command = package_managers.server_install_argv(manager, files)
+        return [command] if command is not None else []
     return []
 
 
@@ -88,10 +91,14 @@ def _python_prep(workdir: Path) -> list[list[str]]:
 
 
 async def prepare(
-    runtime: str, install: str | None, workdir: Path, environ: dict[str, str]
+    runtime: str,
+    install: str | None,
+    workdir: Path,
+    environ: dict[str, str],
+    package_manager: str | None = None,
 ) -> None:
     """Run every prep command in ``workdir``; raise PrepError with the output tail."""
-    for command in prep_commands(runtime, install, workdir):
+    for command in prep_commands(runtime, install, workdir, package_manager):
         await _run(command, workdir, environ)
 
 
@@ -137,11 +144,12 @@ async def _collect(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:
 
 
 def start_command(manifest: dict[str, Any], workdir: Path) -> list[str]:
-    """argv of an instance: ``start`` with ``{main}`` expanded, else the runtime default."""
+    """argv of an instance: ``start`` with exact ``{main}`` arguments expanded, else the
+    runtime default."""
     main = str(manifest["main"])
     start = manifest.get("start")
     if start:
-        return [str(arg).replace("{main}", main) for arg in start]
+        return expand_main((str(arg) for arg in start), main)
     runtime = manifest["runtime"]
     if runtime == "bun":
         return ["bun", "run", main]

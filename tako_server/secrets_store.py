@@ -75,23 +75,28 @@ class SecretBox:
         return "SecretBox(<key hidden>)"
 
     def seal(self, key: str, secrets: dict[str, str]) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        plaintext = json.dumps(secrets, sort_keys=True).encode("utf-8")
-        return MAGIC + nonce + self._aead.encrypt(nonce, plaintext, key.encode("utf-8"))
+        return self.seal_bytes(key, json.dumps(secrets, sort_keys=True).encode("utf-8"))
 
     def open(self, key: str, blob: bytes) -> dict[str, str]:
+        value = json.loads(self.open_bytes(key, blob))
+        return {str(k): str(v) for k, v in value.items()}
+
+    def seal_bytes(self, key: str, plaintext: bytes) -> bytes:
+        """Encrypt any bytes bound to ``key`` (the associated data)."""
+        nonce = os.urandom(NONCE_BYTES)
+        return MAGIC + nonce + self._aead.encrypt(nonce, plaintext, key.encode("utf-8"))
+
+    def open_bytes(self, key: str, blob: bytes) -> bytes:
         if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES:
             raise SecretsError(f"secrets of {key} are not a Tako secrets blob")
         nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
         try:
-            plaintext = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], key.encode())
+            return self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], key.encode())
         except InvalidTag as exc:
             raise SecretsError(
                 f"secrets of {key} cannot be decrypted with this server's key",
                 hint="the secrets.key file changed; send the secrets again (tako secrets sync)",
             ) from exc
-        value = json.loads(plaintext)
-        return {str(k): str(v) for k, v in value.items()}
 
 
 class SecretsStore:
@@ -114,3 +119,8 @@ class SecretsStore:
     def get(self, app: str, env: str) -> dict[str, str]:
         blob = self._state.get_secrets_blob(app, env)
         return self._box.open(f"{app}/{env}", blob) if blob is not None else {}
+
+    @property
+    def box(self) -> SecretBox:
+        """The server key's box (other sealed records, e.g. storage credentials, use it)."""
+        return self._box

@@ -10,6 +10,7 @@ The config file is optional; its shape is::
     http_port = 80
     https_port = 443
     workers = 2
+    release_timeout = 600     # seconds a deploy's release command may run
 
     [acme]
     email = "ops@example.com"
@@ -18,10 +19,14 @@ The config file is optional; its shape is::
     ca_bundle = "/etc/ssl/pebble.pem"
     enabled = true
 
+    [storage]
+    ca_bundle = "/etc/ssl/private-s3.pem"   # S3 endpoints of storages and backups
+
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
-TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
-TAKO_ACME_ENABLED TAKO_LOG_LEVEL``. Rules: unknown keys and bad values are refused with
-the file, line and key path (:class:`ConfigError`); nothing is silently fixed.
+TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
+TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL``. Rules: unknown keys and bad
+values are refused with the file, line and key path (:class:`ConfigError`); nothing is
+silently fixed.
 """
 
 from __future__ import annotations
@@ -74,11 +79,16 @@ class ServerSettings(BaseSettings):
     http_port: Port = Field(default=80, ge=0, le=65535)
     https_port: Port = Field(default=443, ge=0, le=65535)
     workers: int = Field(default_factory=_default_workers, ge=0, le=256)
+    #: seconds a deploy's release command may run (``tako deploy --release-timeout`` wins)
+    release_timeout: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     acme_enabled: bool = True
     acme_email: str | None = None
     acme_staging: bool = False
     acme_directory_url: str | None = None
     acme_ca_bundle: Path | None = None
+    #: CA bundle that S3 endpoints of storages and backups are verified with (tests; a
+    #: private S3 server); unset = the system's trusted roots
+    storage_ca_bundle: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
@@ -122,6 +132,7 @@ class _ServerSection(BaseModel):
     http_port: Port | None = None
     https_port: Port | None = None
     workers: int | None = None
+    release_timeout: int | None = None
 
 
 class _AcmeSection(BaseModel):
@@ -133,10 +144,16 @@ class _AcmeSection(BaseModel):
     enabled: bool | None = None
 
 
+class _StorageSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ca_bundle: Path | None = None
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: _ServerSection = Field(default_factory=_ServerSection)
     acme: _AcmeSection = Field(default_factory=_AcmeSection)
+    storage: _StorageSection = Field(default_factory=_StorageSection)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -168,6 +185,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[key] = value
     for key, value in parsed.acme.model_dump(exclude_none=True).items():
         flat[f"acme_{key}"] = value
+    for key, value in parsed.storage.model_dump(exclude_none=True).items():
+        flat[f"storage_{key}"] = value
     return flat
 
 

@@ -1,4 +1,5 @@
-"""Durable server state in SQLite (``runtime-state.sqlite3``): apps, routes, releases, mode.
+"""Durable server state in SQLite (``runtime-state.sqlite3``): apps, routes, releases, mode,
+maintenance.
 
 Rules:
 
@@ -69,6 +70,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO server_state (id, mode) VALUES (1, 'normal');
     """,
+    """
+    CREATE TABLE app_storage (
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        PRIMARY KEY (app, env)
+    );
+    CREATE TABLE backup_runs (
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        id TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        ok INTEGER NOT NULL,
+        reason TEXT,
+        size INTEGER,
+        sha256 TEXT,
+        pruned TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (app, env, id)
+    );
+    """,
+    # maintenance mode per app (kept across deploys; removed with the app)
+    """
+    CREATE TABLE app_maintenance (
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        message TEXT NOT NULL,
+        since TEXT NOT NULL,
+        PRIMARY KEY (app, env)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -95,6 +128,42 @@ class AppRecord:
     @property
     def key(self) -> str:
         return f"{self.app}/{self.env}"
+
+
+@dataclass(frozen=True)
+class BackupRunRow:
+    """One backup attempt as stored (``ok`` False with a ``reason`` when it failed)."""
+
+    id: str
+    trigger: str
+    started_at: str
+    finished_at: str | None
+    ok: bool
+    reason: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    pruned: list[str] = field(default_factory=list)
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.trigger, self.started_at, self.finished_at, int(self.ok),
+            self.reason, self.size, self.sha256, json.dumps(self.pruned),
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> BackupRunRow:
+        return cls(
+            id=row[0], trigger=row[1], started_at=row[2], finished_at=row[3], ok=bool(row[4]),
+            reason=row[5], size=row[6], sha256=row[7], pruned=list(json.loads(row[8])),
+        )
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """An app's maintenance mode: the page's message (``""``: the default) and since when."""
+
+    message: str
+    since: str
 
 
 @dataclass(frozen=True)
@@ -229,7 +298,14 @@ class StateStore:
         with self._tx() as db:
             cur = db.execute("DELETE FROM apps WHERE app=? AND env=?", (app, env))
             existed = cur.rowcount > 0
-            for table in ("app_routes", "releases", "secrets"):
+            for table in (
+                "app_routes",
+                "releases",
+                "secrets",
+                "app_storage",
+                "backup_runs",
+                "app_maintenance",
+            ):
                 cur = db.execute(f"DELETE FROM {table} WHERE app=? AND env=?", (app, env))
                 existed = existed or cur.rowcount > 0
         return existed
@@ -264,6 +340,84 @@ class StateStore:
             "SELECT blob FROM secrets WHERE app=? AND env=?", (app, env)
         ).fetchone()
         return bytes(row[0]) if row else None
+
+    # ------------------------------------------------------------------ storages, backups
+
+    def put_storage_blob(self, app: str, env: str, blob: bytes) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO app_storage (app, env, blob) VALUES (?,?,?)",
+                (app, env, blob),
+            )
+
+    def get_storage_blob(self, app: str, env: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT blob FROM app_storage WHERE app=? AND env=?", (app, env)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def storage_keys(self) -> list[tuple[str, str]]:
+        """Every ``(app, env)`` with stored storage settings."""
+        rows = self._db.execute("SELECT app, env FROM app_storage ORDER BY app, env")
+        return [(str(app), str(env)) for app, env in rows]
+
+    def save_backup_run(self, app: str, env: str, run: BackupRunRow, keep: int = 50) -> None:
+        """Insert or update one backup run; only the newest ``keep`` runs are kept."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO backup_runs (app, env, id, trigger, started_at,"
+                " finished_at, ok, reason, size, sha256, pruned) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (app, env, *run.row()),
+            )
+            db.execute(
+                "DELETE FROM backup_runs WHERE app=? AND env=? AND id NOT IN (SELECT id FROM"
+                " backup_runs WHERE app=? AND env=? ORDER BY started_at DESC, id DESC LIMIT ?)",
+                (app, env, app, env, keep),
+            )
+
+    def backup_runs(self, app: str, env: str, limit: int = 50) -> list[BackupRunRow]:
+        """The newest runs first."""
+        rows = self._db.execute(
+            "SELECT id, trigger, started_at, finished_at, ok, reason, size, sha256, pruned"
+            " FROM backup_runs WHERE app=? AND env=? ORDER BY started_at DESC, id DESC LIMIT ?",
+            (app, env, limit),
+        ).fetchall()
+        return [BackupRunRow.from_row(row) for row in rows]
+
+    # ------------------------------------------------------------------ maintenance
+
+    def set_maintenance(self, app: str, env: str, message: str, since: str) -> Maintenance:
+        """Turn maintenance on (or change its message); ``since`` stays the first time's."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO app_maintenance (app, env, message, since) VALUES (?,?,?,?)"
+                " ON CONFLICT (app, env) DO UPDATE SET message=excluded.message",
+                (app, env, message, since),
+            )
+        found = self.maintenance(app, env)
+        assert found is not None
+        return found
+
+    def clear_maintenance(self, app: str, env: str) -> bool:
+        """Turn maintenance off; True if it was on."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM app_maintenance WHERE app=? AND env=?", (app, env))
+        return cur.rowcount > 0
+
+    def maintenance(self, app: str, env: str) -> Maintenance | None:
+        row = self._db.execute(
+            "SELECT message, since FROM app_maintenance WHERE app=? AND env=?", (app, env)
+        ).fetchone()
+        return Maintenance(message=row[0], since=row[1]) if row else None
+
+    def all_maintenance(self) -> dict[str, Maintenance]:
+        """``{"app/env": Maintenance}`` of every app in maintenance mode."""
+        return {
+            f"{app}/{env}": Maintenance(message=message, since=since)
+            for app, env, message, since in self._db.execute(
+                "SELECT app, env, message, since FROM app_maintenance ORDER BY app, env"
+            )
+        }
 
     # ------------------------------------------------------------------ server mode
 

@@ -1,7 +1,9 @@
 """Local build pipeline: source bundle, version, build stages, artifact cache, presets.
 
 Entry point for deploy: :func:`build_artifact` (``BuildPlan`` + app dir + target ->
-``BuiltArtifact`` with the manifest the server needs). Nothing here talks to a server.
+``BuiltArtifact`` with the manifest the server needs); :func:`resolve_app` is what a plan
+resolves to (preset, package manager, main, start), shared with ``tako config``. Nothing
+here talks to a server.
 """
 
 from tako_client.build.artifacts import BuiltArtifact, build_artifact, plan_prune, prune_artifacts
@@ -14,6 +16,7 @@ from tako_client.build.bundle import (
 )
 from tako_client.build.plan import BuildError, BuildPlan, Stage, Target, target_label
 from tako_client.build.presets import BUILTIN_PRESETS, Preset, load_preset, split_runtime
+from tako_client.build.resolve import ResolvedApp, resolve_app
 from tako_client.build.sources import SourceTree, collect_sources, resolve_source_root
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "BuiltArtifact",
     "GitInfo",
     "Preset",
+    "ResolvedApp",
     "SourceBundle",
     "SourceTree",
     "Stage",
@@ -34,6 +38,7 @@ __all__ = [
     "load_preset",
     "plan_prune",
     "prune_artifacts",
+    "resolve_app",
     "resolve_source_root",
     "source_hash",
     "split_runtime",

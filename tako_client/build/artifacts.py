@@ -3,9 +3,12 @@
 Rules:
 
 - cache key = sha256 of canonical JSON (sorted keys, no spaces) of: schema version,
-  source hash, runtime + version, preset name + preset file hash, resolved commands of
-  every stage, stage excludes, include/exclude, assets, pattern root, app subdir, main and
-  target label (``linux-{arch}-{libc}``, or ``shared`` for runtimes that do not compile);
+  source hash, runtime + version, preset name + hash of its files (support files
+  included), package manager, resolved commands of every stage, stage excludes,
+  include/exclude, assets, pattern root, app subdir, main and target label
+  (``linux-{arch}-{libc}``, or ``shared`` for runtimes that do not compile);
+- what the build resolves (preset, package manager, main, start, app_root) comes from
+  :func:`tako_client.build.resolve.resolve_app`, the same answer ``tako config`` shows;
 - cached as ``.tako/artifacts/artifact-{label}-{key16}.tar.zst`` plus ``.json`` metadata
   ``{schema_version, cache_key, sha256, size, version, created}``; a hit is used only when
   the metadata matches and the file's size and sha256 verify, else it is rebuilt;
@@ -30,10 +33,11 @@ from typing import Any
 from tako_client.build import stages
 from tako_client.build.bundle import SourceBundle, create_source_bundle, write_tar_zst
 from tako_client.build.plan import BuildPlan, Target, target_label
-from tako_client.build.presets import Preset, load_preset
+from tako_client.build.presets import Preset
+from tako_client.build.resolve import ResolvedApp, resolve_app
 from tako_client.build.sources import collect_sources
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEEP_SOURCES = 30
 KEEP_ARTIFACTS = 90
 PRUNE_GRACE_SECONDS = 600.0
@@ -73,9 +77,11 @@ def build_inputs(
     runs: list[stages.StageRun],
     main: str,
     label: str,
+    manager: str | None = None,
 ) -> dict[str, Any]:
     """Every input that can change the artifact's bytes."""
     return {
+        "package_manager": manager,
         "schema_version": SCHEMA_VERSION,
         "source_hash": bundle.source_hash,
         "version": bundle.version,  # build commands see it as TAKO_BUILD
@@ -138,18 +144,17 @@ def build_artifact(
     tree = collect_sources(app_dir)
     artifacts_dir = app_dir / ".tako" / "artifacts"
     bundle = create_source_bundle(tree, artifacts_dir)
-    preset = load_preset(plan.runtime, plan.preset)
+    resolved = resolve_app(plan, tree.root / tree.app_subdir)
+    preset, main, manager = resolved.preset, resolved.main, resolved.package_manager
     label = target_label(preset.target_specific, target)
-    source_app = tree.root / tree.app_subdir
-    main = preset.resolve_main(source_app, plan.main)
-    runs = stages.plan_stage_runs(plan, preset, tree.root, tree.app_subdir)
-    key = cache_key(build_inputs(plan, preset, bundle, runs, main, label))
+    runs = stages.plan_stage_runs(plan, preset, tree.root, tree.app_subdir, manager)
+    key = cache_key(build_inputs(plan, preset, bundle, runs, main, label, manager))
     artifact = artifacts_dir / f"artifact-{label}-{key[:16]}.tar.zst"
     meta_path = artifact.with_suffix("").with_suffix(".json")
     meta = verified_cache_hit(artifact, meta_path, key)
     hit = meta is not None
     if meta is None:
-        _run_build(plan, preset, bundle, runs, main, target, artifact, emit)
+        _run_build(plan, resolved, bundle, target, artifact, emit)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "cache_key": key,
@@ -168,49 +173,59 @@ def build_artifact(
         size=meta["size"],
         version=bundle.version,
         cache_hit=hit,
-        manifest=build_manifest(plan, preset, bundle, main),
+        manifest=build_manifest(plan, resolved, bundle),
     )
 
 
 def _run_build(
     plan: BuildPlan,
-    preset: Preset,
+    resolved: ResolvedApp,
     bundle: SourceBundle,
-    runs: list[stages.StageRun],
-    main: str,
     target: Target | None,
     artifact: Path,
     emit: stages.OutputCallback,
 ) -> None:
+    preset = resolved.preset
     app_dir = bundle.tree.root / bundle.tree.app_subdir
     workspace = app_dir / ".tako" / "build" / f"work-{bundle.version}"
     subdir = bundle.tree.app_subdir
+    built = workspace / subdir
     stages.prepare_workspace(bundle.path, workspace)
-    runs = stages.plan_stage_runs(plan, preset, workspace, subdir)  # re-check cwd in workspace
+    # re-check every cwd in the workspace; commands see the workspace's lockfiles
+    runs = stages.plan_stage_runs(plan, preset, workspace, subdir, resolved.package_manager)
     stages.run_stages(runs, workspace, stages.build_env(preset, target, bundle.version), emit)
-    stages.merge_assets(workspace / subdir, plan.assets)
+    stages.check_expected(built, preset)
+    stages.add_support_files(built, preset)
+    stages.merge_assets(built, preset.assets, owner=f"preset {preset.name!r}")
+    stages.merge_assets(built, plan.assets)
     kept = stages.artifact_files(workspace, plan, preset, runs, subdir)
-    stages.check_main(workspace, subdir, main, kept)
+    stages.check_main(workspace, subdir, resolved.main, kept)
     write_tar_zst(artifact, workspace, kept)
     shutil.rmtree(workspace, ignore_errors=True)
 
 
-def build_manifest(
-    plan: BuildPlan, preset: Preset, bundle: SourceBundle, main: str
-) -> dict[str, Any]:
-    """The runtime facts the server needs (written into the release's ``app.json``)."""
-    start = plan.start if plan.start is not None else preset.start
-    return {
+def build_manifest(plan: BuildPlan, resolved: ResolvedApp, bundle: SourceBundle) -> dict[str, Any]:
+    """The runtime facts the server needs (written into the release's ``app.json``).
+
+    ``package_manager`` is sent for bun and node apps (the server's production install
+    uses it); ``app_root`` for JS apps; both are left out when there is none."""
+    install = plan.install if plan.install is not None else resolved.preset.install
+    manifest: dict[str, Any] = {
         "runtime": plan.runtime,
         "runtime_version": plan.runtime_version,
-        "main": main,
-        "start": list(start) if start is not None else None,
+        "main": resolved.main,
+        "start": list(resolved.start) if resolved.start is not None else None,
         "app_subdir": bundle.tree.app_subdir,
         "commit": bundle.git.commit,
         "commit_message": bundle.git.subject,
         "git_dirty": bundle.git.dirty,
-        "install": plan.install if plan.install is not None else preset.install,
+        "install": install,
     }
+    if resolved.package_manager is not None and plan.runtime in ("bun", "node"):
+        manifest["package_manager"] = resolved.package_manager
+    if resolved.app_root is not None:
+        manifest["app_root"] = resolved.app_root
+    return manifest
 
 
 def plan_prune(

@@ -67,6 +67,8 @@ class BuildPlan:
     """Every input of a build besides the source files themselves.
 
     ``install`` is the runtime-prep override sent to the server (``None`` = server default);
+    ``package_manager`` and ``app_root`` are tako.toml's (``None`` = resolved from the
+    project's files, see :mod:`tako_client.build.resolve`);
     ``build`` is the simple ``[build]`` step, ``stages`` the ``[[build_stages]]`` list;
     ``include``/``exclude`` are artifact globs relative to ``pattern_root`` (the ``[build]``
     cwd, default the app directory).
@@ -77,6 +79,8 @@ class BuildPlan:
     main: str | None = None
     start: tuple[str, ...] | None = None
     preset: str | None = None
+    package_manager: str | None = None
+    app_root: str | None = None
     install: str | None = None
     build: Stage | None = None
     stages: tuple[Stage, ...] = ()
@@ -107,6 +111,8 @@ class BuildPlan:
                 )
         if self.main is not None and (escapes(self.main) or not self.main.strip()):
             raise BuildError(f"main {self.main!r} must be a path inside the app directory")
+        if self.app_root is not None and escapes(self.app_root):
+            raise BuildError(f"app_root {self.app_root!r} must stay inside the app directory")
 
 
 def escapes(relpath: str) -> bool:

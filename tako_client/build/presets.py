@@ -1,91 +1,143 @@
-"""Built-in build presets: runtime defaults for ``main``, local install and build commands.
+"""Built-in build presets: runtime base presets and framework presets, as data files.
 
-Presets are TOML files shipped in ``tako_client/presets/`` (package data); nothing is ever
-fetched from the network. Rules:
+Presets are TOML files shipped in ``tako_client/presets/`` (package data; helper files
+they ship into artifacts live in ``presets/support/``); nothing is ever fetched. Rules:
 
-- ``load_preset(runtime, name)``: no name = the runtime's base preset; a name must be a
-  built-in whose runtime matches; namespaced aliases (``js/tanstack-start``) and
-  ``github:`` references are rejected; an unknown name lists the built-in ones;
-- install: ``install_locked`` when one of ``lockfiles`` exists in the directory, else
-  ``install``; build ``run`` only when ``run_when_script`` is absent or names a script in
-  ``package.json`` ``scripts`` / ``deno.json(c)`` ``tasks``;
-- main resolution: tako.toml ``main``, else the first existing of ``main_candidates``,
-  else the preset ``main``;
-- ``content_hash`` (sha256 of the preset file) is part of the artifact cache key.
+- a *base* preset names one ``runtime`` (bun, deno, go, node, python); a *framework*
+  preset names the ``runtimes`` it works with (vite, nextjs, tanstack-start, astro, remix,
+  react-router for JS; django, fastapi, flask for Python);
+- ``load_preset(runtime, name)``: no name (or the runtime's own name) = the base preset;
+  a framework name is laid over the runtime's base preset: its fields replace the base's,
+  its ``[build].exclude`` is appended to the base's (base first, deduplicated); a
+  framework preset whose ``runtimes`` lack ``runtime`` is refused; namespaced aliases
+  (``js/tanstack-start``) and ``github:`` references are refused (deploy 000); an unknown
+  name lists the built-in presets;
+- build commands may use ``{install}`` (the package manager's install, lockfile-frozen;
+  bun and node default to their own manager; Deno without one runs ``deno install`` when
+  there is a package.json, else nothing), ``{run}``
+  (``<manager> run``, or ``deno task`` for Deno without a manager) and ``{support}``
+  (the quoted path of ``presets/support``); a ``[build].run`` with ``run_when_script``
+  runs only when ``package.json`` ``scripts`` / ``deno.json(c)`` ``tasks`` define that
+  script;
+- ``support`` files are copied into the built app directory, ``expects`` files must exist
+  after the build (``expects_hint`` says how to get them), ``assets`` are merged into
+  ``public/``, ``include`` limits the artifact when tako.toml sets no include;
+- ``content_hash`` (sha256 of the preset files and support files) is part of the
+  artifact cache key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tako_client.build.plan import BuildError
+from tako_common import package_managers as pm
 
-BUILTIN_PRESETS = ("bun", "deno", "go", "node", "python")
+BASE_PRESETS = ("bun", "deno", "go", "node", "python")
+FRAMEWORK_PRESETS = (
+    "vite",
+    "nextjs",
+    "tanstack-start",
+    "astro",
+    "remix",
+    "react-router",
+    "django",
+    "fastapi",
+    "flask",
+)
+BUILTIN_PRESETS = BASE_PRESETS + FRAMEWORK_PRESETS
+INTERFACES = ("asgi", "wsgi")
+_LIST_KEYS = ("main_candidates", "start", "dev", "support", "expects", "assets", "runtimes")
 _TOP_KEYS = {
     "name",
     "runtime",
     "main",
-    "main_candidates",
     "install",
-    "start",
     "target_specific",
+    "interface",
+    "expects_hint",
     "build",
+    *_LIST_KEYS,
 }
-_BUILD_KEYS = {"install", "install_locked", "lockfiles", "run", "run_when_script", "exclude"}
+_BUILD_KEYS = {"install", "run", "run_when_script", "include", "exclude"}
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A parsed preset; ``install``/``start`` are runtime (server) overrides, rarely set."""
+    """A parsed (and, for frameworks, merged) preset; see the module rules."""
 
     name: str
     runtime: str
     main: str | None
     content_hash: str
+    runtimes: tuple[str, ...] = ()
     main_candidates: tuple[str, ...] = ()
     install: str | None = None
     start: tuple[str, ...] | None = None
+    dev: tuple[str, ...] | None = None
     target_specific: bool = False
+    interface: str | None = None
+    support: tuple[str, ...] = ()
+    expects: tuple[str, ...] = ()
+    expects_hint: str | None = None
+    assets: tuple[str, ...] = ()
     build_install: str | None = None
-    build_install_locked: str | None = None
-    lockfiles: tuple[str, ...] = ()
     build_run: str | None = None
     run_when_script: str | None = None
+    include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    base: str | None = field(default=None)
 
-    def install_command(self, directory: Path) -> str | None:
+    @property
+    def is_framework(self) -> bool:
+        return self.base is not None
+
+    def install_command(self, directory: Path, manager: str | None = None) -> str | None:
         """The local install command for ``directory`` (lockfile-aware)."""
-        if self.build_install_locked and any((directory / f).is_file() for f in self.lockfiles):
-            return self.build_install_locked
-        return self.build_install
+        return _expand(self.build_install, directory, manager, self.runtime)
 
-    def build_command(self, directory: Path) -> str | None:
+    def build_command(self, directory: Path, manager: str | None = None) -> str | None:
         """The local build command, or None when its script/task is not defined."""
-        if self.build_run is None:
+        if self.run_when_script is not None and self.run_when_script not in project_scripts(
+            directory
+        ):
             return None
-        if self.run_when_script is None or self.run_when_script in project_scripts(directory):
-            return self.build_run
-        return None
+        return _expand(self.build_run, directory, manager, self.runtime)
 
-    def resolve_main(self, app_dir: Path, configured: str | None) -> str:
-        """tako.toml ``main``, else the first existing candidate, else the preset ``main``."""
-        if configured:
-            return configured
-        for candidate in self.main_candidates:
-            if (app_dir / candidate).is_file():
-                return candidate
-        if self.main:
-            return self.main
-        raise BuildError(
-            f"no entrypoint: preset {self.name!r} has no main and tako.toml sets none",
-            hint='set `main = "..."` in tako.toml',
-        )
+
+def support_dir() -> Path:
+    """Where the support files of presets live on this machine."""
+    return Path(str(resources.files("tako_client").joinpath("presets", "support")))
+
+
+def _expand(command: str | None, directory: Path, manager: str | None, runtime: str) -> str | None:
+    if not command:
+        return None
+    manager = manager or pm.RUNTIME_DEFAULTS.get(runtime)
+    if "{install}" in command:
+        files = pm.ProjectFiles.read(directory)
+        if manager is not None:
+            install = " ".join(pm.install_argv(manager, files, production=False))
+        elif runtime == "deno" and files.has_package_json:
+            install = "deno install"  # Deno 2 installs package.json dependencies itself
+        elif command.strip() == "{install}":
+            return None
+        else:
+            raise BuildError(f"preset command {command!r} needs a package manager")
+        command = command.replace("{install}", install)
+    if "{run}" in command:
+        runner = f"{manager} run" if manager else ("deno task" if runtime == "deno" else None)
+        if runner is None:
+            raise BuildError(f"preset command {command!r} needs a package manager")
+        command = command.replace("{run}", runner)
+    return command.replace("{support}", shlex.quote(str(support_dir())))
 
 
 def split_runtime(value: str) -> tuple[str, str | None]:
@@ -96,31 +148,98 @@ def split_runtime(value: str) -> tuple[str, str | None]:
     return name, version or None
 
 
+def preset_runtimes(name: str) -> tuple[str, ...]:
+    """The runtimes a built-in preset works with (checks the name like :func:`load_preset`)."""
+    _check_name(name)
+    if name in BASE_PRESETS:
+        return (name,)
+    return _read(name).runtimes
+
+
 def load_preset(runtime: str, name: str | None = None) -> Preset:
-    """The built-in preset ``name`` (default: the runtime's base preset)."""
+    """The built-in preset ``name`` for ``runtime`` (default: the runtime's base preset)."""
+    if runtime not in BASE_PRESETS:
+        raise BuildError(
+            f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(BASE_PRESETS)}"
+        )
     wanted = name or runtime
+    _check_name(wanted)
+    if wanted in BASE_PRESETS:
+        if wanted != runtime:
+            raise BuildError(
+                f"preset {wanted!r} is for runtime {wanted!r}, not {runtime!r}",
+                hint=f"set runtime = {wanted!r}, or use a preset of {runtime}: "
+                + ", ".join(presets_for(runtime)),
+            )
+        return _read(wanted)
+    framework = _read(wanted)
+    if runtime not in framework.runtimes:
+        raise BuildError(
+            f"preset {wanted!r} is for runtime {' or '.join(map(repr, framework.runtimes))}, "
+            f"not {runtime!r}",
+            hint=f"set runtime = {framework.runtimes[0]!r}, or use a preset of {runtime}: "
+            + ", ".join(presets_for(runtime)),
+        )
+    return _merge(_read(runtime), framework)
+
+
+def presets_for(runtime: str) -> list[str]:
+    """Names of the built-in presets usable with ``runtime`` (its base preset first)."""
+    names = [runtime] if runtime in BASE_PRESETS else []
+    return names + [n for n in FRAMEWORK_PRESETS if runtime in _read(n).runtimes]
+
+
+def _known_hint() -> str:
+    return (
+        f"built-in presets: {', '.join(FRAMEWORK_PRESETS)} "
+        f"(runtime base presets: {', '.join(BASE_PRESETS)})"
+    )
+
+
+def _check_name(wanted: str) -> None:
     if wanted.startswith("github:"):
         raise BuildError(
-            f"preset {wanted!r}: github: references are not supported",
-            hint=f"use a built-in preset: {', '.join(BUILTIN_PRESETS)}",
+            f"preset {wanted!r}: github: references are not supported", hint=_known_hint()
         )
     if "/" in wanted:
         raise BuildError(
             f"preset {wanted!r}: namespaced aliases are not supported; use a runtime-local name",
-            hint=f"built-in presets: {', '.join(BUILTIN_PRESETS)}",
+            hint=_known_hint(),
         )
     if wanted not in BUILTIN_PRESETS:
-        raise BuildError(
-            f"unknown preset {wanted!r}", hint=f"built-in presets: {', '.join(BUILTIN_PRESETS)}"
-        )
-    data = resources.files("tako_client").joinpath("presets", f"{wanted}.toml").read_bytes()
-    preset = parse_preset(data, source=f"{wanted}.toml")
-    if preset.runtime != runtime:
-        raise BuildError(
-            f"preset {wanted!r} is for runtime {preset.runtime!r}, not {runtime!r}",
-            hint=f"set runtime = {preset.runtime!r}; presets: {', '.join(BUILTIN_PRESETS)}",
-        )
-    return preset
+        raise BuildError(f"unknown preset {wanted!r}", hint=_known_hint())
+
+
+def _read(name: str) -> Preset:
+    data = resources.files("tako_client").joinpath("presets", f"{name}.toml").read_bytes()
+    return parse_preset(data, source=f"{name}.toml")
+
+
+def _merge(base: Preset, framework: Preset) -> Preset:
+    """``framework`` laid over ``base`` (see the module rules)."""
+    digest = hashlib.sha256((base.content_hash + framework.content_hash).encode()).hexdigest()
+    build_run = framework.build_run or base.build_run
+    return replace(
+        framework,
+        runtime=base.runtime,
+        content_hash=digest,
+        # a framework that names its own entry (main or candidates) never falls back to
+        # the base preset's (django without a wsgi.py must not run app.py)
+        main=framework.main if framework.main or framework.main_candidates else base.main,
+        main_candidates=framework.main_candidates
+        or (() if framework.main else base.main_candidates),
+        install=framework.install or base.install,
+        start=framework.start or base.start,
+        dev=framework.dev or base.dev,
+        target_specific=base.target_specific,
+        build_install=framework.build_install or base.build_install,
+        build_run=build_run,
+        run_when_script=(
+            framework.run_when_script if framework.build_run else base.run_when_script
+        ),
+        exclude=tuple(dict.fromkeys(base.exclude + framework.exclude)),
+        base=base.name,
+    )
 
 
 def parse_preset(data: bytes, *, source: str) -> Preset:
@@ -132,23 +251,47 @@ def parse_preset(data: bytes, *, source: str) -> Preset:
     _reject_unknown(doc, _TOP_KEYS, source, "")
     build = doc.get("build", {})
     _reject_unknown(build, _BUILD_KEYS, source, "build.")
-    start = doc.get("start")
+    lists = {key: _strs(doc, key, source) for key in _LIST_KEYS}
+    runtime = _str(doc, "runtime", source)
+    if (runtime is None) == (lists["runtimes"] is None):
+        raise BuildError(f"invalid preset {source}: set either runtime or runtimes")
+    interface = _str(doc, "interface", source)
+    if interface is not None and interface not in INTERFACES:
+        raise BuildError(f"invalid preset {source}: interface must be asgi or wsgi")
+    support = lists["support"] or ()
     return Preset(
         name=_str(doc, "name", source, required=True) or "",
-        runtime=_str(doc, "runtime", source, required=True) or "",
+        runtime=runtime or "",
         main=_str(doc, "main", source),
-        content_hash=hashlib.sha256(data).hexdigest(),
-        main_candidates=tuple(doc.get("main_candidates", ())),
+        content_hash=_content_hash(data, support),
+        runtimes=lists["runtimes"] or (),
+        main_candidates=lists["main_candidates"] or (),
         install=_str(doc, "install", source),
-        start=tuple(start) if start is not None else None,
+        start=lists["start"],
+        dev=lists["dev"],
         target_specific=bool(doc.get("target_specific", False)),
+        interface=interface,
+        support=support,
+        expects=lists["expects"] or (),
+        expects_hint=_str(doc, "expects_hint", source),
+        assets=lists["assets"] or (),
         build_install=_str(build, "install", source),
-        build_install_locked=_str(build, "install_locked", source),
-        lockfiles=tuple(build.get("lockfiles", ())),
         build_run=_str(build, "run", source),
         run_when_script=_str(build, "run_when_script", source),
-        exclude=tuple(build.get("exclude", ())),
+        include=_strs(build, "include", source) or (),
+        exclude=_strs(build, "exclude", source) or (),
     )
+
+
+def _content_hash(data: bytes, support: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(data)
+    for name in support:
+        path = support_dir() / name
+        try:
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+        except OSError as exc:
+            raise BuildError(f"preset support file {name!r} is missing: {exc}") from exc
+    return digest.hexdigest()
 
 
 def project_scripts(directory: Path) -> set[str]:
@@ -189,3 +332,12 @@ def _str(doc: dict[str, Any], key: str, source: str, *, required: bool = False) 
     if not isinstance(value, str) or not value:
         raise BuildError(f"invalid preset {source}: {key} must be a non-empty string")
     return value
+
+
+def _strs(doc: dict[str, Any], key: str, source: str) -> tuple[str, ...] | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise BuildError(f"invalid preset {source}: {key} must be a non-empty array of strings")
+    return tuple(value)

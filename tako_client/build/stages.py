@@ -7,14 +7,19 @@ Rules:
 - commands: ``[[build_stages]]`` when given (each ``install`` then ``run`` in its ``cwd``,
   which may use ``..`` but must stay inside the workspace); else ``[build]`` where a missing
   ``install``/``run`` falls back to the preset's; else the preset's install and build
-  (tako.toml 001: stages > [build] > runtime default);
+  (tako.toml 001: stages > [build] > runtime default); preset commands use the app's
+  package manager (lockfile-frozen install where its lockfile exists);
 - each command runs as ``sh -lc`` with the caller's PATH kept ahead of the login profile's;
   output lines stream to a callback; a failure is a :class:`BuildError` naming the stage,
   command, exit code, with the last output lines as hint;
-- after the commands: ``assets`` directories merge into the app's ``public/`` in order,
-  the artifact file list is filtered (forced ``.git``/``.tako``/``.env*`` excludes, preset
-  excludes relative to the app dir, ``include``/``exclude`` relative to ``pattern_root``,
-  stage excludes relative to the stage cwd), ``main`` must exist and survive the filter;
+- after the commands: the preset's ``expects`` files must exist, its ``support`` files are
+  copied into the app directory, the preset's then tako.toml's ``assets`` directories merge
+  into the app's ``public/`` in order, the artifact file list is filtered (forced
+  ``.git``/``.tako``/``.env*`` excludes; ``include`` relative to ``pattern_root``, else the
+  preset's ``include`` relative to the app dir; preset excludes relative to the app dir,
+  ``exclude`` relative to ``pattern_root``, stage excludes relative to the stage cwd),
+  ``main`` (a file, or the module file of a Python ``module:app``) must exist and survive
+  the filter;
 - the artifact keeps the source-root layout; the app lives at ``app_subdir`` inside it.
 """
 
@@ -33,8 +38,9 @@ import pathspec
 
 from tako_client.build.bundle import extract_tar_zst
 from tako_client.build.plan import BuildError, BuildPlan, Stage, Target, escapes
-from tako_client.build.presets import Preset
+from tako_client.build.presets import Preset, support_dir
 from tako_client.build.sources import check_symlink
+from tako_common.entry import is_module_spec, module_files
 
 OutputCallback = Callable[[str], None]
 TAIL_LINES = 20
@@ -54,16 +60,26 @@ class StageRun:
 
 
 def plan_stage_runs(
-    plan: BuildPlan, preset: Preset, workspace: Path, app_subdir: str
+    plan: BuildPlan,
+    preset: Preset,
+    workspace: Path,
+    app_subdir: str,
+    manager: str | None = None,
 ) -> list[StageRun]:
     """The commands to run, in order, with their workspace-relative cwd."""
     if plan.stages:
         return [_stage_run(stage, app_subdir, None, workspace) for stage in plan.stages]
     build = plan.build or Stage(name="build")
-    return [_stage_run(build, app_subdir, preset, workspace)]
+    return [_stage_run(build, app_subdir, preset, workspace, manager)]
 
 
-def _stage_run(stage: Stage, app_subdir: str, preset: Preset | None, workspace: Path) -> StageRun:
+def _stage_run(
+    stage: Stage,
+    app_subdir: str,
+    preset: Preset | None,
+    workspace: Path,
+    manager: str | None = None,
+) -> StageRun:
     cwd = posixpath.normpath(posixpath.join(app_subdir, stage.cwd))
     if escapes(cwd):
         raise BuildError(
@@ -77,8 +93,8 @@ def _stage_run(stage: Stage, app_subdir: str, preset: Preset | None, workspace: 
         )
     install, run = stage.install, stage.run
     if preset is not None:
-        install = install or preset.install_command(directory)
-        run = run or preset.build_command(directory)
+        install = install or preset.install_command(directory, manager)
+        run = run or preset.build_command(directory, manager)
     return StageRun(name=stage.name, cwd=cwd, install=install, run=run, exclude=stage.exclude)
 
 
@@ -139,14 +155,31 @@ def run_command(
         )
 
 
-def merge_assets(app_dir: Path, assets: Iterable[str]) -> None:
+def check_expected(app_dir: Path, preset: Preset) -> None:
+    """Every file the preset's build must produce exists in the built app directory."""
+    for rel in preset.expects:
+        if not (app_dir / rel).is_file():
+            raise BuildError(
+                f"preset {preset.name!r}: the build did not produce {rel}",
+                hint=preset.expects_hint or "check the build output",
+            )
+
+
+def add_support_files(app_dir: Path, preset: Preset) -> None:
+    """Copy the preset's support files (shipped with tako) into the built app directory."""
+    for name in preset.support:
+        shutil.copyfile(support_dir() / name, app_dir / name)
+        (app_dir / name).chmod(0o644)
+
+
+def merge_assets(app_dir: Path, assets: Iterable[str], *, owner: str = "tako.toml") -> None:
     """Copy each asset directory's content into ``app_dir/public`` (later entries win)."""
     public = app_dir / "public"
     for asset in assets:
         source = app_dir / asset
         if not source.is_dir():
             raise BuildError(
-                f"asset directory {asset!r} does not exist after the build",
+                f"asset directory {asset!r} (from {owner}) does not exist after the build",
                 hint="assets are relative to the app directory",
             )
         if source.resolve() == public.resolve():
@@ -213,7 +246,10 @@ def artifact_files(
 ) -> list[str]:
     """The filtered artifact file list of a built workspace (symlinks checked)."""
     pattern_base = posixpath.normpath(posixpath.join(app_subdir, plan.pattern_root))
-    include = PatternSet.of(pattern_base, plan.include)
+    if plan.include:
+        include = PatternSet.of(pattern_base, plan.include)
+    else:
+        include = PatternSet.of(app_subdir, preset.include)
     excludes = [
         PatternSet.of(app_subdir, preset.exclude),
         PatternSet.of(pattern_base, plan.exclude),
@@ -226,8 +262,20 @@ def artifact_files(
 
 
 def check_main(workspace: Path, app_subdir: str, main: str, kept: Iterable[str]) -> None:
-    """``main`` must exist in the built app directory and be part of the artifact."""
-    rel = posixpath.normpath(posixpath.join(app_subdir, main))
+    """``main`` (or its module file) must exist in the built app directory and be part of
+    the artifact."""
+    if is_module_spec(main):
+        files = [posixpath.join(app_subdir, f) for f in module_files(main)]
+        found = [posixpath.normpath(f) for f in files if (workspace / f).is_file()]
+        if not found:
+            raise BuildError(
+                f"main {main!r}: module file {' or '.join(module_files(main))} does not exist "
+                "in the built app directory",
+                hint="set `main` in tako.toml to package.module:app of a module the app has",
+            )
+        rel = found[0]
+    else:
+        rel = posixpath.normpath(posixpath.join(app_subdir, main))
     if not (workspace / rel).exists():
         raise BuildError(
             f"main {main!r} does not exist in the built app directory ({rel} in the workspace)",

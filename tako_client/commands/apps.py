@@ -215,7 +215,8 @@ def delete_command(
     ctx = load_app(config, directory, env)
     servers = _servers(ctx)
     _confirm_or_exit(
-        f"Delete {ctx.key} from {', '.join(s.name for s in servers)}?",
+        f"Delete {ctx.key} from {', '.join(s.name for s in servers)} (with its data "
+        "directory and local storages; backups in the bucket are kept)?",
         yes,
         "pass --yes to delete in non-interactive mode",
     )

@@ -7,6 +7,12 @@ Rules:
   warnings (legacy forms, ignored keys) go to stderr and never change the exit code;
 - the report shows values from tako.toml and secret NAMES only (read from
   ``.tako/secrets.json`` beside the config when it exists) — never secret values;
+- runtime, preset, package manager (and where it came from), main, start, dev and
+  app_root are shown as deploy resolves them (:func:`tako_client.build.resolve.resolve_app`,
+  the same call deploy makes); a preset, package manager or entrypoint deploy would refuse
+  (an unknown preset, a Python module without uvicorn/gunicorn, ...) is an error here too,
+  with the same message, and exits 1; without a runtime that tako.toml names or the app's
+  files tell, these stay as written;
 - ``--json`` prints the same report as one JSON object on stdout;
 - the environment's servers are checked against the global inventory
   (``$TAKO_HOME/config.toml``, read only, never created here): an environment without
@@ -25,6 +31,9 @@ import typer
 
 from tako_client import output
 from tako_client import secrets as secret_store
+from tako_client.appctx import plan_of
+from tako_client.build.resolve import ResolvedApp, resolve_app
+from tako_client.detect import detect
 from tako_client.global_config import GlobalConfig, tako_home
 from tako_common.config import (
     DEFAULT_ENV,
@@ -41,7 +50,7 @@ from tako_common.config import (
     resolve_env,
     wildcard_routes,
 )
-from tako_common.errors import ConfigError
+from tako_common.errors import ConfigError, TakoError
 from tako_common.names import RESERVED_ENV
 
 
@@ -79,8 +88,13 @@ def config_command(
 ) -> None:
     loaded = load_or_exit(config)
     try:
+        resolved = resolve_loaded(loaded)
+    except TakoError as exc:
+        output.error(exc.message, exc.hint)
+        raise typer.Exit(1) from exc
+    try:
         names = sorted(secret_store.load_secrets(loaded.app_dir).get(env, {}))
-        report = describe(loaded, env, names)
+        report = describe(loaded, env, names, resolved)
     except ConfigError as exc:
         print_config_error(exc)
         raise typer.Exit(1) from exc
@@ -135,7 +149,48 @@ def _inventory_warnings(env: str, servers: list[str]) -> list[str]:
     return server_warnings(env, servers, known, str(path))
 
 
-def describe(loaded: LoadedConfig, env: str, secret_names: list[str]) -> dict[str, Any]:
+def resolve_loaded(loaded: LoadedConfig) -> ResolvedApp | None:
+    """What deploy resolves for this app, or None when no runtime can be told (or the app
+    is a container release, which has no native build)."""
+    config = loaded.config
+    if config.container is not None:
+        return None
+    if config.runtime is None and config.preset is None and detect(loaded.app_dir).runtime is None:
+        return None
+    return resolve_app(plan_of(config, loaded.app_dir), loaded.app_dir)
+
+
+def _build_view(loaded: LoadedConfig, resolved: ResolvedApp | None) -> dict[str, Any]:
+    config = loaded.config
+    if resolved is None:
+        return {
+            "runtime": config.runtime,
+            "package_manager": config.package_manager,
+            "package_manager_source": "tako.toml" if config.package_manager else None,
+            "preset": config.preset,
+            "main": config.main,
+            "app_root": config.app_root,
+            "dev": config.dev,
+            "start": config.start,
+        }
+    return {
+        "runtime": config.runtime or resolved.runtime,
+        "package_manager": resolved.package_manager,
+        "package_manager_source": resolved.package_manager_source or None,
+        "preset": resolved.preset.name,
+        "main": resolved.main,
+        "app_root": resolved.app_root,
+        "dev": config.dev or resolved.dev_argv,
+        "start": resolved.start_argv,
+    }
+
+
+def describe(
+    loaded: LoadedConfig,
+    env: str,
+    secret_names: list[str],
+    resolved: ResolvedApp | None = None,
+) -> dict[str, Any]:
     """The resolved view of ``env`` as plain data (what ``--json`` prints)."""
     config = loaded.config
     found = resolve_env(loaded, env)
@@ -146,16 +201,12 @@ def describe(loaded: LoadedConfig, env: str, secret_names: list[str]) -> dict[st
         "config": str(loaded.path),
         "app_dir": str(loaded.app_dir),
         "deployable": env != RESERVED_ENV,
-        "runtime": config.runtime,
-        "package_manager": config.package_manager,
-        "preset": config.preset,
-        "main": config.main,
-        "app_root": config.app_root,
-        "dev": config.dev,
-        "start": config.start,
+        **_build_view(loaded, resolved),
         "container": config.container,
         "assets": config.assets or [],
         "release": release_command(loaded, env),
+        # the leader: the first server, where a deploy runs the release command
+        "release_server": servers[0] if release_command(loaded, env) and servers else None,
         "routes": found.route_list,
         "wildcard_routes": wildcard_routes(loaded, env),
         "ssl": found.ssl,
@@ -194,6 +245,12 @@ def render_text(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['app']} ({report['env']})  {report['config']}"]
     if not report["deployable"]:
         lines.append("  (development is used by tako dev and is not deployable)")
+    if report["package_manager"] is not None and report["package_manager_source"]:
+        report = {
+            **report,
+            "package_manager": f"{report['package_manager']} "
+            f"(from {report['package_manager_source']})",
+        }
     for key in (
         "runtime",
         "package_manager",
@@ -202,6 +259,7 @@ def render_text(report: dict[str, Any]) -> list[str]:
         "app_root",
         "container",
         "release",
+        "release_server",
         "ssl",
         "source_ip",
         "idle_timeout",

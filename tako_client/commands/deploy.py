@@ -1,10 +1,13 @@
 """``tako deploy [--env production] [--yes] [-c FILE] [DIR]``.
 
 Validates the environment (declared, routed, not ``development``, servers mapped, secrets
-complete), builds or reuses the artifact, then deploys to every server in parallel
+complete, every S3 storage with credentials, ``local`` storage on one server only), builds
+or reuses the artifact, then deploys to every server in parallel
 (:mod:`tako_client.deploy`) and prints one line per server, the URLs and a summary. Any
 failed server makes the exit code 1; when every server failed the summary says so and no
-URL is printed. Interactive production deploys ask first unless ``--yes``.
+URL is printed. Interactive production deploys ask first unless ``--yes``. With a
+``release`` command the servers prepare, the leader runs it, then they roll out
+(:mod:`tako_client.release`; ``--release-timeout`` overrides the server's limit).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from tako_client import output
+from tako_client import output, release
 from tako_client.appctx import AppContext, build_plan, load_app, select_servers
 from tako_client.build import build_artifact
 from tako_client.build.artifacts import BuiltArtifact
@@ -25,15 +28,24 @@ from tako_client.deploy import (
     ServerOutcome,
     deploy_to_server,
     failure_summary,
+    image_settings,
     lock_owner,
     route_urls,
 )
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
+from tako_client.release import ReleaseCoordinator, ReleaseStep, release_step
 from tako_client.secrets import decrypt_env, extra_for_env, missing_for_env
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
-from tako_common.config import deploy_check, env_routes, idle_timeout_for, merged_vars
+from tako_client.storages import plan_storages
+from tako_common.config import (
+    deploy_check,
+    env_routes,
+    idle_timeout_for,
+    merged_vars,
+    release_command,
+)
 from tako_common.errors import TakoError
 
 EnvOpt = typer.Option("production", "--env", "-e", help="Environment to deploy.")
@@ -51,6 +63,12 @@ def deploy_command(
     env: str = EnvOpt,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     config: str | None = ConfigOpt,
+    release_timeout: int | None = typer.Option(
+        None,
+        "--release-timeout",
+        min=1,
+        help="Seconds the release command may run (default: the server's, 10 minutes).",
+    ),
 ) -> None:
     ctx = load_app(config, directory, env)
     for warning in ctx.loaded.warnings:
@@ -60,6 +78,13 @@ def deploy_command(
     if selection.note:
         output.warn(selection.note)
     secrets = _secrets(ctx)
+    storage = plan_storages(ctx, [entry.name for entry in selection.servers])
+    if storage.new_backup_key:
+        output.warn(
+            f"made backup key {storage.new_backup_key} for {env} (encrypted in "
+            ".tako/secrets.json): without it and the env key no backup can be read; "
+            f"keep the env key safe (`tako secrets key export --env {env}`)"
+        )
     if env == "production" and not yes and output.is_interactive():
         if not typer.confirm(f"Deploy {ctx.app} to production now?", default=False):
             output.line("Deployment cancelled.")
@@ -74,10 +99,16 @@ def deploy_command(
             secrets=secrets,
             instances=_instances(ctx, entry),
             idle_timeout=idle_timeout_for(ctx.loaded, env, entry.name),
+            storages=storage.bindings,
+            backup=storage.backup_for(entry.name),
+            images=image_settings(ctx.loaded.config.images),
         )
         for entry in selection.servers
     }
-    results = asyncio.run(_deploy_all(targets, selection.servers, artifacts))
+    step = release_step(
+        release_command(ctx.loaded, env), [e.name for e in selection.servers], release_timeout
+    )
+    results = asyncio.run(_deploy_all(targets, selection.servers, artifacts, step))
     version = next(iter(artifacts.values())).version
     _summary(ctx.key, env_routes(ctx.loaded, env), results, version)
 
@@ -135,16 +166,23 @@ async def _deploy_all(
     targets: dict[str, DeployTarget],
     servers: list[ServerEntry],
     artifacts: dict[str, BuiltArtifact],
+    step: ReleaseStep | None = None,
 ) -> list[HostResult[ServerOutcome]]:
     output.section("Deploy")
     owner = lock_owner()
     client = SshClient.from_env()
     progress = output.transfer_progress()
+    coordinator = ReleaseCoordinator(step) if step is not None else None
 
     async def one(session: Session) -> ServerOutcome:
         name = session.entry.name
         outcome = await deploy_to_server(
-            session, targets[name], artifacts[name], owner=owner, progress=progress.callback(name)
+            session,
+            targets[name],
+            artifacts[name],
+            owner=owner,
+            progress=progress.callback(name),
+            before_rollout=coordinator.hook(name) if coordinator is not None else None,
         )
         output.success(
             f"{name}: {outcome.data.version} running "
@@ -154,6 +192,8 @@ async def _deploy_all(
         return outcome
 
     with progress:
+        if coordinator is not None:
+            return await release.on_servers(client, servers, one, coordinator)
         return await on_servers(client, servers, one)
 
 

@@ -7,8 +7,13 @@ Rules:
   file: app.py / main.py / server.py -> python, main.go -> go, main.ts / mod.ts -> deno,
   index.ts / server.ts / app.ts -> bun, index.js / server.js / app.js -> node; else left
   commented out;
-- main: package.json ``main`` when that file exists, else the first existing usual
-  entrypoint of the runtime (index.ts, server.js, src/index.ts, app.py, main.py, ...);
+- preset: the framework the project depends on (package.json dependencies / the Python
+  requirements: next -> nextjs, @tanstack/react-start -> tanstack-start, astro, remix,
+  react-router, vite; django (or manage.py), fastapi, flask), when it works with the
+  runtime; package_manager when the lockfile names one other than the runtime's own;
+- main: left to the preset when one is detected; else package.json ``main`` when that file
+  exists, else the first existing usual entrypoint of the runtime (index.ts, server.js,
+  src/index.ts, app.py, main.py, ...);
 - name and production route: flags; on a terminal (stdin and stdout are TTYs) a prompt
   with the default; otherwise the default: name from the directory, route
   ``{name}.localhost`` (a private host that deploys with a self-signed certificate;
@@ -65,12 +70,16 @@ def render(name: str, route: str, found: Detected) -> str:
         else '# runtime = "bun"   # not detected: set bun, node, deno, python or go'
     )
     main = f"main = {json.dumps(found.main)}" if found.main else '# main = "index.js"'
+    if found.preset and not found.main:
+        main = f'# main = "index.js"   # default: the entry point of the {found.preset} preset'
     text = text.replace("@@NAME@@", json.dumps(name)).replace("@@ROUTE@@", json.dumps(route))
     text = text.replace("@@RUNTIME@@", runtime).replace("@@MAIN@@", main)
     if found.package_manager:
         text = text.replace(
             '# package_manager = "npm"', f"package_manager = {json.dumps(found.package_manager)}"
         )
+    if found.preset:
+        text = text.replace('# preset = "vite"', f"preset = {json.dumps(found.preset)}")
     return text
 
 
@@ -109,7 +118,13 @@ def init_command(
     _write_atomic(path, text)
     output.success(f"wrote {path}")
     output.bullet(f"runtime: {found.runtime or 'not detected (set runtime in tako.toml)'}")
-    output.bullet(f"main: {found.main or 'not detected (runtime default applies)'}")
+    if found.preset:
+        output.bullet(f"preset: {found.preset}")
+    if found.package_manager:
+        output.bullet(f"package manager: {found.package_manager}")
+    default_main = f"from the {found.preset} preset" if found.preset else "runtime default"
+    output.bullet(f"main: {found.main or f'not detected ({default_main} applies)'}")
+    output.line("Check what deploy will use with: tako config")
     output.bullet(f"production route: {app_route}")
     output.line("Next: tako servers add, then tako deploy")
 

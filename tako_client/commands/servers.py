@@ -247,7 +247,7 @@ def server_line(report: ServerReport) -> str:
 
 
 def app_line(app: AppStatus) -> str:
-    """``app/env  state  healthy/desired healthy  version  deployed``."""
+    """``app/env  state  [MAINTENANCE since ...]  healthy/desired healthy  version  deployed``."""
     parts = [
         f"{app.app}/{app.env}",
         app.state,
@@ -255,8 +255,12 @@ def app_line(app: AppStatus) -> str:
         f"version {app.version or '-'}",
         f"deployed {app.deployed_at or '-'}",
     ]
+    if app.maintenance:
+        parts.insert(2, f"MAINTENANCE since {app.maintenance_since or '-'}")
     if app.last_error:
         parts.append(f"last error: {app.last_error}")
+    if app.backup_error:
+        parts.append(f"BACKUP FAILED: {app.backup_error}")
     return "  ".join(parts)
 
 
@@ -272,6 +276,8 @@ def print_report(entry: ServerEntry, result: HostResult[ServerReport]) -> None:
         output.bullet("no apps deployed")
     for app in sorted(report.status.apps, key=lambda a: (a.app, a.env)):
         output.bullet(app_line(app))
+        if app.backup_error:
+            output.warn(f"{app.app}/{app.env}: the last backup failed (see `tako backups status`)")
 
 
 def status_command() -> None:

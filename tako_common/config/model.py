@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from tako_common.errors import ValidationError
+from tako_common.images import check_local_pattern, parse_remote_pattern
 from tako_common.names import NAME_RULE, is_valid_name
 from tako_common.routes import parse_route
 
@@ -90,8 +91,17 @@ def _check_route(value: str) -> str:
 
 
 def _local_pattern(value: str) -> str:
-    if not value.startswith("/"):
-        raise rule_error(f"local image pattern {value!r} must start with '/'")
+    try:
+        return check_local_pattern(value)
+    except ValueError as exc:
+        raise rule_error(str(exc)) from None
+
+
+def _remote_pattern(value: str) -> str:
+    try:
+        parse_remote_pattern(value)
+    except ValueError as exc:
+        raise rule_error(str(exc)) from None
     return value
 
 
@@ -102,6 +112,7 @@ HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 RouteText = Annotated[str, AfterValidator(_check_route)]
 Command = Annotated[list[NonEmpty], Field(min_length=1)]
 LocalPattern = Annotated[str, AfterValidator(_local_pattern)]
+RemotePattern = Annotated[str, AfterValidator(_remote_pattern)]
 
 
 class _Model(BaseModel):
@@ -109,9 +120,13 @@ class _Model(BaseModel):
 
 
 class BackupConfig(_Model):
-    """``[envs.<env>].backup``: where backups go (a declared, private S3 storage)."""
+    """``[envs.<env>].backup``: where backups go (a declared, private S3 storage), how
+    often (hours between scheduled backups) and how many are kept (daily, weekly)."""
 
     storage: NonEmpty
+    interval_hours: int = Field(default=24, ge=1, le=24 * 7)
+    keep_daily: int = Field(default=7, ge=1, le=366)
+    keep_weekly: int = Field(default=4, ge=0, le=520)
 
 
 class EnvConfig(_Model):
@@ -165,13 +180,17 @@ class BuildStage(_Model):
 class ImagesConfig(_Model):
     """``[images]``: the image optimizer's allow-lists and output choices."""
 
-    remote_patterns: list[NonEmpty] = Field(default_factory=list)
+    remote_patterns: list[RemotePattern] = Field(default_factory=list)
     local_patterns: list[LocalPattern] = Field(
         default_factory=lambda: list(DEFAULT_LOCAL_IMAGE_PATTERNS)
     )
-    sizes: list[Annotated[int, Field(gt=0, le=16384)]] | None = None
-    qualities: list[Annotated[int, Field(ge=1, le=100)]] | None = None
-    formats: list[Literal["webp", "avif", "jpeg", "png"]] | None = None
+    sizes: list[Annotated[int, Field(gt=0, le=16384)]] | None = Field(default=None, min_length=1)
+    qualities: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        default=None, min_length=1
+    )
+    formats: list[Literal["webp", "avif", "jpeg", "png"]] | None = Field(
+        default=None, min_length=1
+    )
 
 
 class StorageConfig(_Model):

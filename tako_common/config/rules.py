@@ -14,7 +14,9 @@ file with many problems reports all of them:
 - ``local`` is a built-in storage and is never declared; env bindings name declared
   storages or ``local``; ``local`` only in single-server environments; backups go to a
   declared, private S3 storage (no ``public_base_url``);
-- legacy ``[servers.<name>] env`` names a declared environment.
+- legacy ``[servers.<name>] env`` names a declared environment;
+- ``release`` (top level or an environment's) is a command line: ``""`` clears it; a
+  blank one, a NUL byte or more than :data:`RELEASE_MAX` characters is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from tako_common.routes import parse_route
 LOCAL_STORAGE = "local"
 _RESOURCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _RESOURCE_RULE = "use letters, digits, '_' and '-', starting with a letter or digit"
+#: Longest release command (what the server accepts for ``/bin/sh -c``).
+RELEASE_MAX = 8192
 
 
 def check_rules(config: TakoConfig, hints: LegacyHints) -> tuple[list[Issue], list[Issue]]:
@@ -43,7 +47,26 @@ def check_rules(config: TakoConfig, hints: LegacyHints) -> tuple[list[Issue], li
     issues += _check_build(config)
     issues += _check_storages(config)
     issues += _check_legacy_envs(config, hints)
+    issues += _check_release(config)
     return issues, _warnings(config, hints)
+
+
+def _check_release(config: TakoConfig) -> list[Issue]:
+    places: list[tuple[tuple[str, ...], str | None]] = [(("release",), config.release)]
+    places += [(("envs", name, "release"), env.release) for name, env in config.envs.items()]
+    issues: list[Issue] = []
+    for path, command in places:
+        if not command:
+            continue
+        if not command.strip():
+            issues.append(Issue(path, 'is blank: write the command, or "" to clear it'))
+        elif "\x00" in command:
+            issues.append(Issue(path, "must not contain NUL bytes"))
+        elif len(command) > RELEASE_MAX:
+            issues.append(Issue(
+                path, f"is longer than {RELEASE_MAX} characters: put the steps in a script"
+            ))
+    return issues
 
 
 def env_server_names(env_name: str, env: EnvConfig | None, hints: LegacyHints) -> list[str]:

@@ -25,15 +25,10 @@ from tako_common.config.model import EnvConfig, TakoConfig
 
 #: Options accepted and validated but not implemented yet: id -> the option as written.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "release": "release",
     "container": "container",
     "workflows": "[workflows]",
-    "storages": "[storages]",
-    "backup": "backup",
-    "images": "[images]",
     "source_ip": "source_ip",
     "ssl_cloudflare": 'ssl = "cloudflare"',
-    "dev": "dev",
     "runtime_version": 'runtime = "name@version"',
 }
 

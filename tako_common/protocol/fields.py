@@ -88,3 +88,61 @@ SubDir = Annotated[str, AfterValidator(_check_subdir)]
 Count = Annotated[int, Strict()]
 #: A JSON boolean and nothing else (no ``1``, no ``"true"``).
 Flag = Annotated[bool, Strict()]
+
+
+# --------------------------------------------------------------------------- one-off commands
+
+_TERM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+MAX_SHELL_COMMAND = 8192
+
+
+def _check_argv(value: list[str]) -> list[str]:
+    if not value or not value[0]:
+        raise ValueError("argv must name a program: the first argument may not be empty")
+    if any("\x00" in arg for arg in value):
+        raise ValueError("argv may not contain NUL bytes")
+    return value
+
+
+def _check_shell_command(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the command is empty")
+    if "\x00" in value:
+        raise ValueError("the command may not contain NUL bytes")
+    if len(value) > MAX_SHELL_COMMAND:
+        raise ValueError(f"the command is longer than {MAX_SHELL_COMMAND} characters")
+    return value
+
+
+def _check_term(value: str) -> str:
+    if not _TERM_RE.fullmatch(value):
+        raise ValueError("term must be a terminal type such as xterm-256color")
+    return value
+
+
+#: A program and its arguments (``argv[0]`` non-empty, no NUL bytes).
+Argv = Annotated[list[str], AfterValidator(_check_argv)]
+#: A command line for ``/bin/sh -c`` (not blank, no NUL bytes, at most 8192 characters).
+ShellCommand = Annotated[str, AfterValidator(_check_shell_command)]
+#: A ``TERM`` value for a pseudo-terminal.
+TermName = Annotated[str, AfterValidator(_check_term)]
+
+
+# --------------------------------------------------------------------------- maintenance
+
+MAX_MAINTENANCE_MESSAGE = 1000
+
+
+def _check_maintenance_message(value: str) -> str:
+    if len(value) > MAX_MAINTENANCE_MESSAGE:
+        raise ValueError(
+            f"the maintenance message is longer than {MAX_MAINTENANCE_MESSAGE} characters"
+        )
+    if any(ord(c) < 32 and c not in "\n\t" or ord(c) == 127 for c in value):
+        raise ValueError("the maintenance message may not contain control characters")
+    return value
+
+
+#: The text of a maintenance page: at most 1000 characters, no control characters but
+#: newlines and tabs.
+MaintenanceMessage = Annotated[str, AfterValidator(_check_maintenance_message)]

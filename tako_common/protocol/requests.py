@@ -26,16 +26,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tako_common.protocol.fields import (
     AppName,
+    Argv,
     ArtifactName,
     Count,
     EnvMap,
     EnvName,
     Flag,
+    MaintenanceMessage,
     Owner,
     Sha256,
+    ShellCommand,
     SubDir,
+    TermName,
     Version,
 )
+from tako_common.protocol.images import ImageSettings
+from tako_common.protocol.storage import BackupId, BackupSettings, StorageBinding
 
 
 class Message(BaseModel):
@@ -90,9 +96,15 @@ class ReleaseManifest(BaseModel):
     start: list[str] | None = None
     install: str | None = None
     app_subdir: SubDir = "."
+    # JS apps: the package manager of the server's production install (bun/node; None =
+    # the runtime's own) and where channels/workflows live (tako.toml app_root)
+    package_manager: Literal["bun", "npm", "pnpm", "yarn"] | None = None
+    app_root: SubDir | None = None
     commit: str | None = None
     commit_message: str | None = Field(default=None, max_length=4096)
     git_dirty: Flag = False
+    #: ``[images]`` resolved (None: no image endpoint); see docs/images.md
+    images: ImageSettings | None = None
 
 
 class DeployRequest(AppRef):
@@ -107,6 +119,10 @@ class DeployRequest(AppRef):
     instances: Count | None = Field(default=None, ge=0, le=64)
     idle_timeout: Count = Field(default=300, ge=0, le=7 * 24 * 3600)
     owner: Owner | None = None
+    #: ``[envs.<env>].storages`` resolved (S3 credentials included); see docs/storages.md
+    storages: list[StorageBinding] = Field(default_factory=list, max_length=64)
+    #: ``[envs.<env>].backup`` resolved, with the backup keys; see docs/backups.md
+    backup: BackupSettings | None = None
     mutates, slow, exclusive = True, True, True
 
     @property
@@ -197,11 +213,129 @@ class UnlockRequest(AppRef):
     mutates, slow = False, False
 
 
+class MaintenanceRequest(AppRef):
+    """Maintenance mode on or off: the edge answers 503 for the app, instances keep running."""
+
+    command: Literal["maintenance"] = "maintenance"
+    enabled: Flag
+    #: shown on the edge's 503 page (HTML-escaped); empty: a default sentence
+    message: MaintenanceMessage = ""
+    mutates, slow = True, False
+
+
 class HasArtifactRequest(Message):
     """Is ``incoming/{sha256}.tar.zst`` already on the server? (then the upload is skipped)"""
 
     command: Literal["has_artifact"] = "has_artifact"
     sha256: Sha256
+    mutates, slow = False, False
+
+
+class BackupNowRequest(AppRef):
+    """Take a backup of the app's data now; answered once the object is verified."""
+
+    command: Literal["backup_now"] = "backup_now"
+    mutates, slow = True, True
+
+
+class BackupListRequest(AppRef):
+    """The app/env's backups in its bucket (every server's), newest first."""
+
+    command: Literal["backup_list"] = "backup_list"
+    mutates, slow = False, False
+
+
+class BackupStatusRequest(AppRef):
+    """Backup settings, the last runs (failures with their reason) and the next due time."""
+
+    command: Literal["backup_status"] = "backup_status"
+    mutates, slow = False, False
+
+
+class BackupFetchRequest(AppRef):
+    """Download one (encrypted) backup from the bucket into the server's downloads dir."""
+
+    command: Literal["backup_fetch"] = "backup_fetch"
+    backup_id: BackupId
+    mutates, slow = False, True
+
+
+class BackupFetchDoneRequest(AppRef):
+    """The client copied a fetched backup: the server removes its copy."""
+
+    command: Literal["backup_fetch_done"] = "backup_fetch_done"
+    backup_id: BackupId
+    mutates, slow = False, False
+
+
+class BackupRestoreRequest(AppRef):
+    """Stop the app's instances, replace its data with a backup, start them again."""
+
+    command: Literal["backup_restore"] = "backup_restore"
+    backup_id: BackupId
+    mutates, slow, exclusive = True, True, True
+
+
+# --------------------------------------------------------------------------- release and exec
+
+
+class PrepareRequest(DeployRequest):
+    """A deploy's first half: extract and prepare the release, roll nothing out.
+
+    Used when the app has a ``release`` command: every server prepares,
+    the leader runs the command (``run_release``), then every server gets ``deploy`` (which
+    reuses the prepared release) or ``discard``. Same fields as ``deploy``; the rollout
+    ones (``instances``, ``idle_timeout``) are ignored here.
+    """
+
+    command: Literal["prepare"] = "prepare"  # type: ignore[assignment]
+    mutates, slow, exclusive = True, True, True
+
+
+class RunReleaseRequest(AppRef):
+    """Run ``run`` with ``/bin/sh -c`` in a release ``prepare`` staged: a session."""
+
+    command: Literal["run_release"] = "run_release"
+    version: Version
+    run: ShellCommand
+    #: seconds before the command is killed; ``None``: the server's ``release_timeout``
+    timeout: Count | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    owner: Owner | None = None
+    mutates, slow, exclusive = True, True, True
+
+    @property
+    def lock_owner(self) -> str | None:
+        return self.owner
+
+
+class DiscardRequest(AppRef):
+    """Drop a release ``prepare`` staged and made (a later step of the deploy failed)."""
+
+    command: Literal["discard"] = "discard"
+    version: Version
+    owner: Owner | None = None
+    mutates, slow, exclusive = True, False, True
+
+    @property
+    def lock_owner(self) -> str | None:
+        return self.owner
+
+
+class ExecRequest(AppRef):
+    """Run ``argv`` in the current release with the app's environment: a session.
+
+    ``tty``: on a pseudo-terminal of ``cols`` x ``rows`` (``term`` becomes ``TERM``);
+    ``stdin``: the client sends stdin frames (else stdin is ``/dev/null``; a terminal
+    always takes input).
+    """
+
+    command: Literal["exec"] = "exec"
+    argv: Argv = Field(max_length=4096)
+    tty: Flag = False
+    stdin: Flag = False
+    cols: Count = Field(default=80, ge=1, le=10_000)
+    rows: Count = Field(default=24, ge=1, le=10_000)
+    term: TermName | None = None
     mutates, slow = False, False
 
 
@@ -223,7 +357,18 @@ Request = Annotated[
     | ExitUpgradingRequest
     | LockRequest
     | UnlockRequest
-    | HasArtifactRequest,
+    | HasArtifactRequest
+    | MaintenanceRequest
+    | PrepareRequest
+    | RunReleaseRequest
+    | DiscardRequest
+    | ExecRequest
+    | BackupNowRequest
+    | BackupListRequest
+    | BackupStatusRequest
+    | BackupFetchRequest
+    | BackupFetchDoneRequest
+    | BackupRestoreRequest,
     Field(discriminator="command"),
 ]
 

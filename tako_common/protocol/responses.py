@@ -24,6 +24,12 @@ CAPABILITIES: tuple[str, ...] = (
     "deploy_lock",
     "has_artifact",
     "logs_follow",
+    "release_command",
+    "exec",
+    "storages",
+    "backups",
+    "maintenance",
+    "images",
 )
 
 
@@ -160,6 +166,12 @@ class AppStatus(Data):
     deployed_at: str | None = None
     last_error: str | None = None
     certificates: list[CertStatus] = Field(default_factory=list)
+    #: why the last backup failed (``None`` when it succeeded or backups are off)
+    backup_error: str | None = None
+    #: maintenance mode: the edge answers 503 for the app (its instances keep running)
+    maintenance: bool = False
+    maintenance_message: str = ""
+    maintenance_since: str | None = None
 
 
 class StatusData(Data):
@@ -250,3 +262,121 @@ class SecretsData(Data):
 
 class LogsData(Data):
     lines: list[str]
+
+
+class MaintenanceData(Data):
+    """``maintenance``: the mode now (``since`` when it was turned on, None when off)."""
+
+    app: str
+    env: str
+    enabled: bool
+    message: str = ""
+    since: str | None = None
+
+
+class PrepareData(Data):
+    """``prepare``: the release is extracted and prepared; ``reused`` when it already was."""
+
+    app: str
+    env: str
+    version: str
+    reused: bool = False
+
+
+class DiscardData(Data):
+    """``discard``: ``removed`` when the prepared release's directory was deleted."""
+
+    app: str
+    env: str
+    version: str
+    removed: bool
+
+
+class BackupInfo(Data):
+    """One backup object in the bucket (``id`` is also its creation time, UTC)."""
+
+    id: str
+    server: str
+    created_at: str
+    size: int
+    key: str
+
+
+class BackupRun(Data):
+    """One attempt to take a backup on this server; a failure carries its reason."""
+
+    id: str
+    trigger: Literal["schedule", "manual"]
+    started_at: str
+    finished_at: str | None = None
+    ok: bool
+    reason: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    pruned: list[str] = Field(default_factory=list)
+
+
+class BackupNowData(Data):
+    """``backup_now``: the new backup, verified in the bucket (size and SHA-256)."""
+
+    app: str
+    env: str
+    backup: BackupInfo
+    sha256: str
+    pruned: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class BackupListData(Data):
+    app: str
+    env: str
+    backups: list[BackupInfo]
+
+
+class BackupStatusData(Data):
+    """``backup_status``: settings, the last runs and when the next one is due."""
+
+    app: str
+    env: str
+    enabled: bool
+    storage: str | None = None
+    bucket: str | None = None
+    endpoint: str | None = None
+    server: str | None = None
+    interval_hours: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    last_success: BackupRun | None = None
+    last_run: BackupRun | None = None
+    next_due: str | None = None
+    runs: list[BackupRun] = Field(default_factory=list)
+
+
+class BackupFetchData(Data):
+    """``backup_fetch``: where the verified (still encrypted) copy waits on the server."""
+
+    app: str
+    env: str
+    id: str
+    path: str
+    size: int
+    sha256: str
+
+
+class BackupFetchDoneData(Data):
+    app: str
+    env: str
+    id: str
+    removed: bool
+
+
+class BackupRestoreData(Data):
+    """``backup_restore``: the data was replaced; ``instances`` run again."""
+
+    app: str
+    env: str
+    id: str
+    from_server: str
+    created_at: str
+    files: int
+    instances: int

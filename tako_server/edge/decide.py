@@ -6,9 +6,11 @@ Rules:
   and two facts about the connection) and returns ``(Route, detail)``; it does no I/O and
   keeps no state, so a table test covers it (``tests/unit/server/test_edge_decide.py``).
 - Order of checks: ACME challenge, HTTPS redirect (see :func:`.policy.should_redirect`),
-  ``tako.internal/status``, route lookup (none: 404), static candidate (``GET``/``HEAD``,
-  an app with a ``public/`` directory and a path with a file extension), then the app:
-  proxy to a backend, cold start, or 503 when it has neither.
+  ``tako.internal/status``, route lookup (none: 404), maintenance mode (every request of
+  the app: 503 page), the image endpoint (:data:`IMAGE_PATH`, also under a path route's
+  prefix, for an app with ``[images]``), static candidate (``GET``/``HEAD``, an app with
+  a ``public/`` directory and a path with a file extension), then the app: proxy to a
+  backend, cold start, or 503 when it has neither.
 - A static candidate is only a candidate: whether the file exists is I/O, so the shell
   asks the file system and falls back to :func:`app_route` when it does not.
 - ``detail`` per route: ``CHALLENGE`` the token (``None``: malformed, 404), ``REDIRECT``
@@ -45,6 +47,8 @@ class Route(enum.IntEnum):
     PROXY = 6  # forward to one of the app's backends
     COLD_START = 7  # start the app, then forward
     UNAVAILABLE = 8  # no healthy instance and no cold start: 503
+    IMAGE = 9  # the image optimizer (:mod:`.images`)
+    MAINTENANCE = 10  # the app is in maintenance mode: 503 page (:mod:`.maintenance`)
 
 
 CHALLENGE = Route.CHALLENGE
@@ -55,6 +59,9 @@ STATIC = Route.STATIC
 PROXY = Route.PROXY
 COLD_START = Route.COLD_START
 UNAVAILABLE = Route.UNAVAILABLE
+IMAGE = Route.IMAGE
+MAINTENANCE = Route.MAINTENANCE
+IMAGE_PATH = "/_tako/image"
 Decision = tuple[Route, Any]
 _STATIC_METHODS = (b"GET", b"HEAD")
 
@@ -80,6 +87,11 @@ def decide(
     if found is None:
         return NOT_FOUND, None
     app = found[1]
+    if app.maintenance is not None:
+        return MAINTENANCE, found
+    if app.images is not None and path.endswith(IMAGE_PATH):
+        if path == IMAGE_PATH or path == found[0].prefix + IMAGE_PATH:
+            return IMAGE, found
     if app.public_dir is not None and method in _STATIC_METHODS and has_extension(path):
         return STATIC, found
     if app.backends:  # app_route(app), inlined: this is every proxied request

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 from .decide import (
     CHALLENGE,
     COLD_START,
+    IMAGE,
+    MAINTENANCE,
     NOT_FOUND,
     PROXY,
     REDIRECT,
@@ -36,8 +38,10 @@ from .decide import (
     decide,
 )
 from .hooks import ColdStartError, ColdStartKind
+from .images import serve_image
 from .lifecycle import TOO_LARGE, ExchangeState
 from .links import ClientLink
+from .maintenance import serve_maintenance
 from .policy import Rejected, inspect_request, redirect_response, simple_response, split_target
 from .proxy import BODY_BUFFERED, ProxyExchange
 from .snapshot import RoutedApp
@@ -159,6 +163,12 @@ class Exchange(ProxyExchange):
             self.respond(self._simple(200, STATUS_BODY, content_type="application/json"))
         elif kind is NOT_FOUND:
             self.respond(self._simple(404))
+        elif kind is MAINTENANCE:
+            self.key = detail[1].key
+            serve_maintenance(self, detail)
+        elif kind is IMAGE:
+            self.key = detail[1].key
+            serve_image(self, detail)
         else:
             match, app = detail
             self.key = app.key

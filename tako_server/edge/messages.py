@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from tako_common.errors import TakoError
 
 from .hooks import ColdStartKind
-from .snapshot import Backend, EdgeApp, EdgeSnapshot
+from .snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
 
 __all__ = [
     "ActivityReport",
@@ -113,14 +113,7 @@ class SnapshotPush:
     snapshot: EdgeSnapshot
 
     def to_wire(self) -> Wire:
-        apps = {
-            key: {
-                "backends": [[b.instance_id, b.host, b.port] for b in app.backends],
-                "public_dir": app.public_dir,
-                "cold_start": app.cold_start,
-            }
-            for key, app in self.snapshot.apps.items()
-        }
+        apps = {key: _app_wire(app) for key, app in self.snapshot.apps.items()}
         return {"routes": [[text, key] for text, key in self.snapshot.routes], "apps": apps}
 
     @classmethod
@@ -140,8 +133,51 @@ class SnapshotPush:
                 raise ValueError(f"public_dir of {key!r} must be a string or null")
             if not isinstance(raw["cold_start"], bool):
                 raise ValueError(f"cold_start of {key!r} must be true or false")
-            apps[key] = EdgeApp(key, _backends(raw["backends"]), public, raw["cold_start"])
+            maintenance = raw.get("maintenance")
+            if maintenance is not None and not isinstance(maintenance, str):
+                raise ValueError(f"maintenance of {key!r} must be a string or null")
+            apps[key] = EdgeApp(
+                key,
+                _backends(raw["backends"]),
+                public,
+                raw["cold_start"],
+                maintenance=maintenance,
+                images=_image_rules(raw.get("images"), key),
+            )
         return cls(EdgeSnapshot(routes=tuple(routes), apps=apps))
+
+
+def _app_wire(app: EdgeApp) -> Wire:
+    wire: Wire = {
+        "backends": [[b.instance_id, b.host, b.port] for b in app.backends],
+        "public_dir": app.public_dir,
+        "cold_start": app.cold_start,
+    }
+    if app.maintenance is not None:
+        wire["maintenance"] = app.maintenance
+    if app.images is not None:
+        wire["images"] = {name: getattr(app.images, name) for name in ImageRules.__slots__}
+    return wire
+
+
+def _image_rules(raw: Any, key: str) -> ImageRules | None:
+    """The ``images`` of an app on the wire (lists of strings/integers and a cache dir)."""
+    if raw is None:
+        return None
+    raw = _object(raw, f"images of {key!r}")
+    texts = {n: raw[n] for n in ("local_patterns", "remote_patterns", "formats")}
+    numbers = {n: raw[n] for n in ("sizes", "qualities")}
+    for name, items in texts.items():
+        if not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
+            raise ValueError(f"images.{name} of {key!r} must be a list of strings")
+    for name, items in numbers.items():
+        if not (isinstance(items, list) and all(type(i) is int for i in items)):
+            raise ValueError(f"images.{name} of {key!r} must be a list of integers")
+    cache_dir = _str(raw, "cache_dir")
+    return ImageRules(
+        **{name: tuple(items) for name, items in {**texts, **numbers}.items()},
+        cache_dir=cache_dir,
+    )
 
 
 @dataclass(frozen=True, slots=True)

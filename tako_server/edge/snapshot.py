@@ -27,7 +27,7 @@ from tako_common.routes import RouteMatch, RouteTable
 
 ROUTE_CACHE_SIZE = 8192
 
-__all__ = ["Backend", "EdgeApp", "EdgeSnapshot", "EdgeState", "RoutedApp"]
+__all__ = ["Backend", "EdgeApp", "EdgeSnapshot", "EdgeState", "ImageRules", "RoutedApp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +39,33 @@ class Backend:
     port: int
 
 
+@dataclass(frozen=True, slots=True)
+class ImageRules:
+    """An app's ``[images]``: what ``/_tako/image`` may read and produce, and where its
+    results are cached (a directory of the app's own, under the data dir)."""
+
+    local_patterns: tuple[str, ...]
+    remote_patterns: tuple[str, ...]
+    sizes: tuple[int, ...]
+    qualities: tuple[int, ...]
+    formats: tuple[str, ...]
+    cache_dir: str
+
+
 @dataclass(frozen=True)
 class EdgeApp:
-    """One app as the edge sees it: where to send requests and what to serve itself."""
+    """One app as the edge sees it: where to send requests and what to serve itself.
+
+    ``maintenance`` is the maintenance page's message while the app is in maintenance
+    mode (``""``: the default sentence), else None; ``images`` is None without
+    ``[images]`` (no image endpoint)."""
 
     key: str
     backends: tuple[Backend, ...]
     public_dir: str | None
     cold_start: bool
+    maintenance: str | None = None
+    images: ImageRules | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,8 @@ class RoutedApp:
     backends: tuple[Backend, ...]
     public_dir: Path | None
     cold_start: bool
+    maintenance: str | None = None
+    images: ImageRules | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,8 @@ class EdgeState:
                 backends=app.backends,
                 public_dir=Path(app.public_dir) if app.public_dir else None,
                 cold_start=app.cold_start,
+                maintenance=app.maintenance,
+                images=app.images,
             )
             for key, app in snapshot.apps.items()
         }

@@ -38,7 +38,7 @@ _libc = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
 _prctl = _libc.prctl if _libc is not None else None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -92,7 +92,7 @@ class InstanceProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             limit=_READ_CHUNK,
         )
         handle = cls(instance_id, proc, port)

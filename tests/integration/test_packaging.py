@@ -355,6 +355,11 @@ def test_pipx_install_of_the_wheel_puts_working_tako_commands_on_path(tmp_path: 
     text = (app / "tako.toml").read_text()
     assert 'runtime = "python"' in text
     assert "python" in run("tako", "config", "--env", "production", cwd=app)  # presets too
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "package.json").write_text('{"devDependencies": {"vite": "6"}}')
+    run("tako", "init", cwd=site)  # framework presets and their support files ship too
+    assert "tako-static-server.mjs" in run("tako", "config", "--json", cwd=site)
 
 
 BUNDLED_MODULES = [

@@ -217,3 +217,112 @@ def test_each_build_prunes_the_cache(tmp_path: Path) -> None:
     orphan.write_text("{}")
     build_artifact(plan_with_build(), app)
     assert not orphan.exists()
+
+
+# --- framework presets (real local builds; the build scripts stand in for the frameworks) ---
+
+
+def members(path: Path) -> set[str]:
+    return {m.name for m in list_tar_zst(path)}
+
+
+def vite_like_app(root: Path) -> Path:
+    script = (
+        "mkdir -p dist/assets && echo '<h1>hi</h1>' > dist/index.html"
+        " && echo js > dist/assets/a.js"
+    )
+    write(
+        root,
+        {
+            "package.json": json.dumps({"scripts": {"build": script}, "devDependencies": {}}),
+            "index.html": "<h1>src</h1>",
+            "src/main.js": "console.log(1)",
+            "public/icon.svg": "<svg/>",
+        },
+    )
+    return root
+
+
+def test_vite_preset_ships_public_and_its_static_server_only(tmp_path: Path) -> None:
+    app = vite_like_app(tmp_path / "app")
+    plan = BuildPlan(runtime="node", preset="vite", build=Stage("build", install="true"))
+    lines: list[str] = []
+    built = build_artifact(plan, app, on_output=lines.append)
+    assert "$ npm run build" in lines  # the preset's build, with the detected manager
+    assert members(built.path) == {
+        "public/index.html", "public/assets/a.js", "public/icon.svg", "tako-static-server.mjs"
+    }
+    assert built.manifest["main"] == "tako-static-server.mjs" and built.manifest["start"] is None
+    assert (built.manifest["package_manager"], built.manifest["app_root"]) == ("npm", "src")
+
+
+def test_a_preset_build_that_does_not_produce_its_output_names_it(tmp_path: Path) -> None:
+    app = vite_like_app(tmp_path / "app")
+    (app / "package.json").write_text(json.dumps({"scripts": {"build": "true"}}))
+    plan = BuildPlan(runtime="node", preset="vite", build=Stage("build", install="true"))
+    with pytest.raises(BuildError, match="preset 'vite': the build did not produce dist/index"):
+        build_artifact(plan, app)
+
+
+def test_nextjs_preset_keeps_the_standalone_node_modules_and_drops_the_rest(
+    tmp_path: Path,
+) -> None:
+    build = (
+        "mkdir -p .next/standalone/node_modules/next .next/static/chunks .next/cache"
+        " node_modules/x && echo s > .next/standalone/server.js"
+        " && echo n > .next/standalone/node_modules/next/i.js"
+        " && echo c > .next/static/chunks/c.js && echo x > .next/cache/x"
+        " && echo x > node_modules/x/i"
+    )
+    app = tmp_path / "app"
+    write(app, {"package.json": json.dumps({"scripts": {"build": build}}), "public/f.ico": "i"})
+    plan = BuildPlan(runtime="node", preset="nextjs", build=Stage("build", install="true"))
+    built = build_artifact(plan, app)
+    assert members(built.path) == {
+        ".next/standalone/server.js",
+        ".next/standalone/node_modules/next/i.js",
+        ".next/standalone/.next/static/chunks/c.js",
+        ".next/standalone/public/f.ico",
+        "public/f.ico",
+        "tako-next-server.mjs",
+    }
+    assert built.manifest["main"] == "tako-next-server.mjs"
+
+
+def test_pnpm_lockfile_makes_the_build_and_the_manifest_use_pnpm(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    write(app, {"package.json": "{}", "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+                "index.js": "x"})
+    plan = BuildPlan(runtime="node", build=Stage("build", run="false"))
+    lines: list[str] = []
+    with pytest.raises(BuildError):  # stops at `false` (or earlier, without pnpm installed)
+        build_artifact(plan, app, on_output=lines.append)
+    assert "$ pnpm install --frozen-lockfile" in lines
+
+
+def test_django_preset_main_and_start_come_from_the_project_and_requirements(
+    tmp_path: Path,
+) -> None:
+    app = tmp_path / "app"
+    write(app, {"manage.py": "", "requirements.txt": "django\ngunicorn\n",
+                "mysite/__init__.py": "", "mysite/wsgi.py": "application = None\n"})
+    plan = BuildPlan(
+        runtime="python", preset="django", build=Stage("build", install="true", run="true")
+    )
+    built = build_artifact(plan, app)
+    assert built.manifest["main"] == "mysite.wsgi:application"
+    assert built.manifest["start"][:2] == ["/bin/sh", "-c"]
+    assert built.manifest["start"][-2:] == ["gunicorn", "{main}"]
+    assert "package_manager" not in built.manifest and "app_root" not in built.manifest
+    assert "mysite/wsgi.py" in members(built.path)
+
+
+def test_changing_the_package_manager_changes_the_cache_key(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    write(app, {"package.json": "{}", "index.js": "x"})
+    npm = build_artifact(BuildPlan(runtime="node", build=Stage("b", install="true")), app)
+    yarn = build_artifact(
+        BuildPlan(runtime="node", package_manager="yarn", build=Stage("b", install="true")), app
+    )
+    assert not yarn.cache_hit and yarn.path != npm.path
+    assert yarn.manifest["package_manager"] == "yarn"

@@ -179,7 +179,7 @@ def test_assets_merge_into_public_in_order_later_entries_win(tmp_path: Path) -> 
 
 
 def test_missing_asset_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="asset directory 'dist' does not exist"):
+    with pytest.raises(BuildError, match=r"asset directory 'dist' \(from tako.toml\) does not"):
         merge_assets(tmp_path, ["dist"])
 
 

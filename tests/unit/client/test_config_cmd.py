@@ -106,6 +106,7 @@ def test_default_env_is_production(cli: typer.Typer, app_dir: Path) -> None:
     }
     assert data["vars"] == {"API_URL": "https://api.example.com", "DEBUG": "false"}
     assert data["release"] == "npm run migrate"
+    assert data["release_server"] == "la"  # the leader: the first of the env's servers
     assert data["build"] == [{"name": "build", "run": "npm run build"}]
     assert data["backup"] == "media"
     assert data["storages"] == {"uploads": {
@@ -118,7 +119,7 @@ def test_env_option_merges_env_vars_and_env_settings(cli: typer.Typer, app_dir: 
     data = report(cli, ["--env", "staging"])
     assert data["vars"] == {"API_URL": "https://staging-api.example.com", "DEBUG": "false"}
     assert data["wildcard_routes"] == ["*.pr.example.com"]
-    assert data["release"] is None
+    assert data["release"] is None and data["release_server"] is None  # "" cleared it
     assert data["storages"] == {"uploads": {"resource": "local", "provider": "local"}}
 
 
@@ -271,11 +272,102 @@ def test_each_set_option_that_is_not_implemented_yet_is_a_warning(
     result = run(cli, ["--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["release"] == "npm run migrate"
-    for expected in (
-        "tako.toml:4 release: 'release' is not implemented yet in this version and is ignored",
-        "tako.toml:16 envs.production.storages: '[storages]' is not implemented yet",
-        "tako.toml:17 envs.production.backup: 'backup' is not implemented yet",
-    ):
-        assert expected in result.stderr, result.stderr
+    assert "'release' is not implemented" not in result.stderr  # release commands run
+    (app_dir / "tako.toml").write_text(CONFIG + "\n[workflows]\nworkers = 1\n")
+    warned = run(cli, [])
+    assert "'[workflows]' is not implemented yet in this version" in warned.stderr
+    (app_dir / "tako.toml").write_text(CONFIG)
+    assert "'[storages]' is not implemented" not in result.stderr  # implemented: no warning
+    assert "'backup' is not implemented" not in result.stderr
     (app_dir / "tako.toml").write_text('[envs.production]\nroute = "a.com"\n')
     assert "not implemented" not in run(cli, []).stderr
+
+
+def write_app(app_dir: Path, top: str, files: dict[str, str] | None = None) -> None:
+    (app_dir / "tako.toml").write_text(
+        f'name = "shop"\n{top}\n[envs.production]\nroute = "shop.example.com"\n'
+    )
+    for name, text in (files or {}).items():
+        (app_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (app_dir / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("top", "files", "expected"),
+    [
+        ('runtime = "node"\npreset = "vite"', {"pnpm-lock.yaml": ""},
+         {"runtime": "node", "preset": "vite", "package_manager": "pnpm",
+          "package_manager_source": "pnpm-lock.yaml", "main": "tako-static-server.mjs",
+          "start": None, "dev": ["vite", "dev"], "app_root": "src"}),
+        ('preset = "remix"', {"package.json": "{}"},
+         {"runtime": "node", "preset": "remix", "package_manager": "npm",
+          "package_manager_source": "node default", "main": "build/server/index.js",
+          "start": ["remix-serve", "build/server/index.js"], "dev": ["remix", "vite:dev"],
+          "app_root": "src"}),
+        ('runtime = "bun"\npackage_manager = "yarn"\napp_root = "."', {},
+         {"runtime": "bun", "preset": "bun", "package_manager": "yarn",
+          "package_manager_source": "tako.toml", "main": "index.ts", "start": None,
+          "dev": ["bun", "--watch", "index.ts"], "app_root": "."}),
+        ('preset = "django"', {"requirements.txt": "django\ngunicorn\n", "site1/wsgi.py": ""},
+         {"runtime": "python", "preset": "django", "package_manager": None,
+          "package_manager_source": None, "main": "site1.wsgi:application",
+          "start": ["/bin/sh", "-c", 'exec gunicorn --bind "$HOST:$PORT" --access-logfile - '
+                    '"$1"', "gunicorn", "site1.wsgi:application"],
+          "dev": ["python", "manage.py", "runserver"], "app_root": None}),
+    ],
+)
+def test_build_facts_are_shown_as_deploy_resolves_them(
+    cli: typer.Typer, app_dir: Path, top: str, files: dict[str, str], expected: dict[str, object]
+) -> None:
+    write_app(app_dir, top, files)
+    data = report(cli, [])
+    assert {key: data[key] for key in expected} == expected
+
+
+def test_text_output_names_where_the_package_manager_came_from(
+    cli: typer.Typer, app_dir: Path
+) -> None:
+    write_app(app_dir, 'runtime = "node"', {"yarn.lock": ""})
+    result = run(cli, [])
+    assert result.exit_code == 0, result.output
+    assert "package_manager:  yarn (from yarn.lock)" in result.stdout
+    assert "app_root:         src" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("top", "files", "message"),
+    [
+        ('runtime = "bun"\npreset = "tanstack"', {}, "unknown preset 'tanstack'"),
+        ('runtime = "bun"\npreset = "js/tanstack-start"', {}, "namespaced aliases"),
+        ('runtime = "bun"\npreset = "github:me/preset"', {}, "github: references"),
+        ('runtime = "node"\npreset = "django"', {}, "preset 'django' is for runtime 'python'"),
+        ('runtime = "python"\npackage_manager = "pnpm"', {}, "applies to JS runtimes"),
+        ('runtime = "python"\nmain = "main:app"', {"requirements.txt": "fastapi\n"},
+         "list uvicorn \\(ASGI\\) or gunicorn \\(WSGI\\)"),
+    ],
+)
+def test_what_deploy_refuses_is_an_error_here_with_the_same_message(
+    cli: typer.Typer, app_dir: Path, top: str, files: dict[str, str], message: str
+) -> None:
+    import re
+
+    from tako_client.appctx import plan_of
+    from tako_client.build.plan import BuildError
+    from tako_client.build.resolve import resolve_app
+    from tako_common.config import load_config
+
+    write_app(app_dir, top, files)
+    result = run(cli, [])
+    assert result.exit_code == 1 and re.search(message, result.stderr), result.output
+    with pytest.raises(BuildError) as info:  # what deploy's build raises
+        resolve_app(plan_of(load_config(app_dir / "tako.toml").config, app_dir), app_dir)
+    assert info.value.message in result.stderr
+
+
+def test_the_unknown_preset_error_lists_the_known_ones(cli: typer.Typer, app_dir: Path) -> None:
+    write_app(app_dir, 'runtime = "node"\npreset = "sveltekit"')
+    result = run(cli, [])
+    assert result.exit_code == 1
+    for name in ("vite", "nextjs", "tanstack-start", "astro", "remix", "react-router",
+                 "django", "fastapi", "flask"):
+        assert name in result.stderr

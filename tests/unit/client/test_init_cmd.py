@@ -199,16 +199,18 @@ def test_unimplemented_options_are_marked_in_the_template() -> None:
     for label in NOT_IMPLEMENTED.values():
         assert f"# not implemented yet in this version: validated, ignored ({label})" in text
     note = text.splitlines().index(
-        "# not implemented yet in this version: validated, ignored (release)"
+        "# not implemented yet in this version: validated, ignored (container)"
     )
-    assert text.splitlines()[note + 1] == '# release = "bun run db:migrate"'
+    assert text.splitlines()[note + 1] == '# container = "Dockerfile"'
+    release = text.splitlines().index('# release = "bun run db:migrate"')
+    assert "not implemented" not in text.splitlines()[release - 1]  # release commands run
 
 
 def test_an_implemented_option_loses_its_template_note(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(NOT_IMPLEMENTED, "release")
+    monkeypatch.delitem(NOT_IMPLEMENTED, "container")
     text = init_cmd.render("shop", "shop.example.com", init_cmd.Detected("bun", None, None))
-    assert "(release)" not in text
-    assert "validated, ignored (container)" in text
+    assert "(container)" not in text
+    assert "validated, ignored ([workflows])" in text
     load_config_text(text, Path("/app/tako.toml"))
 
 
@@ -343,3 +345,57 @@ def test_init_prompts_on_a_real_terminal(app_dir: Path) -> None:
     config = load_config(app_dir / "tako.toml").config
     assert config.name == "kiosk"
     assert config.envs["production"].route == "kiosk.localhost"
+
+
+@pytest.mark.parametrize(
+    ("files", "runtime", "preset", "manager"),
+    [
+        ({"package.json": '{"devDependencies": {"vite": "^6"}}'}, "node", "vite", None),
+        ({"package.json": '{"dependencies": {"next": "15", "react": "19"}}',
+          "pnpm-lock.yaml": ""}, "node", "nextjs", "pnpm"),
+        ({"package.json": '{"dependencies": {"@tanstack/react-start": "1"},'
+                          ' "devDependencies": {"vite": "7"}}', "bun.lock": ""},
+         "bun", "tanstack-start", None),
+        ({"package.json": '{"dependencies": {"astro": "5", "@astrojs/node": "9"}}'},
+         "node", "astro", None),
+        ({"package.json": '{"devDependencies": {"@remix-run/dev": "2", "vite": "5"}}',
+          "yarn.lock": ""}, "node", "remix", "yarn"),
+        ({"package.json": '{"devDependencies": {"@react-router/dev": "7", "vite": "6"}}'},
+         "node", "react-router", None),
+        ({"deno.json": "{}", "package.json": '{"dependencies": {"next": "15"}}'},
+         "deno", None, None),  # nextjs does not run on deno
+        ({"package.json": '{"dependencies": {"express": "5"}}', "server.js": ""},
+         "node", None, None),
+        ({"requirements.txt": "Django>=5\ngunicorn\n", "manage.py": ""}, "python", "django", None),
+        ({"manage.py": "", "requirements.txt": ""}, "python", "django", None),
+        ({"requirements.txt": "fastapi\nuvicorn[standard]\n", "main.py": ""},
+         "python", "fastapi", None),
+        ({"pyproject.toml": '[project]\ndependencies = ["flask"]\n', "app.py": ""},
+         "python", "flask", None),
+        ({"requirements.txt": "requests\n", "app.py": ""}, "python", None, None),
+    ],
+)
+def test_detect_finds_the_framework_preset_and_package_manager(
+    tmp_path: Path, files: dict[str, str], runtime: str, preset: str | None, manager: str | None
+) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    found = init_cmd.detect(tmp_path)
+    assert (found.runtime, found.preset, found.package_manager) == (runtime, preset, manager)
+    if preset is not None:
+        assert found.main is None  # the preset resolves the entry point
+
+
+def test_init_writes_the_detected_preset_and_leaves_main_to_it(
+    cli: typer.Typer, app_dir: Path
+) -> None:
+    (app_dir / "package.json").write_text('{"devDependencies": {"vite": "^6"}}')
+    (app_dir / "pnpm-lock.yaml").write_text("")
+    (app_dir / "index.js").write_text("")
+    result = run(cli, [])
+    assert result.exit_code == 0, result.output
+    config = load_config(app_dir / "tako.toml").config
+    assert (config.runtime, config.preset, config.package_manager, config.main) == (
+        "node", "vite", "pnpm", None
+    )
+    assert "preset: vite" in result.stdout and "from the vite preset" in result.stdout

@@ -24,8 +24,8 @@ def warnings_of(text: str) -> list[str]:
 
 def test_the_list_names_what_is_not_implemented_and_each_entry_can_be_found() -> None:
     assert set(NOT_IMPLEMENTED) == {
-        "release", "container", "workflows", "storages", "backup", "images", "source_ip",
-        "ssl_cloudflare", "dev", "runtime_version",
+        "container", "workflows", "source_ip",
+        "ssl_cloudflare", "runtime_version",
     }
     assert set(NOT_IMPLEMENTED) <= set(unimplemented.FINDERS)
 
@@ -37,14 +37,9 @@ def message(option: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('release = "migrate"\n' + PROD, f"tako.toml:1 release: {message('release')}"),
-        (PROD + 'release = "migrate"\n', f"tako.toml:3 envs.production.release: "
-         f"{message('release')}"),
         ('container = "Dockerfile"\n' + PROD, f"tako.toml:1 container: {message('container')}"),
-        ('dev = ["bun", "dev"]\n' + PROD, f"tako.toml:1 dev: {message('dev')}"),
         ('runtime = "bun@1.2.3"\n' + PROD,
          "tako.toml:1 runtime: " + message('runtime = "name@version"')),
-        (PROD + "[images]\nsizes = [320]\n", f"tako.toml:3 images: {message('[images]')}"),
         (PROD + "[workflows]\nworkers = 1\n", f"tako.toml:3 workflows: {message('[workflows]')}"),
         (PROD + "[servers.la.workflows]\nworkers = 1\n",
          f"tako.toml:3 servers.la.workflows: {message('[workflows]')}"),
@@ -52,11 +47,6 @@ def message(option: str) -> str:
          f"tako.toml:3 envs.production.source_ip: {message('source_ip')}"),
         (PROD + 'ssl = "cloudflare"\n',
          "tako.toml:3 envs.production.ssl: " + message('ssl = "cloudflare"')),
-        (PROD + 'storages = { uploads = "local" }\n',
-         f"tako.toml:3 envs.production.storages: {message('[storages]')}"),
-        (PROD + S3, f"tako.toml:3 storages.media: {message('[storages]')}"),
-        (PROD + 'backup = { storage = "media" }\n' + S3,
-         f"tako.toml:3 envs.production.backup: {message('backup')}"),
     ],
 )
 def test_a_set_option_that_is_not_implemented_warns_with_its_line(
@@ -70,8 +60,15 @@ def test_a_set_option_that_is_not_implemented_warns_with_its_line(
     [
         'runtime = "bun"\n' + PROD,
         PROD + 'release = ""\n',
+        'release = "migrate"\n' + PROD,  # release commands are implemented
+        PROD + 'release = "seed"\n',
         PROD + 'ssl = "letsencrypt"\nidle_timeout = 60\n',
         '[envs.production]\nroutes = ["a.com"]\nservers = ["la"]\n',
+        PROD + 'storages = { uploads = "local" }\n',  # storages and backups are implemented
+        PROD + "[images]\nsizes = [320]\n",  # the image optimizer is implemented
+        'dev = ["bun", "dev"]\n' + PROD,  # tako dev runs it
+        PROD + S3,
+        PROD + 'backup = { storage = "media", keep_daily = 14 }\n' + S3,
     ],
 )
 def test_implemented_or_neutral_settings_do_not_warn(text: str) -> None:
@@ -80,7 +77,7 @@ def test_implemented_or_neutral_settings_do_not_warn(text: str) -> None:
 
 def test_the_complete_reference_example_warns_for_each_unimplemented_option_it_sets() -> None:
     found = warnings_of(COMPLETE_EXAMPLE)
-    absent = {"container", "dev", "ssl_cloudflare"}  # not in the reference's example
+    absent = {"container", "ssl_cloudflare"}  # not in the reference's example
     for option_id, option in NOT_IMPLEMENTED.items():
         hits = [line for line in found if message(option) in line]
         assert bool(hits) is (option_id not in absent), option
@@ -89,9 +86,9 @@ def test_the_complete_reference_example_warns_for_each_unimplemented_option_it_s
 def test_an_entry_removed_from_the_list_stops_warning_and_loses_its_template_note(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert unimplemented.template_note("release") == (
-        "# not implemented yet in this version: validated, ignored (release)"
+    assert unimplemented.template_note("container") == (
+        "# not implemented yet in this version: validated, ignored (container)"
     )
-    monkeypatch.delitem(NOT_IMPLEMENTED, "release")
-    assert warnings_of('release = "migrate"\n' + PROD) == []
-    assert unimplemented.template_note("release") == ""
+    monkeypatch.delitem(NOT_IMPLEMENTED, "container")
+    assert warnings_of('container = "Dockerfile"\n' + PROD) == []
+    assert unimplemented.template_note("container") == ""

@@ -50,6 +50,24 @@ SAMPLES: dict[str, dict[str, object]] = {
     "lock": {**APP, "owner": "alice@laptop:1"},
     "unlock": {**APP, "owner": "alice@laptop:1"},
     "has_artifact": {"sha256": SHA},
+    "maintenance": {**APP, "enabled": True, "message": "back at 5"},
+    "backup_now": {**APP},
+    "backup_list": {**APP},
+    "backup_status": {**APP},
+    "backup_fetch": {**APP, "backup_id": "20260102T030405Z-a1b2c3"},
+    "backup_fetch_done": {**APP, "backup_id": "20260102T030405Z-a1b2c3"},
+    "backup_restore": {**APP, "backup_id": "20260102T030405Z-a1b2c3"},
+    "prepare": {
+        **APP,
+        "version": "v1",
+        "artifact": f"{SHA}.tar.zst",
+        "sha256": SHA,
+        "routes": ["web.localhost"],
+        "manifest": {"runtime": "python", "main": "app.py"},
+    },
+    "run_release": {**APP, "version": "v1", "run": "python migrate.py"},
+    "discard": {**APP, "version": "v1"},
+    "exec": {**APP, "argv": ["env"]},
 }
 
 #: (command, mutates, slow): the documented table (docs/protocol.md).
@@ -72,6 +90,17 @@ TRAITS = [
     ("lock", True, False),
     ("unlock", False, False),
     ("has_artifact", False, False),
+    ("maintenance", True, False),
+    ("backup_now", True, True),
+    ("backup_list", False, False),
+    ("backup_status", False, False),
+    ("backup_fetch", False, True),
+    ("backup_fetch_done", False, False),
+    ("backup_restore", True, True),
+    ("prepare", True, True),
+    ("run_release", True, True),
+    ("discard", True, False),
+    ("exec", False, False),
 ]
 
 

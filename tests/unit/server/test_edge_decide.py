@@ -12,9 +12,10 @@ import pytest
 
 from tako_server.edge.decide import Route, app_route, decide
 from tako_server.edge.policy import RequestHead
-from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState, ImageRules
 
 B1 = Backend(1, "127.0.0.1", 9001)
+RULES = ImageRules(("/**",), (), (320,), (75,), ("webp",), "/srv/cache")
 
 
 def _state() -> EdgeState:
@@ -23,6 +24,9 @@ def _state() -> EdgeState:
         "wild": EdgeApp("wild", (), None, cold_start=True),
         "api": EdgeApp("api", (), None, cold_start=False),
         "docs": EdgeApp("docs", (B1,), "/srv/docs/public", cold_start=False),
+        "pics": EdgeApp("pics", (B1,), "/srv/pics/public", False, images=RULES),
+        "blog": EdgeApp("blog", (B1,), "/srv/blog/public", False, images=RULES),
+        "down": EdgeApp("down", (B1,), "/srv/down/public", False, "back soon", RULES),
     }
     routes = (
         ("shop.example.com", "shop"),
@@ -31,6 +35,9 @@ def _state() -> EdgeState:
         ("example.com/docs/*", "docs"),
         ("ghost.example.com", "missing-app"),
         ("shop.localhost", "shop"),
+        ("pics.example.com", "pics"),
+        ("example.com/blog/*", "blog"),
+        ("down.example.com", "down"),
     )
     return EdgeState.compile(EdgeSnapshot(routes=routes, apps=apps))
 
@@ -87,6 +94,26 @@ TABLE: list[tuple[str, bytes, str, str, bytes, bool, EdgeState, Route, Any]] = [
      True, LIVE, Route.COLD_START, "wild"),
     ("path route static candidate", b"GET", "example.com", "/docs/site.css", b"",
      True, LIVE, Route.STATIC, "docs"),
+    ("image endpoint of an app with [images]", b"GET", "pics.example.com", "/_tako/image",
+     b"?url=/a.png&w=320", True, LIVE, Route.IMAGE, "pics"),
+    ("image endpoint: any method (the endpoint answers 405)", b"POST", "pics.example.com",
+     "/_tako/image", b"", True, LIVE, Route.IMAGE, "pics"),
+    ("image endpoint under a path route's prefix", b"GET", "example.com",
+     "/blog/_tako/image", b"?url=/a.png&w=320", True, LIVE, Route.IMAGE, "blog"),
+    ("image endpoint needs [images]: else the app", b"GET", "shop.example.com",
+     "/_tako/image", b"?url=/a.png&w=320", True, LIVE, Route.PROXY, "shop"),
+    ("a path that only ends like the endpoint", b"GET", "pics.example.com",
+     "/x/_tako/image", b"", True, LIVE, Route.PROXY, "pics"),
+    ("image endpoint over plain http redirects", b"GET", "pics.example.com", "/_tako/image",
+     b"?w=1", False, LIVE, Route.REDIRECT, b"https://pics.example.com/_tako/image?w=1"),
+    ("maintenance: every request of the app", b"POST", "down.example.com", "/api",
+     b"", True, LIVE, Route.MAINTENANCE, "down"),
+    ("maintenance before static files", b"GET", "down.example.com", "/site.css",
+     b"", True, LIVE, Route.MAINTENANCE, "down"),
+    ("maintenance before the image endpoint", b"GET", "down.example.com", "/_tako/image",
+     b"?url=/a.png&w=320", True, LIVE, Route.MAINTENANCE, "down"),
+    ("maintenance keeps ACME challenges", b"GET", "down.example.com",
+     "/.well-known/acme-challenge/tok", b"", False, LIVE, Route.CHALLENGE, "tok"),
 ]  # fmt: skip
 
 

@@ -34,14 +34,19 @@ from tako_server.edge.messages import (
     decode,
     encode,
 )
-from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
 
 B1 = Backend(1, "127.0.0.1", 9001)
+RULES = ImageRules(
+    ("/img/**",), ("https://cdn.example.com/**",), (320, 640), (75, 90), ("avif", "webp"), "/c"
+)
 SNAPSHOT = EdgeSnapshot(
     routes=(("a.example.com", "a/prod"), ("*.b.example.com/x/*", "b/prod")),
     apps={
         "a/prod": EdgeApp("a/prod", (B1, Backend(2, "::1", 9002)), "/srv/a/public", False),
         "b/prod": EdgeApp("b/prod", (), None, True),
+        "c/prod": EdgeApp("c/prod", (B1,), None, False, maintenance="back <soon>", images=RULES),
+        "d/prod": EdgeApp("d/prod", (B1,), None, False, maintenance=""),
     },
 )
 
@@ -108,6 +113,40 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         ),
         "snapshot",
         "cold_start",
+    ),
+    (
+        "maintenance number",
+        line(
+            op="snapshot",
+            routes=[],
+            apps={"a": {"backends": [], "public_dir": None, "cold_start": False, "maintenance": 1}},
+        ),
+        "snapshot",
+        "maintenance",
+    ),
+    (
+        "image sizes as text",
+        line(
+            op="snapshot",
+            routes=[],
+            apps={"a": {"backends": [], "public_dir": None, "cold_start": False, "images": {
+                "local_patterns": ["/**"], "remote_patterns": [], "sizes": ["320"],
+                "qualities": [75], "formats": ["webp"], "cache_dir": "/c"}}},
+        ),
+        "snapshot",
+        "images.sizes",
+    ),
+    (
+        "images without a cache dir",
+        line(
+            op="snapshot",
+            routes=[],
+            apps={"a": {"backends": [], "public_dir": None, "cold_start": False, "images": {
+                "local_patterns": ["/**"], "remote_patterns": [], "sizes": [320],
+                "qualities": [75], "formats": ["webp"]}}},
+        ),
+        "snapshot",
+        "cache_dir",
     ),
     (
         "public_dir number",

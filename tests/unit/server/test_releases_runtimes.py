@@ -20,40 +20,49 @@ def _touch(root: Path, *names: str) -> None:
         (root / name).write_text("")
 
 
+DEPS = '{"dependencies": {"ms": "^2.1.3"}}'
+NPM_QUIET = ["--no-audit", "--no-fund"]
+
+
 @pytest.mark.parametrize(
-    ("runtime", "install", "files", "expected"),
+    ("runtime", "install", "manager", "files", "expected"),
     [
-        (
-            "node",
-            None,
-            ["package-lock.json"],
-            [["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"]],
-        ),
-        ("node", None, ["package.json"], []),
-        ("bun", None, ["package.json"], [["bun", "install", "--production"]]),
-        (
-            "bun",
-            None,
-            ["package.json", "bun.lock"],
-            [["bun", "install", "--production", "--frozen-lockfile"]],
-        ),
-        (
-            "bun",
-            None,
-            ["package.json", "bun.lockb"],
-            [["bun", "install", "--production", "--frozen-lockfile"]],
-        ),
-        ("deno", None, [], []),
-        ("go", None, [], []),
-        ("node", "make deps", ["package-lock.json"], [["/bin/sh", "-c", "make deps"]]),
-        ("python", None, [], []),
+        ("node", None, None, {"package.json": DEPS, "package-lock.json": "{}"},
+         [["npm", "ci", "--omit=dev", *NPM_QUIET]]),
+        ("node", None, None, {"package.json": DEPS},
+         [["npm", "install", "--omit=dev", *NPM_QUIET]]),
+        ("node", None, None, {"package.json": "{}", "package-lock.json": "{}"}, []),
+        ("node", None, None, {"package.json": '{"devDependencies": {"vite": "6"}}'}, []),
+        ("node", None, None, {"package-lock.json": "{}"}, []),  # a build output without deps
+        ("node", None, "pnpm", {"package.json": DEPS, "pnpm-lock.yaml": ""},
+         [["pnpm", "install", "--prod", "--frozen-lockfile"]]),
+        ("node", None, "pnpm", {"package.json": DEPS}, [["pnpm", "install", "--prod"]]),
+        ("node", None, "yarn", {"package.json": DEPS, "yarn.lock": ""},
+         [["yarn", "install", "--production", "--frozen-lockfile"]]),
+        ("bun", None, None, {"package.json": DEPS}, [["bun", "install", "--production"]]),
+        ("bun", None, None, {"package.json": DEPS, "bun.lock": ""},
+         [["bun", "install", "--production", "--frozen-lockfile"]]),
+        ("bun", None, None, {"package.json": DEPS, "bun.lockb": ""},
+         [["bun", "install", "--production", "--frozen-lockfile"]]),
+        ("bun", None, "npm", {"package.json": DEPS, "package-lock.json": "{}"},
+         [["npm", "ci", "--omit=dev", *NPM_QUIET]]),
+        ("deno", None, None, {"package.json": DEPS}, []),
+        ("go", None, None, {}, []),
+        ("node", "make deps", "pnpm", {"package.json": DEPS}, [["/bin/sh", "-c", "make deps"]]),
+        ("python", None, None, {}, []),
     ],
 )
-def test_prep_commands_by_runtime_and_files(
-    tmp_path: Path, runtime: str, install: str | None, files: list[str], expected: list[list[str]]
+def test_prep_commands_by_runtime_package_manager_and_files(
+    tmp_path: Path,
+    runtime: str,
+    install: str | None,
+    manager: str | None,
+    files: dict[str, str],
+    expected: list[list[str]],
 ) -> None:
-    _touch(tmp_path, *files)
-    assert runtimes.prep_commands(runtime, install, tmp_path) == expected
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert runtimes.prep_commands(runtime, install, tmp_path, manager) == expected
 
 
 @pytest.mark.parametrize(
@@ -79,6 +88,18 @@ def test_python_prep_makes_a_venv_with_the_server_interpreter(
         (
             {"runtime": "node", "main": "a.js", "start": ["node", "--enable-x", "{main}"]},
             ["node", "--enable-x", "a.js"],
+        ),
+        (  # only an exact "{main}" argument is replaced (001)
+            {"runtime": "node", "main": "a.js", "start": ["x", "--entry={main}", "{main}.map"]},
+            ["x", "--entry={main}", "{main}.map"],
+        ),
+        (
+            {
+                "runtime": "python",
+                "main": "mysite.wsgi:application",
+                "start": ["/bin/sh", "-c", 'exec gunicorn "$1"', "gunicorn", "{main}"],
+            },
+            ["/bin/sh", "-c", 'exec gunicorn "$1"', "gunicorn", "mysite.wsgi:application"],
         ),
     ],
 )
@@ -152,7 +173,7 @@ async def test_failed_prep_reports_the_last_output_lines(tmp_path: Path) -> None
 
 
 async def test_missing_prep_program_is_a_prep_error(tmp_path: Path) -> None:
-    _touch(tmp_path, "package.json")
+    (tmp_path / "package.json").write_text(DEPS)
     with pytest.raises(PrepError, match="could not start"):
         await runtimes.prepare("bun", None, tmp_path, {"PATH": str(tmp_path)})
 
@@ -168,3 +189,35 @@ def test_a_frozen_server_builds_a_node_apps_environment_without_any_python(
         _release(tmp_path, "node", "server.js"), {}, {}, {"PATH": "/usr/bin:/bin"}
     )
     assert environ["NODE_ENV"] == "production" and environ["PATH"] == "/usr/bin:/bin"
+
+
+def test_a_located_release_gets_its_data_dir_and_storage_bindings(tmp_path: Path) -> None:
+    from tako_common.layout import ServerLayout
+    from tako_common.protocol import S3Target, StorageBinding
+    from tako_server.launch import ensure_data_dirs
+
+    layout = ServerLayout(tmp_path)
+    manifest = ReleaseManifest(runtime="python", main="app.py")
+    layout.release_dir("web", "production", "v1").mkdir(parents=True)
+    release = ReleaseRef.locate(layout, "web", "production", "v1", manifest)
+    target = S3Target(
+        bucket="media", endpoint="https://s3.example.com", region="auto",
+        access_key_id="AKIA1", secret_access_key="s3cret",
+    )
+    storages = [
+        StorageBinding(name="uploads", provider="local"),
+        StorageBinding(name="media", provider="s3", s3=target),
+    ]
+    env = instance_environ(
+        release, {"TAKO_STORAGE_MEDIA_BUCKET": "spoofed"}, {}, {"PATH": "/usr/bin"},
+        storages=storages,
+    )
+    data = tmp_path / "apps" / "web" / "production" / "data"
+    assert env["TAKO_DATA_DIR"] == str(data / "app")
+    assert env["TAKO_STORAGE_UPLOADS_PATH"] == str(data / "storages" / "uploads")
+    assert env["TAKO_STORAGE_MEDIA_BUCKET"] == "media"  # bindings win over [vars]
+    assert env["TAKO_STORAGE_MEDIA_SECRET_ACCESS_KEY"] == "s3cret"
+    assert env["TAKO_STORAGES"] == "uploads,media"
+    ensure_data_dirs(release, storages)
+    assert (data / "app").is_dir() and (data / "storages" / "uploads").is_dir()
+    assert oct((data / "app").stat().st_mode & 0o777) == "0o700"

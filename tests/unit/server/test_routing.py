@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState
-from tako_server.routing import AppRoutes, RoutingState
+from tako_common.protocol import ImageSettings
+from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState, ImageRules
+from tako_server.routing import AppRoutes, RoutingState, image_rules
 
 B1 = Backend(1, "127.0.0.1", 9001)
 B2 = Backend(2, "127.0.0.1", 9002)
@@ -135,6 +136,9 @@ UNCHANGED: list[tuple[str, Callable[[RoutingState], bool]]] = [
     ("backends of an unknown app", lambda r: r.set_backends("new/prod", (B2,), False)),
     ("starting an unknown app", lambda r: r.set_running("new/prod", True)),
     ("removing an unknown app", lambda r: r.remove_app("new/prod")),
+    ("maintenance off when off", lambda r: r.set_maintenance(SHOP, None)),
+    ("maintenance of a stopped app", lambda r: r.set_maintenance(BLOG, "later")),
+    ("maintenance of an unknown app", lambda r: r.set_maintenance("new/prod", "later")),
 ]
 
 
@@ -175,3 +179,60 @@ def test_the_app_services_half_is_readable() -> None:
     routing.set_app(SHOP, ("shop.example.com",), Path("/srv/shop/public"), running=False)
     assert routing.app(SHOP) == AppRoutes(("shop.example.com",), "/srv/shop/public", False)
     assert routing.snapshot == EdgeSnapshot()  # stopped from the start: nothing to route
+
+
+RULES = ImageRules(("/**",), (), (320,), (75,), ("webp",), "/data/apps/shop/prod/cache")
+
+
+def test_maintenance_is_seen_by_the_edge_and_outlives_a_redeploy(
+    routing: RoutingState, recorder: Recorder
+) -> None:
+    routing.set_app(SHOP, ["shop.example.com"], None)
+    routing.set_backends(SHOP, (B1,), False)
+    assert routing.set_maintenance(SHOP, "back at 5")
+    assert routing.snapshot.apps[SHOP].maintenance == "back at 5"
+    assert routing.snapshot.apps[SHOP].backends == (B1,)  # instances keep running
+    assert routing.set_app(SHOP, ["shop.example.com", "www.shop.example.com"], None)
+    assert routing.snapshot.apps[SHOP].maintenance == "back at 5"
+    assert routing.set_maintenance(SHOP, "")  # another message: a change
+    assert routing.snapshot.apps[SHOP].maintenance == ""
+    assert routing.set_maintenance(SHOP, None)
+    assert routing.snapshot.apps[SHOP].maintenance is None
+    assert recorder.seen[-1] is routing.snapshot
+
+
+def test_maintenance_set_before_the_app_applies_once_it_is_routed() -> None:
+    """The start-up restore sets maintenance first, so no request slips through."""
+    routing = RoutingState()
+    assert routing.set_maintenance(SHOP, "upgrading") is False
+    routing.set_app(SHOP, ["shop.example.com"], None)
+    assert routing.snapshot.apps[SHOP].maintenance == "upgrading"
+
+
+def test_delete_forgets_maintenance(routing: RoutingState) -> None:
+    routing.set_app(SHOP, ["shop.example.com"], None)
+    routing.set_maintenance(SHOP, "x")
+    routing.remove_app(SHOP)
+    routing.set_app(SHOP, ["shop.example.com"], None)  # deployed again later
+    assert routing.snapshot.apps[SHOP].maintenance is None
+
+
+def test_image_rules_travel_with_the_app_and_survive_stop_and_start(
+    routing: RoutingState,
+) -> None:
+    routing.set_app(SHOP, ["shop.example.com"], None, images=RULES)
+    assert routing.snapshot.apps[SHOP].images == RULES
+    routing.set_running(SHOP, False)
+    assert routing.set_running(SHOP, True)
+    assert routing.snapshot.apps[SHOP].images == RULES
+    assert routing.set_app(SHOP, ["shop.example.com"], None)  # a release without [images]
+    assert routing.snapshot.apps[SHOP].images is None
+
+
+def test_image_rules_of_a_release() -> None:
+    settings = ImageSettings(sizes=[640, 320], formats=["avif", "webp"])
+    rules = image_rules(settings, Path("/data/apps/shop/prod/cache"))
+    assert rules == ImageRules(
+        ("/**",), (), (640, 320), (75,), ("avif", "webp"), "/data/apps/shop/prod/cache"
+    )
+    assert image_rules(None, Path("/x")) is None

@@ -125,3 +125,54 @@ def test_server_mode_defaults_to_normal_and_persists(tmp_path: Path) -> None:
     mode = s.server_mode()
     assert (mode.mode, mode.owner) == ("upgrading", "upgrade-1")
     s.close()
+
+
+def test_maintenance_persists_keeps_its_first_time_and_survives_a_redeploy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    s = StateStore.open(path)
+    s.save_app(_record())
+    first = s.set_maintenance("web", "production", "back at 5", "2026-01-01T10:00:00Z")
+    again = s.set_maintenance("web", "production", "back at 6", "2026-01-01T11:00:00Z")
+    assert (first.since, again.message, again.since) == (
+        "2026-01-01T10:00:00Z",
+        "back at 6",
+        "2026-01-01T10:00:00Z",
+    )
+    s.save_app(_record(version="def5678"))  # a deploy replaces the app row, not the mode
+    s.close()
+    s = StateStore.open(path)
+    mode = s.maintenance("web", "production")
+    assert mode is not None and mode.message == "back at 6"
+    assert list(s.all_maintenance()) == ["web/production"]
+    assert s.maintenance("web", "staging") is None
+    assert s.clear_maintenance("web", "production") is True
+    assert s.clear_maintenance("web", "production") is False
+    assert s.all_maintenance() == {}
+    s.close()
+
+
+def test_delete_app_turns_maintenance_off(store: StateStore) -> None:
+    store.save_app(_record())
+    store.set_maintenance("web", "production", "", "2026-01-01T10:00:00Z")
+    assert store.delete_app("web", "production") is True
+    assert store.maintenance("web", "production") is None
+
+
+def test_a_database_from_before_maintenance_mode_gains_its_table(tmp_path: Path) -> None:
+    from tako_server.state import MIGRATIONS, _statements
+
+    number = next(i for i, script in enumerate(MIGRATIONS) if "app_maintenance" in script)
+    path = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:number]:
+        for statement in _statements(script):
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version={number}")
+    db.commit()
+    db.close()
+    s = StateStore.open(path)
+    s.set_maintenance("web", "production", "x", "2026-01-01T10:00:00Z")
+    assert s.maintenance("web", "production") is not None
+    s.close()

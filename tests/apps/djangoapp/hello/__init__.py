@@ -1,0 +1,1 @@
+"""A Django app holding one static file (hello/site.css)."""

@@ -1,0 +1,1 @@
+"""The test Django project (settings, urls, wsgi, asgi)."""
