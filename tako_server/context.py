@@ -12,6 +12,7 @@ referenced until it finishes, failures logged; :mod:`tako_common.tasks`). What
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +72,8 @@ class ServerContext:
     pid: int = 0
     #: this process's start and takeovers (old and new side), as ``server_info`` reports them
     takeover: TakeoverRecord = field(default_factory=TakeoverRecord.of_this_process)
+    #: (``deploy``/``rollback``, app key, ``ok``/``error``) -> count, for the metrics
+    events: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     #: the one guard of state-changing requests (its ``in_flight`` is what a takeover awaits)
     guard: MutationGuard = field(init=False)
 
