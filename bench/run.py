@@ -6,7 +6,9 @@ Usage::
                         [--profile]
 
 One run starts: an upstream (a separate nginx answering ``200 hello`` on loopback, keep-alive),
-tako's edge (real worker processes, HTTPS with a self-signed certificate), and nginx,
+tako's edge (real worker processes, HTTPS with a self-signed certificate, its access log
+on and metrics counted as ``tako-server`` runs by default; nginx's access log is off, so
+the ratio is conservative), and nginx,
 HAProxy and Caddy (Debian packages) proxying to the same upstream. Each proxy is driven
 by ``wrk`` over HTTP and HTTPS at each connection count, ``reps`` times; the table shows
 medians of req/s, p50 and p99 latency, the ratio to nginx, errors, and tako's idle RSS.
@@ -114,7 +116,7 @@ https://127.0.0.1:{https} {{
 EDGE_LAUNCHER = """
 import asyncio, signal, sys, uvloop
 from pathlib import Path
-from tako_server.edge import Backend, Edge, EdgeApp, EdgeSnapshot
+from tako_server.edge import Backend, Edge, EdgeApp, EdgeConfig, EdgeSnapshot
 
 class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of the server
     async def cold_start(self, key): return []
@@ -123,9 +125,11 @@ class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of th
     def report(self, reporter, in_flight): pass
 
 async def main():
-    up, http, https, certs, workers = sys.argv[1:6]
+    up, http, https, certs, workers, access_log = sys.argv[1:7]
+    # as tako-server runs by default: access log on (metrics count in every process)
     edge = Edge(Hooks(), http_port=int(http), https_port=int(https),
-                certs_dir=Path(certs), workers=int(workers), host="127.0.0.1")
+                certs_dir=Path(certs), workers=int(workers), host="127.0.0.1",
+                config=EdgeConfig(access_log=access_log))
     app = EdgeApp("bench/prod", (Backend(1, "127.0.0.1", int(up)),), None, False)
     edge.update(EdgeSnapshot(routes=(("127.0.0.1", "bench/prod"),), apps={"bench/prod": app}))
     await edge.start()
@@ -265,6 +269,7 @@ def start_proxies(work: Path, up: int, workers: int, names: list[str]) -> list[P
                 str(p.https),
                 str(work / "certs"),
                 str(workers),
+                str(work / "access.log"),
             ],
             stdout=subprocess.PIPE,
             stderr=(work / "tako.log").open("wb"),
@@ -401,6 +406,13 @@ def main() -> None:
         idle_rss = rss_mb(tako.pids) if tako else float("nan")
         results = run_matrix(proxies, args)
         print_table(results, args, idle_rss, tako)
+        access = work / "access.log"
+        if access.exists():  # proof it was on; then gone (it reaches a GB in a full run)
+            size = access.stat().st_size
+            with access.open("rb") as handle:
+                lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+            print(f"tako access log: {lines} lines, {size / 1e6:.0f} MB (deleted)")
+            access.unlink()
         if args.profile and tako is not None and len(tako.pids) > 1:
             profile(tako.pids[1], f"https://127.0.0.1:{tako.https}/", work / "tako-profile.txt", 10)
     finally:

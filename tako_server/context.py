@@ -12,6 +12,7 @@ referenced until it finishes, failures logged; :mod:`tako_common.tasks`). What
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +76,8 @@ class ServerContext:
     takeover: TakeoverRecord = field(default_factory=TakeoverRecord.of_this_process)
     #: releases a deploy prepared but has not rolled out yet (deploys with a release command)
     staging: StagedReleases = field(default_factory=StagedReleases)
+    #: (``deploy``/``rollback``, app key, ``ok``/``error``) -> count, for the metrics
+    events: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     #: the one guard of state-changing requests (its ``in_flight`` is what a takeover awaits)
     guard: MutationGuard = field(init=False)
     #: storage bindings and backup settings per app, sealed with the secrets key

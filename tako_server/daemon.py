@@ -43,6 +43,7 @@ from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
+from tako_server.observe import Observability, edge_config
 from tako_server.oneoff_service import discard_connection
 from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
@@ -99,6 +100,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.edge: Edge | None = None
         self.certs: CertManager | None = None
+        self.observe: Observability | None = None
         self.supervisor: Supervisor | None = None
         self.routing = RoutingState(on_change=self._routes_changed)
         self.challenges: ChallengeStore | None = None
@@ -215,12 +217,16 @@ class Daemon:
         for problem in problems:
             log.error("restore: %s", problem)
         await self._wait_restored(self.supervisor_settings.startup_timeout)
+        self.observe = Observability(self.settings, self.supervisor, self.ctx.events)
+        if self.certs is not None:
+            self.observe.certs = self.certs.store
         if self.with_edge:
             await self._start_edge()
         elif self.inherited is not None:
             self.inherited.close()
         handlers = Handlers(self.ctx)
         self.tasks.spawn(handlers.backups.run_scheduler(), name="backup-scheduler")
+        await self.observe.start()
         self.control = ControlServer(
             self.settings.socket,
             handlers.dispatch,
@@ -279,10 +285,13 @@ class Daemon:
             certs_dir=self.settings.layout.certs_dir,
             workers=self.settings.workers,
             listeners=listeners,
+            config=edge_config(self.settings),
         )
         edge.update(self.routing.snapshot)  # from here on, every change is pushed
         self.edge = edge
         await edge.start()
+        if self.observe is not None:
+            self.observe.edge = edge
 
     async def _wait_restored(self, timeout: float) -> None:
         """Wait (bounded) until every restored app that wants instances has a routable one
@@ -329,6 +338,9 @@ class Daemon:
         if self.control is not None:
             await self.control.stop()
             self.control = None
+        if self.observe is not None:
+            await self.observe.stop()
+            self.observe = None
         if self.edge is not None:
             with contextlib.suppress(Exception):
                 await self.edge.stop(self.drain_timeout)

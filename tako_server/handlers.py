@@ -116,6 +116,7 @@ from tako_server.state import AppRecord
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.spec import RolloutError
 
+COUNTED = frozenset({"deploy", "rollback"})
 log = logging.getLogger(__name__)
 
 
@@ -158,19 +159,28 @@ class Handlers:
         except (RolloutError, PrepError) as exc:
             guard.close()
             log.warning("%s failed: %s", request.command, exc.message)
+            self._count(request, "error")
             return deployer.failure_response(exc)
         except TakoError as exc:
             guard.close()
+            self._count(request, "error")
             return error_from(exc)
         except BaseException:
             guard.close()
             raise
+        self._count(request, "ok")
         if isinstance(answer, OneOffSession):
             return _duplex(answer, guard)
         guard.close()
         if isinstance(answer, LogStream):
             return Stream(first=ok(answer.first), rest=_envelopes(answer.rest))
         return ok(answer)
+
+    def _count(self, request: Request, result: str) -> None:
+        """Deploys and rollbacks by result, for the metrics (``tako_deploys_total``)."""
+        if request.command in COUNTED:
+            key = f"{getattr(request, 'app', '')}/{getattr(request, 'env', '')}"
+            self.ctx.events[(request.command, key, result)] += 1
 
     # ------------------------------------------------------------------ server
 

@@ -90,6 +90,18 @@ class ServerSettings(BaseSettings):
     #: private S3 server); unset = the system's trusted roots
     storage_ca_bundle: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # the edge (docs/server.md, "Edge settings"); metrics are off unless a port is set
+    metrics_port: Port | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    access_log: Literal["on", "off"] = "on"
+    access_log_sample: float = Field(default=1.0, gt=0.0, le=1.0)
+    access_log_query: bool = False
+    access_log_max_mb: int = Field(default=50, ge=1, le=100_000)
+    access_log_keep: int = Field(default=5, ge=0, le=100)
+    client_requests: int = Field(default=256, ge=0)
+    client_connections: int = Field(default=512, ge=0)
+    send_timeout: float = Field(default=60.0, gt=0)
+    upgrade_drain: float = Field(default=20.0, ge=0)
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
@@ -109,6 +121,10 @@ class ServerSettings(BaseSettings):
     @property
     def layout(self) -> ServerLayout:
         return ServerLayout(self.data_dir)
+
+    @property
+    def access_log_path(self) -> Path | None:
+        return self.data_dir / "logs" / "access.log" if self.access_log == "on" else None
 
     @property
     def inherited_env(self) -> dict[str, str]:
@@ -133,6 +149,17 @@ class _ServerSection(BaseModel):
     https_port: Port | None = None
     workers: int | None = None
     release_timeout: int | None = None
+    metrics_port: Port | None = None
+    metrics_host: str | None = None
+    access_log: Literal["on", "off"] | None = None
+    access_log_sample: float | None = None
+    access_log_query: bool | None = None
+    access_log_max_mb: int | None = None
+    access_log_keep: int | None = None
+    client_requests: int | None = None
+    client_connections: int | None = None
+    send_timeout: float | None = None
+    upgrade_drain: float | None = None
 
 
 class _AcmeSection(BaseModel):

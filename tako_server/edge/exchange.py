@@ -45,13 +45,14 @@ from .maintenance import serve_maintenance
 from .policy import Rejected, inspect_request, redirect_response, simple_response, split_target
 from .proxy import BODY_BUFFERED, ProxyExchange
 from .snapshot import RoutedApp
-from .static import resolve_static
+from .static import precompressed, resolve_static
 from .staticsend import StaticStream, static_response
 
 if TYPE_CHECKING:
     from .runtime import EdgeRuntime
 
 RETRY_AFTER = (("Retry-After", "1"),)
+_REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE", b"TRACK"})  # 405: never forwarded
 STATUS_BODY = b'{"status":"ok"}'
 
 
@@ -87,11 +88,12 @@ class Exchange(ProxyExchange):
         try:
             head = inspect_request(headers, http11)
             self.path, self.query = split_target(target, head.host)
-            if method == b"CONNECT":
-                raise Rejected(405, "CONNECT is not supported")
+            if method in _REFUSED_METHODS:
+                raise Rejected(405, f"{method.decode('latin-1')} is not supported")
         except Rejected as exc:
             self.rejected = exc
         rejected = self.rejected is not None
+        self.request_id = (head.request_id if head is not None else b"") or rt.request_id()
         keep_alive = keep_alive and not rt.draining
         ExchangeState.__init__(self, head, rejected, keep_alive, http11, method == b"HEAD")
 
@@ -147,6 +149,10 @@ class Exchange(ProxyExchange):
             return
         rt, head = self.rt, self.head
         assert head is not None
+        if self.client.over_limit or not rt.client_request(self.client.peer_ip):
+            self._limited()
+            return
+        self.counted = True
         tls, port = self.client.is_tls, rt.config.https_port
         kind, detail = decide(self.method, head, self.path, self.query, tls, rt.state, port)
         if kind is PROXY:
@@ -178,6 +184,13 @@ class Exchange(ProxyExchange):
                 kind = app_route(app)
             self._reach(kind, app)
 
+    def _limited(self) -> None:
+        """429 for a client over its per-address cap (connections: then close)."""
+        if self.client.over_limit:
+            self.close_after()
+        self.rt.meter.count("limited", None)
+        self.respond(self._simple(429, b"too many requests from this address\n", extra=RETRY_AFTER))
+
     def _serve_challenge(self, token: str | None) -> None:
         if token is None:
             self.respond(self._simple(404, b"challenge token not found\n"))
@@ -205,6 +218,7 @@ class Exchange(ProxyExchange):
             return True
         if found is None:
             return False
+        found = precompressed(found, self.head.accept)
         answer = static_response(
             found, self.head.if_none_match, close=not self.keep_alive, head_only=self.is_head
         )
@@ -214,6 +228,7 @@ class Exchange(ProxyExchange):
         if stream is None:
             self.respond(data)
         else:
+            self.status, self.sent = 200, found.size
             self.response_begin()
             self.client.set_deadline(0.0)
             self.client.write(data)
@@ -226,6 +241,7 @@ class Exchange(ProxyExchange):
         done = stream.pump(self.client)
         if done > 0:
             self.stream = None
+            self._end_activity()
             self.respond_done()
         elif done < 0:
             self.client.abort()  # the file shrank: its announced length cannot be kept
@@ -242,17 +258,21 @@ class Exchange(ProxyExchange):
             self.respond(self._simple(503, extra=RETRY_AFTER))
 
     async def _cold_start(self, key: str) -> None:
+        began = self.rt.loop.time()
         try:
             backends = await self.rt.hooks.cold_start(key)
         except ColdStartError as exc:
+            self.cold_wait = self.rt.loop.time() - began
             status, extra = cold_start_answer(exc.kind)
             self.rt.app_log(key, f"edge: {status} for {self.path}: cold start: {exc}")
             self.respond(self._simple(status, extra=extra))
             return
         except Exception as exc:  # the main process went away or answered garbage
+            self.cold_wait = self.rt.loop.time() - began
             self.rt.app_log(key, f"edge: 502 for {self.path}: cold start: {exc!r}")
             self.respond(self._simple(502))
             return
+        self.cold_wait = self.rt.loop.time() - began
         if self.client.closed:
             return
         if not backends:

@@ -59,6 +59,11 @@ class _TooLarge(Exception):
 
 
 _TIMEOUT = simple_response(408, close=True)
+# WebSocket close frames with status 1001 (going away): unmasked from the server, masked
+# (RFC 6455 5.3; a fixed key is allowed, the mask only guards intermediaries) to it
+WS_CLOSE_TO_CLIENT = b"\x88\x02\x03\xe9"
+_MASK = b"\x00\x00\x00\x00"
+WS_CLOSE_TO_UPSTREAM = b"\x88\x82" + _MASK + b"\x03\xe9"
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -90,6 +95,7 @@ class ClientProtocol(asyncio.Protocol):
         "requests",
         "_corked",
         "_out",
+        "over_limit",
     )
 
     def __init__(self, rt: EdgeRuntime, is_tls: bool) -> None:
@@ -118,6 +124,7 @@ class ClientProtocol(asyncio.Protocol):
         self.requests = 0
         self._corked = False
         self._out: list[bytes] = []
+        self.over_limit = False  # its address has too many connections: 429, then close
 
     def __repr__(self) -> str:
         return (
@@ -130,12 +137,12 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = (peer[0] if peer else "").encode("ascii")
-        self.rt.connection_opened(self)
+        self.over_limit = not self.rt.connection_opened(self, self.peer_ip)
         self.deadline = self.rt.now + self.rt.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.rt.connection_closed(self)
+        self.rt.connection_closed(self, self.peer_ip)
         if self.splice is not None:
             self.splice.close()
         for ex in (self.active, *self.queue):
@@ -144,12 +151,39 @@ class ClientProtocol(asyncio.Protocol):
         self.active = None
         self.queue.clear()
 
-    def close_if_idle(self) -> None:
+    def close_if_idle(self, fresh: bool = False) -> None:
         """Close a kept-alive connection between requests (drain). A fresh connection that
-        has not sent its first request yet stays: it was accepted, so it gets an answer
-        (with ``Connection: close``) or meets the header timeout."""
-        if self.active is None and not self.in_headers and self.requests:
+        has not sent its first request yet (or is still sending a head) stays unless
+        ``fresh``: it was accepted, so it gets a moment to ask (the drain's linger)."""
+        if self.active is not None or self.splice is not None or self.closed:
+            return
+        if fresh or (not self.in_headers and self.requests):
             self.close()
+
+    def in_flight(self) -> bool:
+        """Whether a request is being answered here (what a drain waits for); closed,
+        idle and half-closed connections never count. Upgraded ones have their own budget."""
+        return not self.closed and self.active is not None and self.splice is None
+
+    def upgraded_to(self) -> tuple[str, int] | None:
+        """The backend address of a spliced (upgraded) connection, else None."""
+        splice = self.splice
+        return None if splice is None or self.closed else splice.address()
+
+    def end_upgraded(self) -> None:
+        """The upgraded connection's budget is over: a WebSocket close frame (1001, going
+        away) to both sides, then close."""
+        splice = self.splice
+        if splice is None or self.closed:
+            return
+        splice.write(WS_CLOSE_TO_UPSTREAM)
+        splice.close()  # after the queued bytes; its exchange hears nothing more
+        self.splice = None
+        if self.active is not None:
+            self.active.upgrade_ended()
+            self.active = None
+        self.write(WS_CLOSE_TO_CLIENT)
+        self.close()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
@@ -173,6 +207,8 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         if self.lingering:
             self.abort()
+        elif self.splice is not None:
+            self.end_upgraded()
         elif self.active is not None and not self.active.response_started:
             self.active.upstream_timeout()
         elif self.in_headers:
@@ -180,7 +216,9 @@ class ClientProtocol(asyncio.Protocol):
             self._linger()
         elif self.active is None:
             self.close()
-        else:  # answered, but its request body (or the client's reading) stalled
+        elif self.write_paused:  # the client stopped reading: nothing more can be sent
+            self.abort()
+        else:  # answered, but its request body stalled
             self.close()
 
     # --- writing and flow control ---------------------------------------------------------
@@ -209,12 +247,16 @@ class ClientProtocol(asyncio.Protocol):
             self.splice.set_reading(False)
         elif self.active is not None:
             self.active.on_client_writable(False)
+            if self.active.response_started:  # the send timeout: a client must keep reading
+                self.deadline = self.rt.now + self.rt.config.send_timeout
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.splice is not None:
             self.splice.set_reading(True)
         elif self.active is not None:
+            if self.active.response_started:
+                self.deadline = 0.0
             self.active.on_client_writable(True)
         elif self._blocked & _WAIT_WRITABLE:
             self.unblock_reading(_WAIT_WRITABLE)
@@ -350,7 +392,7 @@ class ClientProtocol(asyncio.Protocol):
             # the client does not read what we already wrote: answer nothing more (and
             # read nothing more) until it does, so pipelined requests cannot pile up output
             self.block_reading(_WAIT_WRITABLE)
-            self.deadline = self.rt.now + self.rt.config.keepalive_timeout  # send timeout
+            self.deadline = self.rt.now + self.rt.config.send_timeout
             return
         self._start_next()
 

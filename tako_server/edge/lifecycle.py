@@ -84,6 +84,7 @@ class ExchangeState:
         "until_close",
         "upgraded",
         "finished",
+        "encoding",
     )
 
     def __init__(
@@ -103,7 +104,7 @@ class ExchangeState:
         self.request_done = self.response_started = self.response_done = False
         self.finished = self.upgraded = False
         self.chunked = self.no_body = self.until_close = False
-        self.body_size = 0
+        self.body_size = self.encoding = 0
 
     # --- request side -------------------------------------------------------------------
     def body(self, size: int, max_body: int) -> int:
@@ -121,6 +122,10 @@ class ExchangeState:
 
     def refuse_upgrade(self) -> None:
         """The client asked for an upgrade the edge does not pass on: answer, then close."""
+        self.keep_alive = False
+
+    def close_after(self) -> None:
+        """Answer this request, then close (draining, or a client over its connection cap)."""
         self.keep_alive = False
 
     def has_unread_body(self) -> bool:
@@ -144,7 +149,8 @@ class ExchangeState:
         self.response_started = True
         if status == 101:
             return upgrade_response(status, reason, headers)
-        if self.head is not None and self.head.websocket:
+        head = self.head
+        if head is not None and head.websocket:
             self.keep_alive = False  # the client expected a switch; do not reuse
         framing = client_response(
             status,
@@ -153,8 +159,10 @@ class ExchangeState:
             head_request=self.is_head,
             client_http11=self.http11,
             keep_alive=self.keep_alive,
+            accept=head.accept if head is not None else 0,
         )
         self.chunked, self.no_body = framing.chunked, framing.no_body
+        self.encoding = framing.encoding
         self.until_close = framing.until_close
         if framing.close:
             self.keep_alive = False

@@ -52,6 +52,7 @@ class ClientLink(Sink, Protocol):
     is_tls: bool
     proto: bytes
     peer_ip: bytes
+    over_limit: bool
 
     def set_deadline(self, when: float) -> None: ...
 
@@ -81,6 +82,8 @@ class UpstreamLink(Protocol):
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
+
+    def address(self) -> tuple[str, int]: ...  # the backend's (host, port)
 
 
 class ExchangeLink(Protocol):
@@ -112,8 +115,31 @@ class Connection(Protocol):
 
     def on_deadline(self) -> None: ...
 
-    def close_if_idle(self) -> None: ...
+    def set_deadline(self, when: float) -> None: ...
+
+    def close_if_idle(self, fresh: bool = False) -> None: ...
+
+    def in_flight(self) -> bool: ...
+
+    def upgraded_to(self) -> tuple[str, int] | None: ...
 
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class FinishedExchange(Protocol):
+    """What the runtime reads of an exchange it counts (metrics, access log)."""
+
+    key: str | None
+    method: bytes
+    path: str
+    query: bytes
+    status: int
+    started: float
+    sent: int
+    upstream_at: float
+    cold_wait: float
+    request_id: bytes
+    head: Any  # policy.RequestHead | None
+    client: ClientLink

@@ -82,6 +82,7 @@ async def serve_sockets(
                 backlog=BACKLOG,
                 ssl=ssl_context,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=rt.config.ssl_shutdown,
             )
         )
     return servers

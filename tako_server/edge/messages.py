@@ -8,7 +8,8 @@ Rules:
 - main -> worker: ``snapshot`` (:class:`SnapshotPush`), ``certs`` (:class:`CertsChanged`),
   ``stop`` (:class:`StopWorker`), ``cold_start_reply``, ``challenge_reply``.
   worker -> main: ``started``, ``ready``, ``activity`` (:class:`ActivityReport`),
-  ``cold_start`` (:class:`ColdStartRequest`), ``challenge``, ``app_log``.
+  ``cold_start`` (:class:`ColdStartRequest`), ``challenge``, ``app_log``, ``meter``
+  (:class:`MeterReport`, at most once a second).
 - A request that needs an answer carries an ``id``; its reply carries the same ``id``.
 - :func:`decode` refuses an unknown ``op`` or a malformed field with a
   :class:`MessageError` that names the op and the field; the channel logs it and reads
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 from tako_common.errors import TakoError
 
 from .hooks import ColdStartKind
+from .meter import check_snapshot
 from .snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "ColdStartRequest",
     "Message",
     "MessageError",
+    "MeterReport",
     "Ready",
     "SnapshotPush",
     "Started",
@@ -355,6 +358,21 @@ class AppLogLine:
         return cls(_str(data, "key"), _str(data, "line"))
 
 
+@dataclass(frozen=True, slots=True)
+class MeterReport:
+    """A worker's cumulative request counters (:meth:`~.meter.Meter.snapshot`)."""
+
+    op: ClassVar[str] = "meter"
+    snapshot: Mapping[str, Any]
+
+    def to_wire(self) -> Wire:
+        return {"snapshot": self.snapshot}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> MeterReport:
+        return cls(check_snapshot(_object(data["snapshot"], "snapshot")))
+
+
 Message = (
     SnapshotPush
     | CertsChanged
@@ -367,6 +385,7 @@ Message = (
     | ColdStartRequest
     | ChallengeRequest
     | AppLogLine
+    | MeterReport
 )
 Reply = ColdStartReply | ChallengeReply
 
@@ -382,6 +401,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
     ColdStartRequest.op: ColdStartRequest.from_wire,
     ChallengeRequest.op: ChallengeRequest.from_wire,
     AppLogLine.op: AppLogLine.from_wire,
+    MeterReport.op: MeterReport.from_wire,
 }
 OPS = tuple(_DECODERS)
 

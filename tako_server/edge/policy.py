@@ -10,7 +10,10 @@ Rules:
   ``Content-Length`` and ``Transfer-Encoding`` -> 400; more than one ``Content-Length``
   (equal or not) -> 400; a ``Transfer-Encoding`` other than exactly ``chunked`` -> 400;
   a declared body above :data:`MAX_BODY` -> 413; HTTP/1.1 without exactly one valid
-  ``Host`` -> 400.
+  ``Host`` -> 400; an ``Expect`` other than ``100-continue`` -> 417 (``TRACE``,
+  ``TRACK`` and ``CONNECT`` get 405 from the exchange).
+- Every request reaches the app with an ``X-Request-Id``: the client's own when it is 1 to
+  128 safe characters (letters, digits, ``._:+/=@-``), else one the edge makes.
 - Hop-by-hop headers never cross the proxy (``Connection``, ``Keep-Alive``,
   ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` except for a
   WebSocket upgrade, and every header named in ``Connection``). Incoming
@@ -36,6 +39,8 @@ from tako_common.hosts import (
     normalize_host,
 )
 
+from .compress import NAMES, choose, parse_accept
+
 MAX_BODY = 128 * 1024 * 1024
 
 # Header names the edge treats specially (lowercase). Values: what to do.
@@ -46,7 +51,15 @@ _TE = 4
 _CONN = 5
 _UPGRADE = 6
 _INM = 7  # forwarded, and remembered for static files
+_EXPECT = 8  # only 100-continue is understood (forwarded); anything else -> 417
+_RID = 9  # X-Request-Id: kept when safe (set again by the edge), else replaced
+_AE = 10  # Accept-Encoding: forwarded, and read for compression
+_RANGE = 11  # Range: forwarded; a ranged answer is never compressed
 _SPECIAL: dict[bytes, int] = {
+    b"accept-encoding": _AE,
+    b"range": _RANGE,
+    b"expect": _EXPECT,
+    b"x-request-id": _RID,
     b"host": _HOST,
     b"content-length": _CL,
     b"transfer-encoding": _TE,
@@ -78,6 +91,7 @@ _RESPONSE_DROP = frozenset(
 )
 _HOST_RE = re.compile(rb"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _DIGITS_RE = re.compile(rb"[0-9]{1,19}")
+_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._:+/=@-]{1,128}")
 _CONNECTION_TOKENS_IGNORED = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _PLAIN_CONNECTION = frozenset({b",keep-alive", b",close", b", keep-alive", b", close"})
 
@@ -100,6 +114,8 @@ class RequestHead:
     chunked: bool = False
     websocket: bool = False
     if_none_match: bytes = b""
+    request_id: bytes = b""  # the client's X-Request-Id when it is safe to keep
+    accept: int = 0  # compress.GZIP | compress.BR the client accepts (0 with a Range)
     forward: list[bytes] = field(default_factory=list)  # b"Name: value\r\n" lines
 
 
@@ -115,6 +131,7 @@ def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> Req
     te: list[bytes] = []
     connection: list[bytes] = []
     upgrade = b""
+    accept, ranged = 0, False
     named: list[bytes] = []  # lowercase names of forwarded lines, only if Connection lists any
     special = _SPECIAL
     for name, value in headers:
@@ -142,8 +159,25 @@ def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> Req
             head.if_none_match = value
             forward.append(name + b": " + value + b"\r\n")
             named.append(lname)
+        elif kind == _EXPECT:
+            if value.strip().lower() != b"100-continue":
+                raise Rejected(417, "only 'Expect: 100-continue' is supported")
+            forward.append(name + b": " + value + b"\r\n")
+            named.append(lname)
+        elif kind == _RID:
+            if _REQUEST_ID_RE.fullmatch(value):
+                head.request_id = value
+        elif kind == _AE or kind == _RANGE:
+            forward.append(name + b": " + value + b"\r\n")
+            named.append(lname)
+            if kind == _AE:
+                accept = parse_accept(value)
+            else:
+                ranged = True
     if hosts > 1 or (http11 and hosts == 0):
         raise Rejected(400, "a request needs exactly one Host header")
+    if accept and not ranged:
+        head.accept = accept
     _check_framing(head, lengths, te)
     if upgrade == b"websocket" and b"upgrade" in connection:
         head.websocket = True
@@ -176,6 +210,7 @@ def upstream_request(
     head: RequestHead,
     client_ip: bytes,
     proto: bytes,
+    request_id: bytes = b"",
 ) -> bytes:
     """The request head sent to an instance (HTTP/1.1, keep-alive, edge framing)."""
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
@@ -184,6 +219,8 @@ def upstream_request(
         parts += [b"Host: ", head.host.encode("ascii"), b"\r\n"]
         parts += [b"X-Forwarded-Host: ", head.host.encode("ascii"), b"\r\n"]
     parts += [b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
+    if request_id:
+        parts += [b"X-Request-Id: ", request_id, b"\r\n"]
     if head.websocket:
         parts.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
     if head.chunked:
@@ -203,6 +240,7 @@ class ResponseFraming:
     close: bool  # close the client connection after the body
     no_body: bool  # HEAD, 1xx, 204, 304
     until_close: bool = False  # the upstream body ends when the upstream closes
+    encoding: int = 0  # compress.GZIP / compress.BR: the edge compresses the body
 
 
 def client_response(
@@ -213,8 +251,10 @@ def client_response(
     head_request: bool,
     client_http11: bool,
     keep_alive: bool,
+    accept: int = 0,
 ) -> ResponseFraming:
-    """Turn an upstream response head into the client's response head and framing."""
+    """Turn an upstream response head into the client's response head and framing
+    (compressed when ``accept`` allows it and :func:`.compress.choose` agrees)."""
     length: bytes | None = None
     connection: bytes = b""
     upstream_chunked = False
@@ -238,6 +278,11 @@ def client_response(
     no_body = head_request or status < 200 or status == 204 or status == 304
     chunked = False
     close = not keep_alive
+    until_close = length is None and not upstream_chunked and not no_body
+    encoding = choose(accept, status, headers, length) if accept and not no_body else 0
+    if encoding:
+        length = None
+        parts += (b"Content-Encoding: ", NAMES[encoding], b"\r\nVary: Accept-Encoding\r\n")
     if length is not None:
         parts += (b"Content-Length: ", length, b"\r\n")
     elif not no_body:
@@ -247,8 +292,7 @@ def client_response(
         else:
             close = True
     parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
-    until_close = length is None and not upstream_chunked and not no_body
-    return ResponseFraming(b"".join(parts), chunked, close, no_body, until_close)
+    return ResponseFraming(b"".join(parts), chunked, close, no_body, until_close, encoding)
 
 
 def _without(headers: Sequence[tuple[bytes, bytes]], names: set[bytes]) -> list[bytes]:
@@ -335,8 +379,8 @@ def split_target(target: bytes, host: str | None = None) -> tuple[str, bytes]:
 
 def should_redirect(is_tls: bool, host: str, path: str) -> bool:
     """Whether a request must be redirected to HTTPS (see module rules)."""
-    if is_tls or is_acme_challenge_path(path):
-        return False
+    if is_tls or not host or is_acme_challenge_path(path):
+        return False  # no Host (HTTP/1.0): nowhere to redirect to; routing answers 404
     if is_internal_status_request(host, path):
         return False
     return not _is_private(host)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .compress import Encoder
 from .lifecycle import (
     ABORT,
     COMPLETE,
@@ -56,6 +57,14 @@ class ProxyExchange(ExchangeState):
         "pending",
         "pending_size",
         "upgrade_rest",
+        "request_id",
+        "started",
+        "status",
+        "sent",
+        "upstream_at",
+        "cold_wait",
+        "counted",
+        "encoder",
     )
 
     def __init__(self, rt: EdgeRuntime, client: ClientLink, method: bytes) -> None:
@@ -70,6 +79,14 @@ class ProxyExchange(ExchangeState):
         self.pending: list[bytes] = []  # request body while no upstream is connected
         self.pending_size = 0
         self.upgrade_rest = b""  # bytes after an upgrade request's head, until the 101
+        self.request_id = b""
+        self.started = rt.loop.time()  # 0.0 once counted (metrics, access log)
+        self.status = 0  # of the response sent (0: none yet)
+        self.sent = 0  # response body bytes
+        self.upstream_at = 0.0  # when the app's response head arrived
+        self.cold_wait = -1.0  # seconds waited for a cold start (-1: none)
+        self.counted = False  # in the client's concurrent-request count
+        self.encoder: Encoder | None = None  # compresses the response body
 
     # --- answers ------------------------------------------------------------------------
     def _simple(
@@ -102,17 +119,19 @@ class ProxyExchange(ExchangeState):
 
     async def _connect(self) -> None:
         backend = self.backend
-        assert backend is not None
+        if backend is None or self.finished:  # answered or abandoned before the task ran
+            return
         try:
             conn = await self.rt.pool.connect((backend.host, backend.port))
         except (OSError, TimeoutError) as exc:
+            self.rt.meter.count("upstream_connect_errors", self.key)
             self._fail(
                 502,
                 f"cannot connect to instance {backend.instance_id} "
                 f"({backend.host}:{backend.port}): {exc!r}",
             )
             return
-        if self.client.closed or self.response_done:
+        if self.client.closed or self.response_done or self.finished:
             conn.release()
             return
         self._send(conn)
@@ -123,7 +142,14 @@ class ProxyExchange(ExchangeState):
         self.conn = conn
         client = self.client
         origin_form = self.path.encode("latin-1") + self.query
-        request = upstream_request(self.method, origin_form, head, client.peer_ip, client.proto)
+        request = upstream_request(
+            self.method,
+            origin_form,
+            head,
+            client.peer_ip,
+            client.proto,
+            self.request_id,
+        )
         conn.start(self, client, request, self.is_head)
         if self.pending:
             for chunk in self.pending:
@@ -156,18 +182,36 @@ class ProxyExchange(ExchangeState):
             self.client.write(upgrade_response(status, reason, []))
 
     def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.upstream_at = self.rt.loop.time()
+        if self.rt.draining and self.keep_alive:
+            self.close_after()  # Connection: close, so the client asks the next edge
         self.client.set_deadline(0.0)
         self.client.write(self.response_head(status, reason, headers))
+        if self.encoding:
+            self.encoder = Encoder(self.encoding)
 
     def upstream_body(self, data: bytes) -> None:
         if self.no_body:
             return
+        if self.encoder is not None:
+            data = self.encoder.chunk(data)
+            if not data:
+                return
+        self.sent += len(data)
         if self.chunked:
             self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self.client.write(data)
 
     def upstream_complete(self, conn: UpstreamLink, keep_alive: bool) -> None:
+        encoder = self.encoder
+        if encoder is not None:
+            self.encoder = None
+            tail = encoder.finish()
+            if tail:
+                self.sent += len(tail)
+                self.client.write(b"%x\r\n%b\r\n" % (len(tail), tail) if self.chunked else tail)
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
         self.conn = None
@@ -212,6 +256,12 @@ class ProxyExchange(ExchangeState):
             self.conn = None
             self._fail(502, f"instance closed the connection early ({exc!r})")
 
+    def upgrade_ended(self) -> None:
+        """The edge closed this upgraded (spliced) exchange itself (its drain budget)."""
+        self.conn = None
+        self._end_activity()
+        self.client_lost()
+
     def upstream_timeout(self) -> None:
         self._fail(504, f"no response within {self.rt.config.response_timeout:.0f}s")
 
@@ -221,6 +271,8 @@ class ProxyExchange(ExchangeState):
         if self.response_done or self.client.closed:
             return
         self.response_begin()
+        self.status = int(data[9:12])
+        self.sent += len(data) - data.find(b"\r\n\r\n") - 4
         self.client.set_deadline(0.0)
         self.client.write(data)
         self._end_activity()
@@ -244,6 +296,14 @@ class ProxyExchange(ExchangeState):
             client.exchange_done(self)
 
     def _end_activity(self) -> None:
+        """The exchange is over for the app: in-flight, metrics and access log (once)."""
         backend, self.backend = self.backend, None
+        rt = self.rt
         if backend is not None and self.key is not None:
-            self.rt.end_request(self.key, backend.instance_id)
+            rt.end_request(self.key, backend.instance_id)
+        if self.counted:
+            self.counted = False
+            rt.client_request_done(self.client.peer_ip)
+        if self.started:
+            rt.finished(self, backend.instance_id if backend is not None else -1)
+            self.started = 0.0

@@ -57,12 +57,14 @@ from .messages import (
     ColdStartReply,
     ColdStartRequest,
     Message,
+    MeterReport,
     Ready,
     SnapshotPush,
     Started,
     StopWorker,
     encode,
 )
+from .meter import empty_snapshot, merge_snapshots
 from .runtime import EdgeConfig, EdgeRuntime
 from .snapshot import EdgeSnapshot, EdgeState
 from .tls import EdgeTls
@@ -90,6 +92,7 @@ class WorkerHandle:
         self.ready = asyncio.Event()
         self.busy_keys: set[str] = set()
         self.failures = 0
+        self.meter: Mapping[str, Any] | None = None  # its last MeterReport
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
@@ -133,6 +136,8 @@ class Edge:
         self._listeners: dict[str, list[socket.socket]] = {}
         self._servers: list[asyncio.Server] = []
         self._rt: EdgeRuntime | None = None
+        self._retired_meter = empty_snapshot()
+        self.worker_restarts = 0  # worker processes that exited while the edge served
         self._tls: EdgeTls | None = None
         self._handles: list[WorkerHandle] = []
         self._tasks = TaskGroup()
@@ -289,6 +294,14 @@ class Edge:
             self._on_message(handle, message)
         await self._on_worker_exit(handle)
 
+    def meter_snapshot(self) -> dict[str, Any]:
+        """Request counters of every edge process since this edge started (summed)."""
+        parts = [self._retired_meter]
+        parts += [dict(h.meter) for h in self._handles if h.meter is not None]
+        if self._rt is not None:
+            parts.append(self._rt.meter.snapshot())
+        return merge_snapshots(parts)
+
     def _on_message(self, handle: WorkerHandle, message: Message) -> None:
         match message:
             case ActivityReport(in_flight=in_flight):
@@ -305,6 +318,8 @@ class Edge:
                 handle.send_encoded(self._snapshot_line)
             case Ready():
                 handle.ready.set()
+            case MeterReport(snapshot=snapshot):
+                handle.meter = snapshot
             case _:
                 log.error(
                     "edge: refused %r from worker %d (not a worker's message)",
@@ -346,6 +361,11 @@ class Edge:
         if handle.busy_keys:
             _safe(self.hooks.report, handle.reporter, {key: {} for key in handle.busy_keys})
         handle.busy_keys.clear()
+        if handle.meter is not None:  # what it counted stays counted
+            self._retired_meter = merge_snapshots([self._retired_meter, dict(handle.meter)])
+            handle.meter = None
+        if not self._stopping:
+            self.worker_restarts += 1
         if handle.channel is not None:
             handle.channel.close()
             handle.channel = None

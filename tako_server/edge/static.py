@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from .compress import BR, GZIP, compressible
 from .policy import Rejected
 
 CACHE_CONTROL = "public, no-cache"
@@ -71,6 +72,9 @@ class StaticFile:
     size: int
     etag: str
     content_type: str
+    identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) checked: the file to open
+    encoding: str = ""  # "br"/"gzip" for a precompressed sibling served in its place
+    vary: bool = False  # the answer depends on Accept-Encoding (a compressible type)
 
 
 def has_extension(path: str) -> bool:
@@ -119,7 +123,11 @@ def _lookup(root: Path, path: str) -> StaticFile | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return StaticFile(
-        real, st.st_size, etag_for(st.st_size, st.st_mtime_ns), content_type_for(real.name)
+        real,
+        st.st_size,
+        etag_for(st.st_size, st.st_mtime_ns),
+        content_type_for(real.name),
+        (st.st_dev, st.st_ino),
     )
 
 
@@ -157,8 +165,37 @@ def static_head(file: StaticFile, *, not_modified: bool, close: bool) -> bytes:
         f"ETag: {file.etag}",
         f"Cache-Control: {CACHE_CONTROL}",
     ]
+    if file.vary:
+        lines.append("Vary: Accept-Encoding")
     if not not_modified:
         lines += [f"Content-Type: {file.content_type}", f"Content-Length: {file.size}"]
+        if file.encoding:
+            lines.append(f"Content-Encoding: {file.encoding}")
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_SIBLINGS = ((BR, ".br", "br"), (GZIP, ".gz", "gzip"))
+
+
+def precompressed(found: StaticFile, accept: int) -> StaticFile:
+    """The ``.br``/``.gz`` sibling of ``found`` to serve instead when the client accepts
+    it (brotli first), else ``found`` itself; both are marked ``vary`` for a
+    compressible type. A sibling is a regular file next to ``found`` (not a link out)."""
+    if not compressible(found.content_type.encode("latin-1")):
+        return found
+    for bit, suffix, name in _SIBLINGS:
+        if not accept & bit:
+            continue
+        path = found.path.with_name(found.path.name + suffix)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            etag = f'"{found.etag.strip(chr(34))}-{name}"'
+            return StaticFile(
+                path, st.st_size, etag, found.content_type, (st.st_dev, st.st_ino), name, True
+            )
+    return replace(found, vary=True)

@@ -6,12 +6,15 @@ larger ones are read in :data:`CHUNK` pieces only while the client's write buffe
 room (:meth:`StaticStream.pump` writes to a :class:`~.links.Sink` and is called again
 when it drains), so memory stays bounded whatever the file size. A file that shrinks
 while being sent is reported (``-1``): the caller aborts the connection, since the
-announced length cannot be honoured. A file that cannot be opened, or changed before
-its inline read, falls back to the app (``None``).
+announced length cannot be honoured. A file that cannot be opened, is not the file that
+was checked (a path swapped, e.g. to a symlink, between the check and the open: the
+opened descriptor's device and inode must match), or changed before its inline read,
+falls back to the app (``None``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import BinaryIO
 
 from .links import Sink
@@ -34,6 +37,10 @@ def static_response(
     try:
         handle = open(found.path, "rb")  # noqa: SIM115 - closed by StaticStream
     except OSError:
+        return None
+    st = os.fstat(handle.fileno())
+    if (st.st_dev, st.st_ino) != found.identity:  # swapped since it was checked
+        handle.close()
         return None
     if found.size <= INLINE_LIMIT:
         with handle:

@@ -99,6 +99,9 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
+    def address(self) -> Address:
+        return self.addr
+
     def release(self) -> None:
         """The exchange is done with this connection: back to the pool (or closed)."""
         self.pool.put(self)

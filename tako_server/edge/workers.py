@@ -54,6 +54,7 @@ from .messages import (
     ColdStartReply,
     ColdStartRequest,
     Message,
+    MeterReport,
     Ready,
     Reply,
     SnapshotPush,
@@ -183,6 +184,7 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
     inherited = {kind: [_adopt(fd) for fd in config.get(f"{kind}_fds", [])] for kind in KINDS}
     control = WorkerControl()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, control.stop.set)
+    rt.on_meter = lambda snapshot: channel.send(MeterReport(snapshot))
     reader = rt.spawn(_read_loop(channel, hooks, rt, tls, control), name="edge-worker-channel")
     channel.send(Started(os.getpid()))
     servers: list[asyncio.Server] = []

@@ -94,6 +94,8 @@ class AppMachine:
         self.pending_restarts: list[int] = []
         self.last_error: str | None = None
         self.failing = False
+        self.probe_failures = 0  # failed health checks of live instances (metrics)
+        self.cold_starts = 0  # starts for waiting requests (metrics)
         self.deploying: _Deploying | None = None
         self.cold = ColdStartQueue(settings.cold_start_queue, settings.cold_start_timeout)
         self.stop_tokens: list[int] = []
@@ -285,6 +287,7 @@ class AppMachine:
     def _probe_failed(self, inst: Instance, detail: str, now: float, out: Outbox) -> None:
         s = self.settings
         inst.failures += 1
+        self.probe_failures += 1
         if inst.failures >= s.dead_after:
             out.log(inst.id, f"dead after {inst.failures} failed health checks ({detail}): killing")
             self._kill(inst, out)
@@ -392,6 +395,7 @@ class AppMachine:
             )
         else:
             if self.cold.waiting == 1:
+                self.cold_starts += 1
                 out.log(None, "cold start: a request is waiting for an instance")
             self.warm, self.last_activity = True, now
             self.next_spawn_at = min(self.next_spawn_at, now)

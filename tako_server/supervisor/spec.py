@@ -96,6 +96,8 @@ class AppRuntime:
     idle_timeout: int
     instances: list[InstanceStatus] = field(default_factory=list)
     last_error: str | None = None
+    probe_failures: int = 0  # failed health checks since the daemon started
+    cold_starts: int = 0  # instance starts for waiting requests since the daemon started
 
     @property
     def healthy(self) -> int:

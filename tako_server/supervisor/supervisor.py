@@ -133,6 +133,8 @@ class Supervisor:
             idle_timeout=m.idle_timeout,
             instances=m.instance_statuses(self._clock()),
             last_error=m.last_error,
+            probe_failures=m.probe_failures,
+            cold_starts=m.cold_starts,
         )
 
     def keys(self) -> list[str]:

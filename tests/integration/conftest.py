@@ -80,9 +80,15 @@ class ControlClient:
 
 class ServerProcess:
     def __init__(
-        self, root: Path, *, edge: bool = False, env: dict[str, str] | None = None
+        self,
+        root: Path,
+        *,
+        edge: bool = False,
+        env: dict[str, str] | None = None,
+        workers: int = 0,
     ) -> None:
         self.root = root
+        self.workers = workers
         self.data_dir = root / "data"
         self.socket = root / "run" / "tako.sock"
         self.http_port = free_port()
@@ -115,7 +121,7 @@ class ServerProcess:
             "--https-port",
             str(self.https_port),
             "--workers",
-            "0",
+            str(self.workers),
         ]
         return cmd if self.edge else [*cmd, "--no-edge"]
 

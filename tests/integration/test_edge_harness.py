@@ -38,11 +38,14 @@ async def echo(request):
         "body_len": len(body),
     })
 
+UPLOADS = {"done": 0}
+
 async def upload(request):
     digest, size = hashlib.sha256(), 0
     async for chunk in request.content.iter_any():
         digest.update(chunk)
         size += len(chunk)
+    UPLOADS["done"] += 1
     return web.json_response({"size": size, "sha256": digest.hexdigest(),
                               "chunked": request.headers.get("Transfer-Encoding")})
 
@@ -68,6 +71,18 @@ async def chunks(request):
     await response.write_eof()
     return response
 
+async def text(request):
+    size = int(request.query.get("size", "4096"))
+    body = ("The quick brown fox jumps over the lazy dog. " * (size // 45 + 1))[:size]
+    ctype = request.query.get("type", "text/plain")
+    return web.Response(body=body.encode(), headers={"Content-Type": ctype})
+
+async def uploads_done(request):
+    return web.json_response(UPLOADS)
+
+async def rid(request):
+    return web.Response(text=request.headers.get("X-Request-Id", ""))
+
 async def slow(request):
     await asyncio.sleep(float(request.query.get("delay", "1")))
     return web.Response(text=f"slow done {INSTANCE}")
@@ -87,6 +102,9 @@ app.router.add_route("*", "/upload", upload)
 app.router.add_get("/big", big)
 app.router.add_get("/chunks", chunks)
 app.router.add_get("/slow", slow)
+app.router.add_get("/text", text)
+app.router.add_get("/rid", rid)
+app.router.add_get("/uploads-done", uploads_done)
 app.router.add_get("/ws", ws)
 app.router.add_route("*", "/{tail:.*}", echo)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
@@ -232,7 +250,9 @@ class EdgeEnv:
         self.edge.update(self.hooks.snapshot())
 
 
-async def start_edge(tmp_path: Path, hooks: FixedHooks, workers: int, **config: float) -> Edge:
+async def start_edge(
+    tmp_path: Path, hooks: FixedHooks, workers: int, **config: float | str
+) -> Edge:
     """A started edge serving ``hooks.snapshot()`` from its first request."""
     edge = Edge(
         hooks,
@@ -322,3 +342,16 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body (no trailers)."""
+    out, rest = [], body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        rest = rest[size + 2 :]
+    return b"".join(out)

@@ -27,6 +27,7 @@ from tako_server.edge.messages import (
     ColdStartRequest,
     Message,
     MessageError,
+    MeterReport,
     Ready,
     SnapshotPush,
     Started,
@@ -34,6 +35,7 @@ from tako_server.edge.messages import (
     decode,
     encode,
 )
+from tako_server.edge.meter import Meter
 from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
 
 B1 = Backend(1, "127.0.0.1", 9001)
@@ -49,6 +51,16 @@ SNAPSHOT = EdgeSnapshot(
         "d/prod": EdgeApp("d/prod", (B1,), None, False, maintenance=""),
     },
 )
+
+
+def _meter() -> Meter:
+    meter = Meter()
+    meter.record("a/prod", 200, b"GET", 0.003)
+    meter.record(None, 404, b"BREW", 0.2)
+    meter.cold_start("b/prod", 1.5)
+    meter.count("upstream_connect_errors", "a/prod")
+    return meter
+
 
 EVERY_MESSAGE: list[Message] = [
     SnapshotPush(SNAPSHOT),
@@ -66,6 +78,8 @@ EVERY_MESSAGE: list[Message] = [
     ColdStartRequest(7, "b/prod"),
     ChallengeRequest(3, "tok-EN_1"),
     AppLogLine("a/prod", "edge: 502 for /x: cannot connect"),
+    MeterReport(_meter().snapshot()),
+    MeterReport(Meter().snapshot()),
 ]
 
 
@@ -103,6 +117,22 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("bad instance", line(op="activity", apps={"a/prod": {"x": 1}}), "activity", "x"),
     ("apps not object", line(op="activity", apps=[]), "activity", "apps"),
     ("log line number", line(op="app_log", key="a/prod", line=1), "app_log", "'line'"),
+    ("meter not object", line(op="meter", snapshot=[]), "meter", "snapshot"),
+    (
+        "meter count as text",
+        line(
+            op="meter",
+            snapshot={**Meter().snapshot(), "requests": [["a/prod", "2xx", "GET", "1"]]},
+        ),
+        "meter",
+        "requests",
+    ),
+    (
+        "meter histogram short",
+        line(op="meter", snapshot={**Meter().snapshot(), "durations": {"a/prod": [[1], 0.1, 1]}}),
+        "meter",
+        "durations",
+    ),
     ("route triple", line(op="snapshot", routes=[["a", "b", "c"]], apps={}), "snapshot", "route"),
     (
         "cold_start text",

@@ -159,3 +159,35 @@ def test_snapshot_round_trips_and_compiles() -> None:
     assert state.route("x.example.com", "/") is None  # route to an unknown app
     assert state.route("example.org", "/") is None
     assert state.addresses() == {("127.0.0.1", 3000)}
+
+
+def test_a_file_swapped_after_its_check_is_not_served(public: Path, tmp_path: Path) -> None:
+    from tako_server.edge.staticsend import static_response
+
+    found = resolve_static(public, "/app.js")
+    assert found is not None
+    assert static_response(found, b"", close=False, head_only=False) is not None
+    (public / "app.js").unlink()  # swapped for a link to a file outside public/
+    (public / "app.js").symlink_to(tmp_path / "secret.txt")
+    assert static_response(found, b"", close=False, head_only=False) is None
+
+
+def test_precompressed_siblings(public: Path) -> None:
+    from tako_server.edge.compress import BR, GZIP
+    from tako_server.edge.static import precompressed
+
+    (public / "app.js.gz").write_bytes(b"gz")
+    (public / "app.js.br").symlink_to(public / "app.js")  # a link is never a sibling
+    found = resolve_static(public, "/app.js")
+    assert found is not None
+    gz = precompressed(found, GZIP | BR)
+    assert (gz.path.name, gz.encoding, gz.vary, gz.size) == ("app.js.gz", "gzip", True, 2)
+    assert gz.etag != found.etag and gz.content_type == found.content_type
+    plain = precompressed(found, 0)
+    assert (plain.path, plain.encoding, plain.vary) == (found.path, "", True)
+    head = static_head(gz, not_modified=False, close=False).decode()
+    assert "Content-Encoding: gzip\r\n" in head and "Vary: Accept-Encoding\r\n" in head
+    (public / "logo.png").write_bytes(b"png")
+    (public / "logo.png.gz").write_bytes(b"gz")
+    image = resolve_static(public, "/logo.png")
+    assert image is not None and precompressed(image, GZIP) == image  # not compressible

@@ -1,0 +1,144 @@
+"""The access log: one JSON line per request, written off the request path, rotated by size.
+
+Rules:
+
+- A finished request costs one tuple appended to a list (:meth:`AccessLog.add`); the
+  runtime's sweeper (every ``tick``) formats the batch and appends it with one
+  ``write`` to the file (``O_APPEND``: every edge process appends whole lines to the same
+  file). Sampling (``sample`` < 1) keeps that fraction of requests, but every 5xx and
+  every request that waited for a cold start is kept.
+- Fields: ``time`` (UTC, ISO 8601 with milliseconds), ``host``, ``method``, ``path``
+  (without the query unless ``query`` is set), ``status`` (``499``: the client went away
+  before an answer), ``bytes`` (response body bytes sent), ``duration_ms``,
+  ``upstream_ms`` (until the app's response head; ``null`` when the edge answered),
+  ``cold_start_ms``, ``app``, ``env``, ``instance``, ``request_id``, ``client``.
+- Rotation (:func:`rotate`): the main process renames ``access.log`` to ``access.log.1``
+  (and so on, ``keep`` files) when it passes ``max_bytes``; every writer notices the
+  rename (the path's inode changed) at its next flush and reopens, so no line is lost.
+- A write failure (disk full) drops that batch and is logged once per minute, never
+  raised into serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 100_000  # rows kept between flushes at most (a stalled disk cannot eat memory)
+_FMT = (
+    '{"time":"%s.%03dZ","host":%s,"method":%s,"path":%s,"status":%d,"bytes":%d,'
+    '"duration_ms":%.2f,"upstream_ms":%s,"cold_start_ms":%s,"app":%s,"env":%s,'
+    '"instance":%s,"request_id":%s,"client":%s}\n'
+)
+Row = tuple[float, str, bytes, str, bytes, int, int, float, float, float, str, int, bytes, bytes]
+
+
+def _ms(value: float) -> str:
+    return "null" if value < 0 else f"{value * 1000:.2f}"
+
+
+def format_row(row: Row, query: bool) -> str:
+    """One JSON line for a row (pure; the sweeper calls it for each row of a batch)."""
+    when, host, method, path, qs, status, sent, dur, up, cold, key, inst, rid, ip = row
+    app, _, env = key.partition("/")
+    wall = time.gmtime(when)
+    target = path + qs.decode("latin-1") if query and qs else path
+    return _FMT % (
+        time.strftime("%Y-%m-%dT%H:%M:%S", wall),
+        int(when * 1000) % 1000,
+        json.dumps(host),
+        json.dumps(method.decode("latin-1")),
+        json.dumps(target),
+        status,
+        sent,
+        dur * 1000,
+        _ms(up),
+        _ms(cold),
+        json.dumps(app),
+        json.dumps(env),
+        "null" if inst < 0 else str(inst),
+        json.dumps(rid.decode("latin-1")),
+        json.dumps(ip.decode("latin-1")),
+    )
+
+
+class AccessLog:
+    """Rows waiting for the next flush, and the file they go to."""
+
+    __slots__ = ("path", "sample", "query", "rows", "_fd", "_ino", "_warned_at")
+
+    def __init__(self, path: Path, *, sample: float = 1.0, query: bool = False) -> None:
+        self.path = path
+        self.sample = sample
+        self.query = query
+        self.rows: list[Row] = []
+        self._fd = -1
+        self._ino = 0
+        self._warned_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"AccessLog({self.path}, sample={self.sample}, pending={len(self.rows)})"
+
+    def add(self, row: Row) -> None:
+        """Keep ``row`` for the next flush (subject to sampling, see the module rules)."""
+        if self.sample < 1.0 and row[5] < 500 and row[9] < 0 and random.random() >= self.sample:
+            return
+        if len(self.rows) < MAX_BATCH:
+            self.rows.append(row)
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        data = "".join([format_row(row, self.query) for row in rows]).encode()
+        try:
+            fd = self._open()
+            os.write(fd, data)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("access log %s: dropped %d line(s): %s", self.path, len(rows), exc)
+
+    def _open(self) -> int:
+        """The descriptor to append to, reopened when the file was rotated or removed."""
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            ino = -1
+        if self._fd >= 0 and ino == self._ino:
+            return self._fd
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._ino = os.fstat(self._fd).st_ino
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def rotate(path: Path, max_bytes: int, keep: int) -> bool:
+    """Rename ``path`` -> ``path.1`` -> ... (``keep`` old files) once it passes
+    ``max_bytes``; True when it rotated."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for index in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{index + 1}"))
+    if keep > 0:
+        path.replace(path.with_name(f"{path.name}.1"))
+    else:
+        path.unlink()
+    return True

@@ -1,0 +1,91 @@
+"""The access log's lines (JSON, escaping, query off by default), sampling and rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tako_server.edge.accesslog import AccessLog, Row, format_row, rotate
+
+ROW: Row = (
+    1_800_000_000.123,
+    "shop.example.com",
+    b"POST",
+    '/cart/"x"\\y',
+    b"?token=secret",
+    201,
+    512,
+    0.0123,
+    0.011,
+    -1.0,
+    "shop/prod",
+    3,
+    b"abc-1",
+    b"203.0.113.9",
+)
+
+
+def test_a_line_is_json_with_every_field() -> None:
+    line = json.loads(format_row(ROW, query=False))
+    assert line == {
+        "time": "2027-01-15T08:00:00.123Z",
+        "host": "shop.example.com",
+        "method": "POST",
+        "path": '/cart/"x"\\y',
+        "status": 201,
+        "bytes": 512,
+        "duration_ms": 12.3,
+        "upstream_ms": 11.0,
+        "cold_start_ms": None,
+        "app": "shop",
+        "env": "prod",
+        "instance": 3,
+        "request_id": "abc-1",
+        "client": "203.0.113.9",
+    }
+    assert json.loads(format_row(ROW, query=True))["path"] == '/cart/"x"\\y?token=secret'
+    edge = json.loads(format_row((*ROW[:9], -1.0, "", -1, *ROW[12:]), query=False))
+    assert (edge["app"], edge["env"], edge["instance"]) == ("", "", None)
+
+
+def test_sampling_keeps_errors_and_cold_starts(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path / "a.log", sample=0.000001)
+    for _ in range(200):
+        log.add(ROW)
+    server_error = (*ROW[:5], 502, *ROW[6:])
+    cold = (*ROW[:9], 1.5, *ROW[10:])
+    log.add(server_error)
+    log.add(cold)
+    assert log.rows[-2:] == [server_error, cold] and len(log.rows) < 10
+
+
+def test_flush_appends_and_follows_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "access.log"
+    log = AccessLog(path)
+    log.add(ROW)
+    log.flush()
+    assert len(path.read_text().splitlines()) == 1
+    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
+    assert rotate(path, max_bytes=10, keep=2)
+    log.add(ROW)
+    log.flush()  # reopens: the new line lands in the new file, not the rotated one
+    assert len(path.read_text().splitlines()) == 1
+    assert len((tmp_path / "logs" / "access.log.1").read_text().splitlines()) == 1
+    assert not rotate(path, max_bytes=10_000, keep=2)
+    for _ in range(3):
+        log.add(ROW)
+        log.flush()
+        rotate(path, max_bytes=10, keep=2)
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["access.log.1", "access.log.2"]  # keep=2: older ones are dropped
+    log.close()
+
+
+def test_an_unwritable_log_drops_lines_without_raising(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    log = AccessLog(blocker / "access.log")  # its directory is a file
+    log.add(ROW)
+    log.flush()
+    assert log.rows == []
