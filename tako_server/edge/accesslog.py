@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -42,28 +43,46 @@ def _ms(value: float) -> str:
     return "null" if value < 0 else f"{value * 1000:.2f}"
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+_SECONDS: dict[int, str] = {}  # formatted UTC second, the last few
+
+
+def _str(text: str) -> str:
+    """A JSON string: quoted as is in the common case (nothing to escape)."""
+    return json.dumps(text, ensure_ascii=False) if _NEEDS_ESCAPE.search(text) else f'"{text}"'
+
+
+def _second(when: float) -> str:
+    second = int(when)
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) > 8:
+            _SECONDS.clear()
+        text = _SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return text
+
+
 def format_row(row: Row, query: bool) -> str:
     """One JSON line for a row (pure; the sweeper calls it for each row of a batch)."""
     when, host, method, path, qs, status, sent, dur, up, cold, key, inst, rid, ip = row
     app, _, env = key.partition("/")
-    wall = time.gmtime(when)
     target = path + qs.decode("latin-1") if query and qs else path
     return _FMT % (
-        time.strftime("%Y-%m-%dT%H:%M:%S", wall),
+        _second(when),
         int(when * 1000) % 1000,
-        json.dumps(host),
-        json.dumps(method.decode("latin-1")),
-        json.dumps(target),
+        _str(host),
+        _str(method.decode("latin-1")),
+        _str(target),
         status,
         sent,
         dur * 1000,
         _ms(up),
         _ms(cold),
-        json.dumps(app),
-        json.dumps(env),
+        _str(app),
+        _str(env),
         "null" if inst < 0 else str(inst),
-        json.dumps(rid.decode("latin-1")),
-        json.dumps(ip.decode("latin-1")),
+        _str(rid.decode("latin-1")),
+        _str(ip.decode("latin-1")),
     )
 
 

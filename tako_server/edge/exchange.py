@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 RETRY_AFTER = (("Retry-After", "1"),)
 _REFUSED_METHODS = frozenset({b"CONNECT", b"TRACE", b"TRACK"})  # 405: never forwarded
+ALLOW = (("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),)
 STATUS_BODY = b'{"status":"ok"}'
 
 
@@ -145,7 +146,8 @@ class Exchange(ProxyExchange):
     def start(self) -> None:
         """Called when this exchange becomes the active one on its connection."""
         if self.rejected is not None:
-            self.respond(simple_response(self.rejected.status, close=True))
+            status = self.rejected.status
+            self.respond(simple_response(status, close=True, extra=ALLOW if status == 405 else ()))
             return
         rt, head = self.rt, self.head
         assert head is not None

@@ -28,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -59,11 +60,17 @@ class _TooLarge(Exception):
 
 
 _TIMEOUT = simple_response(408, close=True)
-# WebSocket close frames with status 1001 (going away): unmasked from the server, masked
-# (RFC 6455 5.3; a fixed key is allowed, the mask only guards intermediaries) to it
+# WebSocket close frames with status 1001 (going away): unmasked from the server; to the
+# app masked with a fresh random key (RFC 6455 5.3), see ws_close_to_upstream(). Written
+# at a splice boundary: a frame in the middle of its payload at that moment is cut (the
+# budget's end is a last resort, like the app's own SIGTERM would be).
 WS_CLOSE_TO_CLIENT = b"\x88\x02\x03\xe9"
-_MASK = b"\x00\x00\x00\x00"
-WS_CLOSE_TO_UPSTREAM = b"\x88\x82" + _MASK + b"\x03\xe9"
+_CLOSE_1001 = b"\x03\xe9"
+
+
+def ws_close_to_upstream() -> bytes:
+    key = os.urandom(4)
+    return b"\x88\x82" + key + bytes(b ^ key[i] for i, b in enumerate(_CLOSE_1001))
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -96,6 +103,8 @@ class ClientProtocol(asyncio.Protocol):
         "_corked",
         "_out",
         "over_limit",
+        "_send_deadline",
+        "_saved_deadline",
     )
 
     def __init__(self, rt: EdgeRuntime, is_tls: bool) -> None:
@@ -125,6 +134,8 @@ class ClientProtocol(asyncio.Protocol):
         self._corked = False
         self._out: list[bytes] = []
         self.over_limit = False  # its address has too many connections: 429, then close
+        self._send_deadline = 0.0  # the deadline pause_writing set (0: none)
+        self._saved_deadline = 0.0  # the deadline it replaced
 
     def __repr__(self) -> str:
         return (
@@ -163,7 +174,9 @@ class ClientProtocol(asyncio.Protocol):
     def in_flight(self) -> bool:
         """Whether a request is being answered here (what a drain waits for); closed,
         idle and half-closed connections never count. Upgraded ones have their own budget."""
-        return not self.closed and self.active is not None and self.splice is None
+        if self.closed:
+            return self.flushing()
+        return self.active is not None and self.splice is None
 
     def upgraded_to(self) -> tuple[str, int] | None:
         """The backend address of a spliced (upgraded) connection, else None."""
@@ -176,7 +189,7 @@ class ClientProtocol(asyncio.Protocol):
         splice = self.splice
         if splice is None or self.closed:
             return
-        splice.write(WS_CLOSE_TO_UPSTREAM)
+        splice.write(ws_close_to_upstream())
         splice.close()  # after the queued bytes; its exchange hears nothing more
         self.splice = None
         if self.active is not None:
@@ -190,6 +203,17 @@ class ClientProtocol(asyncio.Protocol):
             self.flush()
             self.closed = True
             self.transport.close()
+            if self.flushing():  # the rest goes out while the client reads, within bounds
+                self.deadline = self.rt.now + self.rt.config.send_timeout
+
+    def flushing(self) -> bool:
+        """Closed, with response bytes still queued for the client (a drain waits)."""
+        if not self.closed or self.lingering or self.transport is None:
+            return False
+        try:
+            return self.transport.get_write_buffer_size() > 0
+        except (AttributeError, RuntimeError):
+            return False
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -205,7 +229,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         self.deadline = 0.0
-        if self.lingering:
+        if self.lingering or self.closed:  # closed: its last bytes were not taken in time
             self.abort()
         elif self.splice is not None:
             self.end_upgraded()
@@ -214,11 +238,9 @@ class ClientProtocol(asyncio.Protocol):
         elif self.in_headers:
             self.write(_TIMEOUT)
             self._linger()
-        elif self.active is None:
-            self.close()
         elif self.write_paused:  # the client stopped reading: nothing more can be sent
             self.abort()
-        else:  # answered, but its request body stalled
+        else:  # idle keep-alive, or answered while its request body stalled
             self.close()
 
     # --- writing and flow control ---------------------------------------------------------
@@ -248,15 +270,21 @@ class ClientProtocol(asyncio.Protocol):
         elif self.active is not None:
             self.active.on_client_writable(False)
             if self.active.response_started:  # the send timeout: a client must keep reading
-                self.deadline = self.rt.now + self.rt.config.send_timeout
+                send = self.rt.now + self.rt.config.send_timeout
+                self._saved_deadline = self.deadline
+                if not self.deadline or send < self.deadline:  # never later than one set
+                    self.deadline = send
+                self._send_deadline = self.deadline
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._send_deadline:  # undo only what pause_writing set (not a body deadline)
+            if self.deadline == self._send_deadline:
+                self.deadline = self._saved_deadline
+            self._send_deadline = 0.0
         if self.splice is not None:
             self.splice.set_reading(True)
         elif self.active is not None:
-            if self.active.response_started:
-                self.deadline = 0.0
             self.active.on_client_writable(True)
         elif self._blocked & _WAIT_WRITABLE:
             self.unblock_reading(_WAIT_WRITABLE)

@@ -71,6 +71,8 @@ class Meter:
         label = (app, cls, name if name in METHODS else "OTHER")
         requests = self.requests
         requests[label] = requests.get(label, 0) + 1
+        if status == 101:  # a WebSocket's lifetime is no request duration
+            return
         hist = self.durations.get(app)
         if hist is None:
             hist = self.durations[app] = Histogram(DURATION_BUCKETS)

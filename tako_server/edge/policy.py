@@ -271,6 +271,7 @@ def client_response(
                 upstream_chunked = True
             continue
         parts += (name, b": ", value, b"\r\n")
+    extra: set[bytes] = set()
     if connection and connection not in _PLAIN_CONNECTION:
         extra = {t.strip() for t in connection.split(b",")} - _CONNECTION_TOKENS_IGNORED
         if extra:
@@ -282,6 +283,7 @@ def client_response(
     encoding = choose(accept, status, headers, length) if accept and not no_body else 0
     if encoding:
         length = None
+        parts = [parts[0], *_compressed(headers, extra | drop)]
         parts += (b"Content-Encoding: ", NAMES[encoding], b"\r\nVary: Accept-Encoding\r\n")
     if length is not None:
         parts += (b"Content-Length: ", length, b"\r\n")
@@ -293,6 +295,20 @@ def client_response(
             close = True
     parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
     return ResponseFraming(b"".join(parts), chunked, close, no_body, until_close, encoding)
+
+
+def _compressed(headers: Sequence[tuple[bytes, bytes]], names: set[bytes]) -> list[bytes]:
+    """Header lines of a response the edge compresses: no ``Accept-Ranges``, a weak
+    ``ETag`` (see :mod:`.compress`)."""
+    lines = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in names or lname == b"accept-ranges":
+            continue
+        if lname == b"etag" and not value.startswith(b"W/"):
+            value = b"W/" + value
+        lines.append(name + b": " + value + b"\r\n")
+    return lines
 
 
 def _without(headers: Sequence[tuple[bytes, bytes]], names: set[bytes]) -> list[bytes]:

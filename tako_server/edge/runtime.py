@@ -46,6 +46,7 @@ from .upstream import UpstreamPool
 log = logging.getLogger(__name__)
 DRAIN_LINGER = 1.0
 GC_AFTER_CLOSES = 64
+FULL_GC_EVERY = 10.0
 _MALLOC_TRIM: Any = None  # libc's malloc_trim, looked up once (False: none)
 
 
@@ -115,7 +116,8 @@ class EdgeRuntime:
         )
         self.client_conns: dict[bytes, int] = {}
         self._closed_since_gc = 0
-        self._gc_at = 0.0
+        self._gc_at = self._full_gc_at = 0.0
+        self.wall_offset = time.time() - self.loop.time()
         self.client_busy: dict[bytes, int] = {}
         self._sweep()
 
@@ -191,7 +193,7 @@ class EdgeRuntime:
             up = ex.upstream_at - ex.started if ex.upstream_at else -1.0
             access.add(
                 (
-                    time.time() - (now - ex.started),
+                    ex.started + self.wall_offset,
                     head.host if head is not None else "",
                     ex.method,
                     ex.path,
@@ -247,6 +249,7 @@ class EdgeRuntime:
 
     def _sweep(self) -> None:
         self.now = now = self.loop.time()
+        self.wall_offset = time.time() - now  # wall clock = loop clock + offset
         self._sweeper = self.loop.call_later(self.config.tick, self._sweep)  # first: always
         for conn in [c for c in self.connections if c.deadline and c.deadline <= now]:
             try:
@@ -273,9 +276,16 @@ class EdgeRuntime:
         if closed >= GC_AFTER_CLOSES or not self.connections:
             self._closed_since_gc = 0
             self._gc_at = now
-            gc.collect(1)
-            if not self.connections:
-                _trim_heap()  # idle: give the freed buffers back to the system
+            # a connection that lived a second or more was promoted to the oldest
+            # generation: only a full collection frees it (cheap after gc.freeze(); at
+            # most every FULL_GC_EVERY seconds under load, at once when idle)
+            idle = not self.connections
+            full = idle or now - self._full_gc_at >= FULL_GC_EVERY
+            if full:
+                self._full_gc_at = now
+            gc.collect(2 if full else 1)
+            if idle:
+                _trim_heap()  # give the freed buffers back to the system
 
 
     def _send_meter(self, now: float) -> None:
@@ -339,6 +349,11 @@ class EdgeRuntime:
                 if not any(c.in_flight() or c.upgraded_to() for c in self.connections):
                     break
             await asyncio.sleep(0.05)
+        upgraded = [c for c in self.connections if c.upgraded_to() is not None]
+        for conn in upgraded:  # their budget ends with the drain: close frames first
+            conn.end_upgraded()
+        if upgraded:
+            await asyncio.sleep(0.1)
         for conn in list(self.connections):
             conn.abort()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -285,3 +286,78 @@ async def test_a_bare_lf_chunk_never_reaches_the_app_as_a_complete_request(
     status, _, body = await get(ops_env, "/uploads-done")
     assert status == 200 and json.loads(body)["done"] == before  # no upload completed
     assert "never retrieved" not in caplog.text and "Traceback" not in caplog.text
+
+
+# --- deadlines the review found lost -------------------------------------------------------
+async def test_a_client_that_never_sends_the_rest_of_its_body_is_closed(
+    upstreams: list[Upstream], tmp_path: Path
+) -> None:
+    hooks = FixedHooks()
+    edge = await start_edge(tmp_path, hooks, 0, header_timeout=1.5)
+    env = EdgeEnv(edge, hooks, 0)
+    sock = socket.socket()
+    try:
+        public = tmp_path / "public"
+        public.mkdir()
+        size = 2_880_000  # the stream ends while the client's buffer is full
+        (public / "big.bin").write_bytes(b"x" * size)
+        local = "ops.localhost"
+        hooks.add("ops/prod", [local], [upstreams[0].backend], public_dir=public)
+        await env.apply(local, "/")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", env.http))
+        request = f"GET /big.bin HTTP/1.1\r\nHost: {local}\r\nContent-Length: 100\r\n\r\n"
+        sock.sendall(request.encode() + b"y" * 50)  # half the body; the rest never comes
+        await asyncio.sleep(0.5)  # not reading yet: the edge pauses, then resumes as we read
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        got = 0
+        async with asyncio.timeout(15):
+            while got < size:
+                got += len(await loop.sock_recv(sock, 1 << 20))
+            started = time.monotonic()
+            while chunk := await loop.sock_recv(sock, 1 << 16):  # until the edge closes
+                got += len(chunk)
+        took = time.monotonic() - started
+        assert took < 5, f"the connection stayed {took:.1f}s past its answer (header timeout 1.5 s)"
+    finally:
+        sock.close()
+        await edge.stop(2.0)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [2_870_000, 40_000_000],  # ends up queued after the close / cut off mid-stream
+    ids=["queued-after-close", "mid-stream"],
+)
+async def test_a_closed_connection_whose_client_never_reads_is_released(
+    upstreams: list[Upstream], tmp_path: Path, size: int
+) -> None:
+    hooks = FixedHooks()
+    edge = await start_edge(tmp_path, hooks, 0, send_timeout=1.0)
+    env = EdgeEnv(edge, hooks, 0)
+    sock = socket.socket()
+    try:
+        public = tmp_path / "public"
+        public.mkdir()
+        (public / "big.bin").write_bytes(b"x" * size)
+        local = "ops.localhost"  # plain HTTP is served (not redirected) for a local host
+        hooks.add("ops/prod", [local], [upstreams[0].backend], public_dir=public)
+        await env.apply(local, "/")
+        rt = edge._rt
+        assert rt is not None
+        await asyncio.sleep(0.5)  # the probes' connections are gone
+        before = len(rt.connections)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that takes little
+        sock.connect(("127.0.0.1", env.http))
+        request = f"GET /big.bin HTTP/1.1\r\nHost: {local}\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode())
+        await asyncio.sleep(0.3)
+        assert len(rt.connections) == before + 1  # never read: the edge holds it for now
+        deadline = time.monotonic() + 8
+        while len(rt.connections) > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(rt.connections) == before, "a closed connection held its buffer for good"
+    finally:
+        sock.close()
+        await edge.stop(2.0)

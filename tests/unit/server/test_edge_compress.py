@@ -96,6 +96,15 @@ def test_a_compressed_response_head_is_reframed() -> None:
     assert framing.encoding == BR and framing.chunked and not framing.until_close
     assert b"Content-Encoding: br\r\n" in head and b"Vary: Accept-Encoding\r\n" in head
     assert b"Content-Length" not in head and b"Transfer-Encoding: chunked\r\n" in head
+    ranged = [*headers, (b"ETag", b'"v1"'), (b"Accept-Ranges", b"bytes")]
+    weak = client_response(
+        200, b"OK", ranged, head_request=False, client_http11=True, keep_alive=True, accept=BR
+    ).head
+    assert b'ETag: W/"v1"\r\n' in weak and b"Accept-Ranges" not in weak
+    plain = client_response(
+        200, b"OK", ranged, head_request=False, client_http11=True, keep_alive=True
+    ).head
+    assert b'ETag: "v1"\r\n' in plain and b"Accept-Ranges: bytes\r\n" in plain
     old = client_response(
         200, b"OK", headers, head_request=False, client_http11=False, keep_alive=True, accept=GZIP
     )
