@@ -3,9 +3,10 @@
 Rules:
 
 - A finished request costs one tuple appended to a list (:meth:`AccessLog.add`); the
-  runtime's sweeper (every ``tick``) formats the batch and appends it with one
-  ``write`` to the file (``O_APPEND``: every edge process appends whole lines to the same
-  file). Sampling (``sample`` < 1) keeps that fraction of requests, but every 5xx and
+  runtime's sweeper (every ``tick``) hands the batch to the log's writer thread
+  (:meth:`AccessLog.hand_off`), which formats it and appends it with one ``write``
+  (``O_APPEND``: every edge process appends whole lines to the same file). The event loop
+  never formats a line. Sampling (``sample`` < 1) keeps that fraction of requests, but every 5xx and
   every request that waited for a cold start is kept.
 - Fields: ``time`` (UTC, ISO 8601 with milliseconds), ``host``, ``method``, ``path``
   (without the query unless ``query`` is set), ``status`` (``499``: the client went away
@@ -24,17 +25,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import re
+import threading
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 100_000  # rows kept between flushes at most (a stalled disk cannot eat memory)
+# host (checked by the Host rule), method (an HTTP token), app and env (names), request id
+# (checked or made by the edge) and client address never need escaping: they go in as is
 _FMT = (
-    '{"time":"%s.%03dZ","host":%s,"method":%s,"path":%s,"status":%d,"bytes":%d,'
-    '"duration_ms":%.2f,"upstream_ms":%s,"cold_start_ms":%s,"app":%s,"env":%s,'
-    '"instance":%s,"request_id":%s,"client":%s}\n'
+    '{"time":"%s.%03dZ","host":"%s","method":"%s","path":%s,"status":%d,"bytes":%d,'
+    '"duration_ms":%.2f,"upstream_ms":%s,"cold_start_ms":%s,"app":"%s","env":"%s",'
+    '"instance":%s,"request_id":"%s","client":"%s"}\n'
 )
 Row = tuple[float, str, bytes, str, bytes, int, int, float, float, float, str, int, bytes, bytes]
 
@@ -63,33 +68,42 @@ def _second(when: float) -> str:
 
 
 def format_row(row: Row, query: bool) -> str:
-    """One JSON line for a row (pure; the sweeper calls it for each row of a batch)."""
+    """One JSON line for a row (pure; the log's writer thread calls it per row)."""
     when, host, method, path, qs, status, sent, dur, up, cold, key, inst, rid, ip = row
     app, _, env = key.partition("/")
-    target = path + qs.decode("latin-1") if query and qs else path
     return _FMT % (
         _second(when),
         int(when * 1000) % 1000,
-        _str(host),
-        _str(method.decode("latin-1")),
-        _str(target),
+        host,
+        method.decode("latin-1"),
+        _str(path + qs.decode("latin-1") if query and qs else path),
         status,
         sent,
         dur * 1000,
-        _ms(up),
-        _ms(cold),
-        _str(app),
-        _str(env),
-        "null" if inst < 0 else str(inst),
-        _str(rid.decode("latin-1")),
-        _str(ip.decode("latin-1")),
+        "null" if up < 0 else f"{up * 1000:.2f}",
+        "null" if cold < 0 else f"{cold * 1000:.2f}",
+        app,
+        env,
+        "null" if inst < 0 else inst,
+        rid.decode("latin-1"),
+        ip.decode("latin-1"),
     )
 
 
 class AccessLog:
     """Rows waiting for the next flush, and the file they go to."""
 
-    __slots__ = ("path", "sample", "query", "rows", "_fd", "_ino", "_warned_at")
+    __slots__ = (
+        "path",
+        "sample",
+        "query",
+        "rows",
+        "_fd",
+        "_ino",
+        "_warned_at",
+        "_queue",
+        "_writer",
+    )
 
     def __init__(self, path: Path, *, sample: float = 1.0, query: bool = False) -> None:
         self.path = path
@@ -99,6 +113,8 @@ class AccessLog:
         self._fd = -1
         self._ino = 0
         self._warned_at = 0.0
+        self._queue: queue.SimpleQueue[list[Row] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"AccessLog({self.path}, sample={self.sample}, pending={len(self.rows)})"
@@ -110,11 +126,30 @@ class AccessLog:
         if len(self.rows) < MAX_BATCH:
             self.rows.append(row)
 
-    def flush(self) -> None:
+    def hand_off(self) -> None:
+        """Give the rows to the writer thread (the event loop never formats or writes:
+        a batch of thousands of lines would hold it for milliseconds)."""
         rows, self.rows = self.rows, []
         if not rows:
             return
-        data = "".join([format_row(row, self.query) for row in rows]).encode()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
+            self._writer.start()
+        self._queue.put(rows)
+
+    def _write_loop(self) -> None:
+        while (rows := self._queue.get()) is not None:
+            self._write(rows)
+
+    def flush(self) -> None:
+        """Write the pending rows now, in this thread (tests, and at close)."""
+        rows, self.rows = self.rows, []
+        if rows:
+            self._write(rows)
+
+    def _write(self, rows: list[Row]) -> None:
+        query = self.query
+        data = "".join([format_row(row, query) for row in rows]).encode()
         try:
             fd = self._open()
             os.write(fd, data)
@@ -132,13 +167,22 @@ class AccessLog:
             ino = -1
         if self._fd >= 0 and ino == self._ino:
             return self._fd
-        self.close()
+        self._close_fd()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._ino = os.fstat(self._fd).st_ino
         return self._fd
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Let the writer finish what it was given (bounded), write the rest, close."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join(timeout)
+        self.flush()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -260,7 +260,7 @@ class EdgeRuntime:
         if self.activity.has_pending():
             self.flush_activity()
         if self.access is not None and self.access.rows:
-            self.access.flush()
+            self.access.hand_off()
         self._send_meter(now)
         self._collect_closed(now)
 
@@ -362,7 +362,6 @@ class EdgeRuntime:
             self._sweeper.cancel()
         self.flush_activity()
         if self.access is not None:
-            self.access.flush()
             self.access.close()
         self._meter_sent = (-1, 0.0)
         self._send_meter(self.loop.time() + self.config.meter_interval)
