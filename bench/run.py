@@ -125,7 +125,8 @@ class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of th
     def report(self, reporter, in_flight): pass
 
 async def main():
-    up, http, https, certs, workers, access_log = sys.argv[1:7]
+    up, http, https, certs, workers = sys.argv[1:6]
+    access_log = sys.argv[6] if len(sys.argv) > 6 else ""
     # as tako-server runs by default: access log on (metrics count in every process)
     edge = Edge(Hooks(), http_port=int(http), https_port=int(https),
                 certs_dir=Path(certs), workers=int(workers), host="127.0.0.1",
@@ -252,7 +253,9 @@ def start(argv: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
 
 
-def start_proxies(work: Path, up: int, workers: int, names: list[str]) -> list[Proxy]:
+def start_proxies(
+    work: Path, up: int, workers: int, names: list[str], access_log: bool = True
+) -> list[Proxy]:
     cert, key, pem = make_cert(work)
     proxies: list[Proxy] = []
     fmt = {"dir": work, "up": up, "cert": cert, "key": key, "pem": pem, "workers": workers}
@@ -269,7 +272,7 @@ def start_proxies(work: Path, up: int, workers: int, names: list[str]) -> list[P
                 str(p.https),
                 str(work / "certs"),
                 str(workers),
-                str(work / "access.log"),
+                str(work / "access.log") if access_log else "",
             ],
             stdout=subprocess.PIPE,
             stderr=(work / "tako.log").open("wb"),
@@ -386,6 +389,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--proxies", default="tako,nginx,haproxy,caddy")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="on",
+        help="tako's access log (on: as tako-server runs by default)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.reps, args.duration = 1, 3.0
@@ -400,7 +409,9 @@ def main() -> None:
             start(["nginx", "-c", str(work / "upstream.conf"), "-p", str(work)], work / "up.log")
         )
         wait_port(up_port)
-        proxies = start_proxies(work, up_port, args.workers, args.proxies.split(","))
+        proxies = start_proxies(
+            work, up_port, args.workers, args.proxies.split(","), args.access_log == "on"
+        )
         procs += [p.proc for p in proxies if p.proc is not None]
         tako = next((p for p in proxies if p.name == "tako"), None)
         idle_rss = rss_mb(tako.pids) if tako else float("nan")
