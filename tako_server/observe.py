@@ -19,6 +19,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from tako_common.tasks import spawn
 from tako_server.edge import EdgeConfig
 from tako_server.edge.accesslog import rotate
 from tako_server.edge.meter import empty_snapshot
@@ -98,8 +99,6 @@ class Observability:
             self._server = MetricsServer(self.readings, s.metrics_host, s.metrics_port)
             await self._server.start()
         if s.access_log_path is not None:
-            from tako_common.tasks import spawn
-
             self._rotator = spawn(self._rotate_loop(), name="access-log-rotation")
 
     async def _rotate_loop(self) -> None:

@@ -15,7 +15,7 @@ S3 = (
     '[storages.media]\nprovider = "s3"\nbucket = "media-bucket"\n'
     'endpoint = "https://s3.example.com"\nregion = "auto"\n'
 )
-APP = Path("/work/app")
+APP = Path("/home/me/shop")  # never touched: the functions under test only build strings
 PATHS = DevPaths.under(APP / ".tako" / "dev")
 
 
