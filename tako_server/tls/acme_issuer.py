@@ -1,4 +1,4 @@
-"""AcmeIssuer: obtains certificates from an ACME CA (Let's Encrypt, Pebble) over HTTP-01.
+"""AcmeIssuer: obtains certificates from an ACME CA (Let's Encrypt, Pebble), HTTP-01 or DNS-01.
 
 Rules:
 
@@ -9,6 +9,11 @@ Rules:
   :class:`~.challenges.ChallengeStore` *before* the CA is asked to validate, and is
   removed when the order ends (success or failure). The certificate key is fresh for
   every order (ECDSA P-256) and written with the chain through the :class:`CertStore`.
+- With a :class:`~.cloudflare.CloudflareApi` (the ``ssl.cloudflare`` credential) the order
+  is validated over DNS-01: one ``_acme-challenge`` TXT record per authorization is
+  created through the Cloudflare DNS API, the issuer waits ``dns_propagation`` seconds,
+  then answers; the records are deleted when the order ends (success or failure).
+  Wildcards need DNS-01; without it they are refused before any request.
 - All network calls are blocking (the ``acme`` package uses ``requests``) and run under
   one lock; :meth:`issue` runs them off the event loop with ``asyncio.to_thread``.
 - Every failure becomes an :class:`~.errors.AcmeError` naming the domain and the CA's
@@ -25,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ import requests
 from acme import client as acme_client
 from acme import crypto_util, messages
 from acme import errors as acme_errors
-from acme.challenges import HTTP01
+from acme.challenges import DNS01, HTTP01
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
@@ -40,7 +46,8 @@ from josepy.jwk import JWKEC
 
 from .certinfo import CertInfo, validate_domain
 from .challenges import ChallengeStore
-from .errors import AcmeError
+from .cloudflare import CloudflareApi, Dns01Records
+from .errors import AcmeError, TlsError
 from .selfsigned import new_private_key_pem
 from .store import CertStore
 
@@ -108,6 +115,7 @@ class AcmeIssuer:
         *,
         store: CertStore,
         timeout: float = 90.0,
+        dns_propagation: float = 10.0,
     ) -> None:
         self.acme_dir = Path(acme_dir)
         self.directory_url = directory_url
@@ -116,6 +124,7 @@ class AcmeIssuer:
         self.challenges = challenges
         self.store = store
         self.timeout = timeout
+        self.dns_propagation = dns_propagation
         self.accounts_created = 0
         self.orders_created = 0
         self.requests_sent = 0
@@ -136,19 +145,22 @@ class AcmeIssuer:
     def account_path(self) -> Path:
         return self.acme_dir / "account.json"
 
-    async def issue(self, domain: str) -> CertInfo:
-        """Obtain and store a certificate for ``domain`` without blocking the loop."""
-        return await asyncio.to_thread(self.issue_blocking, domain)
+    async def issue(self, domain: str, dns: CloudflareApi | None = None) -> CertInfo:
+        """Obtain and store a certificate for ``domain`` without blocking the loop
+        (DNS-01 through ``dns`` when given, else HTTP-01)."""
+        return await asyncio.to_thread(self.issue_blocking, domain, dns)
 
-    def issue_blocking(self, domain: str) -> CertInfo:
+    def issue_blocking(self, domain: str, dns: CloudflareApi | None = None) -> CertInfo:
         """Obtain and store a certificate for ``domain`` (blocking; raises AcmeError)."""
         name = validate_domain(domain)
-        if name.startswith("*."):
-            raise AcmeError(name, "wildcard certificates need DNS-01; only HTTP-01 is available")
+        if name.startswith("*.") and dns is None:
+            raise AcmeError(
+                name, "wildcard certificates need DNS-01 (set the ssl.cloudflare credential)"
+            )
         with self._lock:
             try:
-                return self._issue_locked(name)
-            except AcmeError:
+                return self._issue_locked(name, dns)
+            except TlsError:
                 raise
             except Exception as exc:  # translated at the library boundary
                 raise translate_error(name, exc, self.directory_url) from exc
@@ -160,7 +172,7 @@ class AcmeIssuer:
                 self._client.net.session.close()
                 self._client = None
 
-    def _issue_locked(self, domain: str) -> CertInfo:
+    def _issue_locked(self, domain: str, dns: CloudflareApi | None) -> CertInfo:
         client = self._connect()
         _, key_pem = new_private_key_pem()
         csr_pem = crypto_util.make_csr(key_pem, [domain])
@@ -173,16 +185,55 @@ class AcmeIssuer:
             client = self._register(client)
             order = client.new_order(csr_pem)
         self.orders_created += 1
-        tokens = self._answer_challenges(client, order, domain)
-        try:
-            deadline = dt.datetime.now() + dt.timedelta(seconds=self.timeout)
-            done = client.poll_and_finalize(order, deadline)
-        finally:
-            for token in tokens:
-                self.challenges.remove(token)
+        if dns is not None:
+            records = Dns01Records(dns)
+            try:
+                self._answer_dns01(client, order, domain, records)
+                done = self._finalize(client, order)
+            finally:
+                records.cleanup()
+        else:
+            tokens = self._answer_challenges(client, order, domain)
+            try:
+                done = self._finalize(client, order)
+            finally:
+                for token in tokens:
+                    self.challenges.remove(token)
         if not done.fullchain_pem:
             raise AcmeError(domain, "the CA returned no certificate")
         return self.store.put(domain, done.fullchain_pem.encode("ascii"), key_pem)
+
+    def _finalize(
+        self, client: acme_client.ClientV2, order: messages.OrderResource
+    ) -> messages.OrderResource:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=self.timeout)
+        return client.poll_and_finalize(order, deadline)
+
+    def _answer_dns01(
+        self,
+        client: acme_client.ClientV2,
+        order: messages.OrderResource,
+        domain: str,
+        records: Dns01Records,
+    ) -> None:
+        """Publish every pending authorization's TXT record, wait, then answer them."""
+        answers = []
+        for authzr in order.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            offered = authzr.body.challenges
+            challb = next((c for c in offered if isinstance(c.chall, DNS01)), None)
+            if challb is None:
+                raise AcmeError(domain, "the CA offered no dns-01 challenge")
+            identifier = authzr.body.identifier.value
+            response, validation = challb.response_and_validation(client.net.key)
+            record = challb.chall.validation_domain_name(identifier)
+            records.add(identifier, record, validation)
+            answers.append((challb, response))
+        if answers and self.dns_propagation > 0:
+            time.sleep(self.dns_propagation)  # off the loop: issue() runs in a thread
+        for challb, response in answers:
+            client.answer_challenge(challb, response)
 
     def _answer_challenges(
         self, client: acme_client.ClientV2, order: messages.OrderResource, domain: str

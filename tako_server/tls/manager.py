@@ -6,6 +6,10 @@ Rules:
   a certificate): private hosts get a self-signed certificate at once, a valid stored
   certificate is reused (no new order after a restart), public exact hosts without one
   are queued for ACME, public wildcards without DNS-01 are marked ``needs_dns01``.
+- Each host is issued by its app's :class:`~.policy.CertPlan` (given to ``ensure_hosts``):
+  HTTP-01, DNS-01 through the Cloudflare DNS API (the ``ssl.cloudflare`` token), or the
+  Cloudflare Origin CA; renewal and failures (backoff, old certificate kept, the API's
+  reason in ``status``) are the same for all three.
 - One background worker issues queued hosts one at a time; one scheduler re-checks
   every 12 h (renew within 30 days of expiry) and wakes early for retries. Failures back
   off per host (:func:`.policy.next_attempt`); a failed renewal keeps the old cert.
@@ -31,12 +35,17 @@ from tako_common.tasks import spawn
 
 if TYPE_CHECKING:  # the ACME client (acme, josepy, requests) loads only when enabled
     from .acme_issuer import AcmeIssuer
-from .certinfo import validate_domain
+    from .cloudflare import CloudflareApi
+    from .origin_ca import OriginCaIssuer
+from .certinfo import CertInfo, validate_domain
 from .policy import (
     CHECK_INTERVAL,
+    MISSING_CLOUDFLARE,
     Action,
+    CertPlan,
     CertState,
     HostCertStatus,
+    Method,
     can_use_acme,
     decide,
     dns01_reason,
@@ -73,9 +82,14 @@ class CertManager:
         clock: Callable[[], datetime] = utc_now,
         check_interval: timedelta = CHECK_INTERVAL,
         on_change: Callable[[str], None] | None = None,
+        origin_ca: OriginCaIssuer | None = None,
+        cloudflare: Callable[[str], CloudflareApi] | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
+        self.origin_ca = origin_ca
+        self.cloudflare = cloudflare  # token -> API client (None: no Cloudflare here)
+        self._plans: dict[str, CertPlan] = {}
         self.dns01_available = dns01_available
         self.clock = clock
         self.check_interval = check_interval
@@ -108,13 +122,20 @@ class CertManager:
                 await task
         self._tasks = []
 
-    def ensure_hosts(self, hosts: Iterable[str]) -> list[HostCertStatus]:
-        """Manage ``hosts`` (added to the managed set); returns their status right now."""
+    def ensure_hosts(
+        self, hosts: Iterable[str], plan: CertPlan | None = None
+    ) -> list[HostCertStatus]:
+        """Manage ``hosts`` (added to the managed set) issued by ``plan`` (None: keep the
+        plan they have, HTTP-01 for a new host); returns their status right now."""
         now = self.clock()
         result: list[HostCertStatus] = []
         names = [validate_domain(raw) for raw in hosts]  # reject bad input before acting
         for host in names:
             entry = self._hosts.get(host)
+            if plan is not None and self._plans.get(host) != plan:
+                self._plans[host] = plan
+                if entry is not None:  # a new credential or setting is tried at once
+                    entry.retry_at = None
             waiting = entry is not None and entry.retry_at is not None and entry.retry_at > now
             if host not in self._queued and not waiting:
                 self._apply(host, now)
@@ -124,7 +145,9 @@ class CertManager:
     def forget(self, hosts: Iterable[str]) -> None:
         """Stop managing ``hosts`` (their files stay; nothing is renewed any more)."""
         for raw in hosts:
-            self._hosts.pop(validate_domain(raw), None)
+            name = validate_domain(raw)
+            self._hosts.pop(name, None)
+            self._plans.pop(name, None)
 
     def status(self, host: str) -> HostCertStatus | None:
         """The certificate status of a managed ``host``, or None if it is not managed."""
@@ -158,13 +181,8 @@ class CertManager:
     def _apply(self, host: str, now: datetime) -> None:
         entry = self._hosts.setdefault(host, _Host(CertState.PENDING))
         cert = self.store.info(host)
-        action = decide(
-            host,
-            cert,
-            now,
-            acme_enabled=self.issuer is not None,
-            dns01_available=self.dns01_available,
-        )
+        enabled, dns01 = self._abilities(self._plan(host))
+        action = decide(host, cert, now, acme_enabled=enabled, dns01_available=dns01)
         if action is Action.REUSE and cert is not None:
             entry.state = CertState.SELF_SIGNED if cert.self_signed else CertState.ISSUED
             entry.not_after = cert.not_after
@@ -180,12 +198,22 @@ class CertManager:
             entry.state = CertState.PENDING
             self._enqueue(host)
 
+    def _plan(self, host: str) -> CertPlan:
+        return self._plans.get(host) or CertPlan()
+
+    def _abilities(self, plan: CertPlan) -> tuple[bool, bool]:
+        """``(can issue, can validate wildcards)`` for hosts under ``plan``."""
+        method = plan.method
+        if method is Method.ORIGIN_CA:
+            ready = self.origin_ca is not None and self.cloudflare is not None
+            return ready and plan.cloudflare_token is not None, True
+        if method is Method.DNS01 and self.cloudflare is not None:
+            return self.issuer is not None, True
+        return self.issuer is not None, self.dns01_available
+
     def _renewable(self, host: str, not_after: datetime, now: datetime) -> bool:
-        return (
-            self.issuer is not None
-            and is_due(not_after, now)
-            and can_use_acme(host, dns01_available=self.dns01_available)
-        )
+        enabled, dns01 = self._abilities(self._plan(host))
+        return enabled and is_due(not_after, now) and can_use_acme(host, dns01_available=dns01)
 
     def _self_sign(self, host: str, entry: _Host, now: datetime) -> None:
         before = self.store.info(host)
@@ -195,9 +223,17 @@ class CertManager:
             entry.state, entry.reason = CertState.FAILED, str(exc)
             return
         entry.state, entry.not_after = CertState.SELF_SIGNED, info.not_after
-        entry.reason = None if self.issuer is not None else "ACME is disabled on this server"
+        entry.reason = self._self_signed_reason(host)
         if info != before:
             self._changed(host)
+
+    def _self_signed_reason(self, host: str) -> str | None:
+        plan = self._plan(host)
+        if plan.ssl == "cloudflare" and not self._abilities(plan)[0]:
+            return MISSING_CLOUDFLARE if plan.cloudflare_token is None else (
+                "the Cloudflare Origin CA is not available on this server"
+            )  # fmt: skip
+        return None if self.issuer is not None else "ACME is disabled on this server"
 
     def _enqueue(self, host: str) -> None:
         if host not in self._queued:
@@ -215,16 +251,33 @@ class CertManager:
         while True:
             host = await self._queue.get()
             try:
-                if host in self._hosts and self.issuer is not None:
-                    await self._issue(host, self.issuer)
+                if host in self._hosts and self._abilities(self._plan(host))[0]:
+                    await self._issue(host)
             finally:
                 self._queued.discard(host)
                 self._queue.task_done()
                 self._wakeup.set()
 
-    async def _issue(self, host: str, issuer: AcmeIssuer) -> None:
+    async def _obtain(self, host: str) -> CertInfo:
+        """One certificate for ``host`` by its plan (the API client is closed after)."""
+        plan = self._plan(host)
+        method = plan.method
+        if method is Method.HTTP01 or self.cloudflare is None or plan.cloudflare_token is None:
+            assert self.issuer is not None
+            return await self.issuer.issue(host)
+        api = self.cloudflare(plan.cloudflare_token)
         try:
-            info = await issuer.issue(host)
+            if method is Method.ORIGIN_CA:
+                assert self.origin_ca is not None
+                return await self.origin_ca.issue(host, api)
+            assert self.issuer is not None
+            return await self.issuer.issue(host, api)
+        finally:
+            api.close()
+
+    async def _issue(self, host: str) -> None:
+        try:
+            info = await self._obtain(host)
         except Exception as exc:
             if not isinstance(exc, TakoError):
                 log.exception("certificate issuance for %s crashed", host)

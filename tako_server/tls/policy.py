@@ -8,14 +8,18 @@ Rules:
 - :func:`decide` maps a host and what is on disk to one :class:`Action`: private hosts
   get a self-signed certificate, public exact hosts get ACME HTTP-01, public wildcards
   need DNS-01 (HTTP-01 cannot validate a wildcard), a valid stored cert is reused.
+- A :class:`CertPlan` says how an app's hosts are issued: ``ssl = "letsencrypt"`` over
+  HTTP-01, or DNS-01 when the ``ssl.cloudflare`` token is there (exact hosts too, per the
+  tako.toml reference); ``ssl = "cloudflare"`` from the Origin CA (needs the token).
 - Time is always an argument (``now``, timezone-aware UTC); nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from tako_common.hosts import ip_literal, is_private_host
 
@@ -55,6 +59,34 @@ class HostCertStatus:
     not_after: datetime | None = None
     reason: str | None = None
     retry_at: datetime | None = None
+
+
+class Method(enum.StrEnum):
+    """How a public host's certificate is obtained."""
+
+    HTTP01 = "http-01"
+    DNS01 = "dns-01"
+    ORIGIN_CA = "origin-ca"
+
+
+@dataclass(frozen=True)
+class CertPlan:
+    """An app's ``ssl`` setting and its ``ssl.cloudflare`` token (never in a repr)."""
+
+    ssl: Literal["letsencrypt", "cloudflare"] = "letsencrypt"
+    cloudflare_token: str | None = field(default=None, repr=False)
+
+    @property
+    def method(self) -> Method:
+        if self.ssl == "cloudflare":
+            return Method.ORIGIN_CA
+        return Method.DNS01 if self.cloudflare_token else Method.HTTP01
+
+
+MISSING_CLOUDFLARE = (
+    'ssl = "cloudflare" needs the ssl.cloudflare credential '
+    "(tako credentials set ssl.cloudflare --env ENV); the fallback certificate is served"
+)
 
 
 def is_due(not_after: datetime, now: datetime, renew_before: timedelta = RENEW_BEFORE) -> bool:

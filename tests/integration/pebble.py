@@ -134,6 +134,8 @@ class Pebble:
     directory_url: str
     ca_bundle: Path
     management_url: str
+    #: pebble-challtestsrv's management API (``/set-txt``, ``/clear-txt``): DNS-01 records
+    dns_management_url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -199,11 +201,16 @@ def run_pebble(workdir: Path, http_port: int) -> Iterator[Pebble]:
     }
     config_path = workdir / "pebble-config.json"
     config_path.write_text(json.dumps(config))
-    env = {"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+    # no authorization reuse: every order is validated again (DNS-01 tests count records)
+    env = {
+        "PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
+        "PEBBLE_AUTHZREUSE": "0",
+    }  # fmt: skip
     pebble = Pebble(
         directory_url=f"https://127.0.0.1:{acme_port}/dir",
         ca_bundle=cert,
         management_url=f"https://127.0.0.1:{mgmt_port}",
+        dns_management_url=f"http://127.0.0.1:{dns_mgmt_port}",
     )
     dns_cmd = [
         CHALLTESTSRV,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,7 @@ from tako_server.tls import (
     retry_delay,
     select_name,
 )
+from tako_server.tls.policy import CertPlan, Method
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -125,3 +127,21 @@ def test_select_name_prefers_exact_then_one_label_wildcard(
     sni: str | None, selected: str | None
 ) -> None:
     assert select_name(NAMES, sni) == selected
+
+
+@pytest.mark.parametrize(
+    ("ssl", "token", "method"),
+    [
+        ("letsencrypt", None, Method.HTTP01),
+        ("letsencrypt", "t", Method.DNS01),
+        ("cloudflare", "t", Method.ORIGIN_CA),
+        ("cloudflare", None, Method.ORIGIN_CA),
+    ],
+)
+def test_cert_plan_method(ssl: Literal["letsencrypt", "cloudflare"], token: str | None,
+                          method: Method) -> None:  # fmt: skip
+    assert CertPlan(ssl, token).method is method
+
+
+def test_cert_plan_repr_never_shows_the_token() -> None:
+    assert "secret-token" not in repr(CertPlan("letsencrypt", "secret-token"))
