@@ -65,6 +65,7 @@ from tako_server.upgrade import READY_TIMEOUT, Inheritance
 if TYPE_CHECKING:
     from tako_server.edge import Edge, EdgeSnapshot
     from tako_server.tls import AcmeIssuer, CertManager
+    from tako_server.tls.cloudflare import CloudflareApi
 
 log = logging.getLogger("tako_server")
 
@@ -242,6 +243,7 @@ class Daemon:
 
     def _build_certs(self) -> CertManager:
         from tako_server.tls import CertManager, CertStore
+        from tako_server.tls.origin_ca import OriginCaIssuer
 
         layout = self.settings.layout
         store = CertStore(layout.certs_dir)
@@ -260,11 +262,25 @@ class Daemon:
                     settings.acme_ca_bundle,
                     challenges,
                     store=store,
+                    dns_propagation=settings.cloudflare_dns_propagation,
                 )
 
             # the proxy stands in for the issuer (it builds one on first use)
             issuer = cast("AcmeIssuer", _LazyIssuer(make_issuer))
-        return CertManager(store, issuer, on_change=self._certs_changed)
+        return CertManager(
+            store,
+            issuer,
+            on_change=self._certs_changed,
+            origin_ca=OriginCaIssuer(store),
+            cloudflare=self._cloudflare_api,
+        )
+
+    def _cloudflare_api(self, token: str) -> CloudflareApi:
+        """A Cloudflare API client for one ``ssl.cloudflare`` token (imports requests)."""
+        from tako_server.tls.cloudflare import CloudflareApi
+
+        api_url, bundle = self.settings.cloudflare_api_url, self.settings.cloudflare_ca_bundle
+        return CloudflareApi(token, api_url, ca_bundle=bundle)
 
     async def _start_edge(self) -> None:
         from tako_server.edge import Edge

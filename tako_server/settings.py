@@ -22,9 +22,21 @@ The config file is optional; its shape is::
     [storage]
     ca_bundle = "/etc/ssl/private-s3.pem"   # S3 endpoints of storages and backups
 
+    [cloudflare]                      # DNS-01 and Origin CA (docs/tls.md)
+    api_url = "https://api.cloudflare.com/client/v4"
+    ca_bundle = "/etc/ssl/cf-standin.pem"
+    dns_propagation = 10              # seconds between the TXT records and validation
+
+    [source_ip]                       # docs/source-ip.md
+    trusted_proxies = ["10.0.0.0/8"]  # may send X-Forwarded-* (and PROXY headers)
+    proxy_protocol = false            # accept PROXY v1/v2 headers from trusted_proxies
+    cloudflare_ranges = "/etc/tako/cloudflare-ranges.txt"  # default: the shipped list
+
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
-TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL``. Rules: unknown keys and bad
+TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_CLOUDFLARE_API_URL TAKO_CLOUDFLARE_CA_BUNDLE
+TAKO_CLOUDFLARE_DNS_PROPAGATION TAKO_SOURCE_IP_TRUSTED_PROXIES TAKO_SOURCE_IP_PROXY_PROTOCOL
+TAKO_SOURCE_IP_CLOUDFLARE_RANGES TAKO_LOG_LEVEL``. Rules: unknown keys and bad
 values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
@@ -89,6 +101,15 @@ class ServerSettings(BaseSettings):
     #: CA bundle that S3 endpoints of storages and backups are verified with (tests; a
     #: private S3 server); unset = the system's trusted roots
     storage_ca_bundle: Path | None = None
+    #: the Cloudflare API (DNS-01 records, Origin CA); tests point it at a local stand-in
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_ca_bundle: Path | None = None
+    cloudflare_dns_propagation: float = Field(default=10.0, ge=0, le=600)
+    #: source_ip (docs/source-ip.md): proxies whose X-Forwarded-* (and PROXY headers, when
+    #: ``proxy_protocol``) are believed; Cloudflare's ranges file (default: shipped list)
+    source_ip_trusted_proxies: list[str] = Field(default_factory=list, max_length=1024)
+    source_ip_proxy_protocol: bool = False
+    source_ip_cloudflare_ranges: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # the edge (docs/server.md, "Edge settings"); metrics are off unless a port is set
     metrics_port: Port | None = Field(default=None, ge=1, le=65535)
@@ -176,11 +197,27 @@ class _StorageSection(BaseModel):
     ca_bundle: Path | None = None
 
 
+class _CloudflareSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_url: str | None = None
+    ca_bundle: Path | None = None
+    dns_propagation: float | None = None
+
+
+class _SourceIpSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trusted_proxies: list[str] | None = None
+    proxy_protocol: bool | None = None
+    cloudflare_ranges: Path | None = None
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: _ServerSection = Field(default_factory=_ServerSection)
     acme: _AcmeSection = Field(default_factory=_AcmeSection)
     storage: _StorageSection = Field(default_factory=_StorageSection)
+    cloudflare: _CloudflareSection = Field(default_factory=_CloudflareSection)
+    source_ip: _SourceIpSection = Field(default_factory=_SourceIpSection)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -214,6 +251,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"acme_{key}"] = value
     for key, value in parsed.storage.model_dump(exclude_none=True).items():
         flat[f"storage_{key}"] = value
+    for key, value in parsed.cloudflare.model_dump(exclude_none=True).items():
+        flat[f"cloudflare_{key}"] = value
+    for key, value in parsed.source_ip.model_dump(exclude_none=True).items():
+        flat[f"source_ip_{key}"] = value
     return flat
 
 

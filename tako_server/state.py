@@ -102,6 +102,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app, env)
     );
     """,
+    # per app: how its hosts get certificates and where client addresses come from
+    """
+    CREATE TABLE app_edge (
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        ssl TEXT NOT NULL DEFAULT 'letsencrypt',
+        source_ip TEXT NOT NULL DEFAULT 'auto',
+        PRIMARY KEY (app, env)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -305,6 +315,7 @@ class StateStore:
                 "app_storage",
                 "backup_runs",
                 "app_maintenance",
+                "app_edge",
             ):
                 cur = db.execute(f"DELETE FROM {table} WHERE app=? AND env=?", (app, env))
                 existed = existed or cur.rowcount > 0
@@ -418,6 +429,23 @@ class StateStore:
                 "SELECT app, env, message, since FROM app_maintenance ORDER BY app, env"
             )
         }
+
+    # ------------------------------------------------------------------ ssl, source_ip
+
+    def save_edge_settings(self, app: str, env: str, ssl: str, source_ip: str) -> None:
+        """Store an app's ``ssl`` and ``source_ip`` (what its last deploy said)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO app_edge (app, env, ssl, source_ip) VALUES (?,?,?,?)",
+                (app, env, ssl, source_ip),
+            )
+
+    def edge_settings(self, app: str, env: str) -> tuple[str, str]:
+        """``(ssl, source_ip)`` of an app (the defaults when never stored)."""
+        row = self._db.execute(
+            "SELECT ssl, source_ip FROM app_edge WHERE app=? AND env=?", (app, env)
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else ("letsencrypt", "auto")
 
     # ------------------------------------------------------------------ server mode
 

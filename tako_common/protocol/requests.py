@@ -123,6 +123,10 @@ class DeployRequest(AppRef):
     storages: list[StorageBinding] = Field(default_factory=list, max_length=64)
     #: ``[envs.<env>].backup`` resolved, with the backup keys; see docs/backups.md
     backup: BackupSettings | None = None
+    #: ``[envs.<env>].ssl``: how route hosts get certificates (docs/tls.md)
+    ssl: Literal["letsencrypt", "cloudflare"] = "letsencrypt"
+    #: ``[envs.<env>].source_ip``: where the client address comes from (docs/source-ip.md)
+    source_ip: Literal["auto", "direct", "cloudflare-proxy", "trusted-proxy"] = "auto"
     mutates, slow, exclusive = True, True, True
 
     @property

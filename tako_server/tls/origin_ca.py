@@ -16,15 +16,18 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from .certinfo import CertInfo, validate_domain
-from .cloudflare import CloudflareApi
 from .selfsigned import new_private_key_pem
 from .store import CertStore
+
+if TYPE_CHECKING:  # requests loads only when a Cloudflare API client is made
+    from .cloudflare import CloudflareApi
 
 
 def make_csr(host: str) -> tuple[bytes, bytes]:
