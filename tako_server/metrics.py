@@ -128,13 +128,14 @@ def _render_edge(out: _Out, edge: dict[str, Any]) -> None:
     names = {
         "upstream_connect_errors": "Connections to an app instance that failed.",
         "limited": "Requests refused with 429 by the per-client caps.",
+        "proxy_protocol_errors": "Connections closed for a bad or missing PROXY header.",
     }
     counters = {(name, key): n for name, key, n in edge["counters"]}
     for name, text in names.items():
         out.family(f"tako_{name}_total", "counter", text)
         for (counted, key), n in sorted(counters.items()):
             if counted == name:
-                labels = _app(key) if name != "limited" else {}
+                labels = _app(key) if name == "upstream_connect_errors" else {}
                 out.sample(f"tako_{name}_total", labels, n)
 
 

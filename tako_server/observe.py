@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from tako_common.tasks import spawn
 from tako_server.edge import EdgeConfig
 from tako_server.edge.accesslog import rotate
+from tako_server.edge.clientaddr import load_cloudflare_ranges
 from tako_server.edge.meter import empty_snapshot
 from tako_server.metrics import AppReading, MetricsServer, Readings
 from tako_server.settings import ServerSettings
@@ -45,6 +46,9 @@ def edge_config(settings: ServerSettings) -> EdgeConfig:
         access_log=str(path) if path is not None else "",
         access_log_sample=settings.access_log_sample,
         access_log_query=settings.access_log_query,
+        trusted_proxies=tuple(settings.source_ip_trusted_proxies),
+        proxy_protocol=settings.source_ip_proxy_protocol,
+        cloudflare_ranges=load_cloudflare_ranges(settings.source_ip_cloudflare_ranges),
     )
 
 

@@ -72,6 +72,8 @@ class RoutingState:
         self._apps: dict[str, AppRoutes] = {}
         self._live: dict[str, _Live] = {}
         self._maintenance: dict[str, str] = {}
+        #: ``source_ip`` per app (absent: ``auto``), what its last deploy said
+        self._source_ip: dict[str, str] = {}
         self.snapshot = EdgeSnapshot()
 
     def __repr__(self) -> str:
@@ -118,12 +120,23 @@ class RoutingState:
             self._maintenance[key] = message
         return self._publish_if_changed(key, before)
 
+    def set_source_ip(self, key: str, mode: str) -> bool:
+        """The app's ``source_ip`` mode (docs/source-ip.md); the edge resolves client
+        addresses of its requests with it."""
+        before = self._view(key)
+        if mode == "auto":
+            self._source_ip.pop(key, None)
+        else:
+            self._source_ip[key] = mode
+        return self._publish_if_changed(key, before)
+
     def remove_app(self, key: str) -> bool:
         """Delete: forget the app's routes and maintenance mode (its backends are the
         supervisor's to drop)."""
         before = self._view(key)
         self._apps.pop(key, None)
         self._maintenance.pop(key, None)
+        self._source_ip.pop(key, None)
         return self._publish_if_changed(key, before)
 
     def app(self, key: str) -> AppRoutes | None:
@@ -155,6 +168,7 @@ class RoutingState:
             live.cold_start,
             maintenance=self._maintenance.get(key),
             images=entry.images,
+            source_ip=self._source_ip.get(key, "auto"),
         )
         return entry.routes, edge_app
 

@@ -43,12 +43,13 @@ silently fixed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -127,6 +128,16 @@ class ServerSettings(BaseSettings):
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
     inherited_lang: str | None = Field(default_factory=_inherited_lang)
+
+    @field_validator("source_ip_trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR range") from None
+        return value
 
     @classmethod
     def settings_customise_sources(

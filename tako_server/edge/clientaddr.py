@@ -18,7 +18,10 @@ Rules (docs/source-ip.md):
 - Anything not believed is ignored (the peer stays the client); the edge drops the
   incoming headers and writes its own, so forged ones never reach the app.
 - :func:`parse_proxy_header`: PROXY protocol v1 (text) and v2 (binary), ``LOCAL``/
-  ``UNKNOWN`` keep the peer; malformed input raises :class:`ProxyHeaderError`.
+  ``UNKNOWN`` keep the peer; malformed input raises :class:`ProxyHeaderError`. The
+  scheme comes from the v2 ``PP2_TYPE_SSL`` TLV (HAProxy ``send-proxy-v2-ssl``): a proxy
+  in TCP mode passes the client's own ``X-Forwarded-Proto`` through, so on a PROXY
+  connection that header is believed only if the PROXY source itself is trusted.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def _clean_ip(raw: bytes) -> bytes | None:
     return None if addr is None else str(addr).encode("ascii")
 
 
-def _proto(xfp: bytes | None) -> bytes | None:
+def forwarded_proto(xfp: bytes | None) -> bytes | None:
+    """The last `X-Forwarded-Proto` value when it is http or https, else None."""
     if not xfp:
         return None
     last = xfp.rsplit(b",", 1)[-1].strip().lower()
@@ -128,10 +132,10 @@ def resolve(
         if peer not in cloudflare:
             return peer, None
         client = _clean_ip(cf_ip) if cf_ip is not None else None
-        return (client or peer), _proto(xfp)
+        return (client or peer), forwarded_proto(xfp)
     if peer not in trusted:
         return peer, None
-    return _walk_xff(xff, trusted) or peer, _proto(xfp)
+    return _walk_xff(xff, trusted) or peer, forwarded_proto(xfp)
 
 
 def _walk_xff(xff: bytes | None, trusted: Ranges) -> bytes | None:
@@ -164,8 +168,12 @@ def looks_like_proxy(data: bytes) -> bool:
     return data[:6] == b"PROXY "[: min(n, 6)] or data[:n] == V2_SIGNATURE[:n]
 
 
-def parse_proxy_header(data: bytes) -> tuple[int, bytes | None] | None:
-    """``(bytes used, source address or None for LOCAL/UNKNOWN)``; None: need more bytes."""
+ProxyInfo = tuple[int, bytes | None, bool]  # bytes used, source (None: LOCAL), client TLS
+
+
+def parse_proxy_header(data: bytes) -> ProxyInfo | None:
+    """``(bytes used, source address or None for LOCAL/UNKNOWN, client used TLS)``; None:
+    more bytes are needed."""
     if data[:1] == b"P":
         return _parse_v1(data)
     if len(data) < 16:
@@ -177,7 +185,7 @@ def parse_proxy_header(data: bytes) -> tuple[int, bytes | None] | None:
     return _parse_v2(data)
 
 
-def _parse_v1(data: bytes) -> tuple[int, bytes | None] | None:
+def _parse_v1(data: bytes) -> ProxyInfo | None:
     end = data.find(b"\r\n", 0, V1_MAX)
     if end < 0:
         if len(data) >= V1_MAX or not b"PROXY ".startswith(data[:6]):
@@ -187,7 +195,7 @@ def _parse_v1(data: bytes) -> tuple[int, bytes | None] | None:
     if parts[0] != b"PROXY" or len(parts) < 2:
         raise ProxyHeaderError("not a PROXY v1 line")
     if parts[1] == b"UNKNOWN":
-        return end + 2, None
+        return end + 2, None, False
     if parts[1] not in (b"TCP4", b"TCP6") or len(parts) != 6:
         raise ProxyHeaderError(f"bad PROXY v1 line {data[:end]!r:.80}")
     src = _address(parts[2])
@@ -197,10 +205,10 @@ def _parse_v1(data: bytes) -> tuple[int, bytes | None] | None:
     for port in parts[4:6]:
         if not port.isdigit() or int(port) > 65535 or (len(port) > 1 and port[:1] == b"0"):
             raise ProxyHeaderError("bad port in PROXY v1 line")
-    return end + 2, str(src).encode("ascii")
+    return end + 2, str(src).encode("ascii"), False
 
 
-def _parse_v2(data: bytes) -> tuple[int, bytes | None] | None:
+def _parse_v2(data: bytes) -> ProxyInfo | None:
     ver_cmd, family = data[12], data[13]
     length = int.from_bytes(data[14:16], "big")
     if ver_cmd >> 4 != 2 or ver_cmd & 0x0F not in (0, 1):
@@ -211,18 +219,39 @@ def _parse_v2(data: bytes) -> tuple[int, bytes | None] | None:
     if len(data) < total:
         return None
     if ver_cmd & 0x0F == 0:  # LOCAL: the proxy's own connection (health check)
-        return total, None
+        return total, None, False
     body = data[16:total]
     if family == 0x11:  # TCP over IPv4
         if length < 12:
             raise ProxyHeaderError("PROXY v2 IPv4 addresses truncated")
-        return total, str(ipaddress.IPv4Address(body[:4])).encode("ascii")
+        src = str(ipaddress.IPv4Address(body[:4]))
+        return total, src.encode("ascii"), _client_tls(body[12:])
     if family == 0x21:  # TCP over IPv6
         if length < 36:
             raise ProxyHeaderError("PROXY v2 IPv6 addresses truncated")
         addr = ipaddress.IPv6Address(body[:16])
         mapped = addr.ipv4_mapped
-        return total, str(mapped if mapped is not None else addr).encode("ascii")
+        src = str(mapped if mapped is not None else addr)
+        return total, src.encode("ascii"), _client_tls(body[36:])
     if family == 0x00:  # UNSPEC
-        return total, None
+        return total, None, False
     raise ProxyHeaderError(f"PROXY v2 family 0x{family:02x} is not TCP")
+
+
+PP2_TYPE_SSL, PP2_CLIENT_SSL = 0x20, 0x01
+
+
+def _client_tls(tlvs: bytes) -> bool:
+    """Whether the TLVs say the client spoke TLS to the proxy (``PP2_TYPE_SSL``)."""
+    i = 0
+    while i + 3 <= len(tlvs):
+        kind, size = tlvs[i], int.from_bytes(tlvs[i + 1 : i + 3], "big")
+        value = tlvs[i + 3 : i + 3 + size]
+        if len(value) != size:
+            raise ProxyHeaderError("PROXY v2 TLV truncated")
+        if kind == PP2_TYPE_SSL:
+            return bool(value) and bool(value[0] & PP2_CLIENT_SSL)
+        i += 3 + size
+    if i != len(tlvs):
+        raise ProxyHeaderError("PROXY v2 TLV truncated")
+    return False

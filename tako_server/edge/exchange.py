@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .clientaddr import AUTO, resolve
 from .decide import (
     CHALLENGE,
     COLD_START,
@@ -42,7 +43,14 @@ from .images import serve_image
 from .lifecycle import TOO_LARGE, ExchangeState
 from .links import ClientLink
 from .maintenance import serve_maintenance
-from .policy import Rejected, inspect_request, redirect_response, simple_response, split_target
+from .policy import (
+    Rejected,
+    RequestHead,
+    inspect_request,
+    redirect_response,
+    simple_response,
+    split_target,
+)
 from .proxy import BODY_BUFFERED, ProxyExchange
 from .snapshot import RoutedApp
 from .static import precompressed, resolve_static
@@ -155,7 +163,9 @@ class Exchange(ProxyExchange):
             self._limited()
             return
         self.counted = True
-        tls, port = self.client.is_tls, rt.config.https_port
+        tls, port = self.client.proto == b"https", rt.config.https_port
+        if head.xff is not None or head.xfp is not None or head.cf_ip is not None:
+            tls = self._resolve_client(head) or tls
         kind, detail = decide(self.method, head, self.path, self.query, tls, rt.state, port)
         if kind is PROXY:
             app = detail[1]
@@ -185,6 +195,21 @@ class Exchange(ProxyExchange):
                     return
                 kind = app_route(app)
             self._reach(kind, app)
+
+    def _resolve_client(self, head: RequestHead) -> bool:
+        """The client address and scheme by the app's ``source_ip`` (only for requests
+        that carry forwarding headers); True when a believed proxy says HTTPS."""
+        rt, client = self.rt, self.client
+        found = rt.state.route(head.host, self.path)
+        mode = found[1].source_ip if found is not None else AUTO
+        ip, proto = resolve(
+            mode, client.peer_ip, head.xff, head.xfp, head.cf_ip, rt.trusted, rt.cloudflare
+        )
+        self.client_ip = ip
+        if proto is None:
+            return False
+        self.proto = proto
+        return proto == b"https"
 
     def _limited(self) -> None:
         """429 for a client over its per-address cap (connections: then close)."""

@@ -146,8 +146,9 @@ class ClientProtocol(asyncio.Protocol):
     # --- connection lifecycle -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = (peer[0] if peer else "").encode("ascii")
+        if not self.peer_ip:  # else set from a PROXY header (proxyproto)
+            peer = transport.get_extra_info("peername")
+            self.peer_ip = (peer[0] if peer else "").encode("ascii")
         self.over_limit = not self.rt.connection_opened(self, self.peer_ip)
         self.deadline = self.rt.now + self.rt.config.header_timeout
 

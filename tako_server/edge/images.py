@@ -77,6 +77,8 @@ class ImageExchange(Protocol):
     query: bytes
     keep_alive: bool
     is_head: bool
+    client_ip: bytes
+    proto: bytes
 
     def respond(self, data: bytes) -> None: ...
 
@@ -283,8 +285,8 @@ async def _from_app(
         headers = {
             "Host": head.host,
             "Accept": "image/*",
-            "X-Forwarded-For": ex.client.peer_ip.decode("latin-1"),
-            "X-Forwarded-Proto": ex.client.proto.decode("latin-1"),
+            "X-Forwarded-For": ex.client_ip.decode("latin-1"),
+            "X-Forwarded-Proto": ex.proto.decode("latin-1"),
             "X-Forwarded-Host": head.host,
         }
         url = f"http://{host}:{backend.port}{request.source}"

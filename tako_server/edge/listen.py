@@ -69,6 +69,21 @@ async def serve_sockets(
 ) -> list[asyncio.Server]:
     """Serve on listening sockets this process owns (the servers close them on stop)."""
     loop = asyncio.get_running_loop()
+    if rt.config.proxy_protocol:  # a PROXY header first from trusted proxies (proxyproto)
+        from .proxyproto import ProxyGate
+
+        servers = []
+        for sock in http:
+            servers.append(
+                await loop.create_server(lambda: ProxyGate(rt, None), sock=sock, backlog=BACKLOG)
+            )
+        for sock in https:
+            servers.append(
+                await loop.create_server(
+                    lambda: ProxyGate(rt, ssl_context), sock=sock, backlog=BACKLOG
+                )
+            )
+        return servers
     servers = []
     for sock in http:
         servers.append(

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from tako_common.errors import TakoError
 
+from .clientaddr import MODES
 from .hooks import ColdStartKind
 from .meter import check_snapshot
 from .snapshot import Backend, EdgeApp, EdgeSnapshot, ImageRules
@@ -146,6 +147,7 @@ class SnapshotPush:
                 raw["cold_start"],
                 maintenance=maintenance,
                 images=_image_rules(raw.get("images"), key),
+                source_ip=_source_ip(raw.get("source_ip", "auto"), key),
             )
         return cls(EdgeSnapshot(routes=tuple(routes), apps=apps))
 
@@ -160,7 +162,15 @@ def _app_wire(app: EdgeApp) -> Wire:
         wire["maintenance"] = app.maintenance
     if app.images is not None:
         wire["images"] = {name: getattr(app.images, name) for name in ImageRules.__slots__}
+    if app.source_ip != "auto":
+        wire["source_ip"] = app.source_ip
     return wire
+
+
+def _source_ip(raw: Any, key: str) -> str:
+    if raw not in MODES:
+        raise ValueError(f"source_ip of {key!r} must be one of {', '.join(MODES)}")
+    return str(raw)
 
 
 def _image_rules(raw: Any, key: str) -> ImageRules | None:

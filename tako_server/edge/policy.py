@@ -17,8 +17,10 @@ Rules:
 - Hop-by-hop headers never cross the proxy (``Connection``, ``Keep-Alive``,
   ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` except for a
   WebSocket upgrade, and every header named in ``Connection``). Incoming
-  ``X-Forwarded-*``, ``Forwarded`` and ``X-Real-IP`` are dropped (not trusted) and the
-  edge sets ``X-Forwarded-For/-Proto/-Host`` itself.
+  ``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP`` and ``CF-Connecting-IP`` are never
+  forwarded; ``X-Forwarded-For``/``-Proto`` and ``CF-Connecting-IP`` are kept on the
+  head for :mod:`.clientaddr` (believed only from trusted peers), and the edge sets
+  ``X-Forwarded-For/-Proto/-Host`` and ``X-Real-IP`` itself.
 - Upstream requests are always HTTP/1.1 keep-alive with the edge's own body framing.
 - Backends are chosen by least connections (in-flight in this process), ties rotated.
 """
@@ -55,6 +57,9 @@ _EXPECT = 8  # only 100-continue is understood (forwarded); anything else -> 417
 _RID = 9  # X-Request-Id: kept when safe (set again by the edge), else replaced
 _AE = 10  # Accept-Encoding: forwarded, and read for compression
 _RANGE = 11  # Range: forwarded; a ranged answer is never compressed
+_XFF = 12  # X-Forwarded-For / -Proto, CF-Connecting-IP: kept for clientaddr, not forwarded
+_XFP = 13
+_CFIP = 14
 _SPECIAL: dict[bytes, int] = {
     b"accept-encoding": _AE,
     b"range": _RANGE,
@@ -70,8 +75,9 @@ _SPECIAL: dict[bytes, int] = {
     b"proxy-connection": _DROP,
     b"te": _DROP,
     b"trailer": _DROP,
-    b"x-forwarded-for": _DROP,
-    b"x-forwarded-proto": _DROP,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+    b"cf-connecting-ip": _CFIP,
     b"x-forwarded-host": _DROP,
     b"forwarded": _DROP,
     b"x-real-ip": _DROP,
@@ -117,6 +123,10 @@ class RequestHead:
     request_id: bytes = b""  # the client's X-Request-Id when it is safe to keep
     accept: int = 0  # compress.GZIP | compress.BR the client accepts (0 with a Range)
     forward: list[bytes] = field(default_factory=list)  # b"Name: value\r\n" lines
+    # what a proxy in front may have said (None: absent); believed only per clientaddr
+    xff: bytes | None = None
+    xfp: bytes | None = None
+    cf_ip: bytes | None = None
 
 
 def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> RequestHead:
@@ -174,6 +184,12 @@ def inspect_request(headers: Sequence[tuple[bytes, bytes]], http11: bool) -> Req
                 accept = parse_accept(value)
             else:
                 ranged = True
+        elif kind == _XFF:
+            head.xff = value if head.xff is None else head.xff + b", " + value
+        elif kind == _XFP:
+            head.xfp = value
+        elif kind == _CFIP:
+            head.cf_ip = value.strip()
     if hosts > 1 or (http11 and hosts == 0):
         raise Rejected(400, "a request needs exactly one Host header")
     if accept and not ranged:
@@ -218,7 +234,8 @@ def upstream_request(
     if head.host:
         parts += [b"Host: ", head.host.encode("ascii"), b"\r\n"]
         parts += [b"X-Forwarded-Host: ", head.host.encode("ascii"), b"\r\n"]
-    parts += [b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
+    parts += [b"X-Forwarded-For: ", client_ip, b"\r\nX-Real-IP: ", client_ip]
+    parts += [b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
     if request_id:
         parts += [b"X-Request-Id: ", request_id, b"\r\n"]
     if head.websocket:

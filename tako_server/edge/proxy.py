@@ -65,6 +65,8 @@ class ProxyExchange(ExchangeState):
         "cold_wait",
         "counted",
         "encoder",
+        "client_ip",
+        "proto",
     )
 
     def __init__(self, rt: EdgeRuntime, client: ClientLink, method: bytes) -> None:
@@ -87,6 +89,8 @@ class ProxyExchange(ExchangeState):
         self.cold_wait = -1.0  # seconds waited for a cold start (-1: none)
         self.counted = False  # in the client's concurrent-request count
         self.encoder: Encoder | None = None  # compresses the response body
+        self.client_ip = client.peer_ip  # the client as the app sees it (clientaddr)
+        self.proto = client.proto
 
     # --- answers ------------------------------------------------------------------------
     def _simple(
@@ -146,8 +150,8 @@ class ProxyExchange(ExchangeState):
             self.method,
             origin_form,
             head,
-            client.peer_ip,
-            client.proto,
+            self.client_ip,
+            self.proto,
             self.request_id,
         )
         conn.start(self, client, request, self.is_head)

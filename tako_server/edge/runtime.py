@@ -36,6 +36,7 @@ from tako_common.tasks import spawn
 
 from .accesslog import AccessLog
 from .activity import Activity
+from .clientaddr import Ranges
 from .hooks import EdgeHooks
 from .links import Connection, FinishedExchange
 from .meter import Meter
@@ -73,6 +74,10 @@ class EdgeConfig:
     client_requests: int = 256  # concurrent requests per client address (0 = no cap) -> 429
     client_connections: int = 512  # open connections per client address (0 = no cap) -> 429
     meter_interval: float = 1.0  # how often a worker sends its counters to the main process
+    # source_ip (docs/source-ip.md): proxies believed, PROXY headers from them, Cloudflare
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_protocol: bool = False
+    cloudflare_ranges: tuple[str, ...] = ()
 
 
 class EdgeRuntime:
@@ -103,6 +108,8 @@ class EdgeRuntime:
         self._id_prefix = os.urandom(6).hex().encode("ascii") + b"-"
         self._request_count = 0
         self.meter = Meter()
+        self.trusted = Ranges(config.trusted_proxies)  # source_ip: who may say who the client is
+        self.cloudflare = Ranges(config.cloudflare_ranges)
         self.on_meter: Callable[[dict[str, Any]], None] | None = None  # a worker's sender
         self._meter_sent = (-1, 0.0)
         self.access = (

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tako_common.routes import RouteMatch, RouteTable
 
+from .clientaddr import AUTO, MODES
+
 ROUTE_CACHE_SIZE = 8192
 
 __all__ = ["Backend", "EdgeApp", "EdgeSnapshot", "EdgeState", "ImageRules", "RoutedApp"]
@@ -66,6 +68,7 @@ class EdgeApp:
     cold_start: bool
     maintenance: str | None = None
     images: ImageRules | None = None
+    source_ip: str = "auto"  # docs/source-ip.md
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class RoutedApp:
     cold_start: bool
     maintenance: str | None = None
     images: ImageRules | None = None
+    source_ip: int = AUTO  # a clientaddr mode
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class EdgeState:
                 cold_start=app.cold_start,
                 maintenance=app.maintenance,
                 images=app.images,
+                source_ip=MODES.get(app.source_ip, AUTO),
             )
             for key, app in snapshot.apps.items()
         }

@@ -89,15 +89,20 @@ def v2(cmd: int, family: int, body: bytes) -> bytes:
 V4_BODY = bytes([198, 51, 100, 4, 10, 0, 0, 1]) + (51000).to_bytes(2, "big") + b"\x01\xbb"
 V6_BODY = ipaddress.IPv6Address("2001:db8::7").packed + bytes(16) + b"\x00\x50\x01\xbb"
 
+SSL_TLV = b"\x20\x00\x05\x01\x00\x00\x00\x00"  # PP2_TYPE_SSL, client: PP2_CLIENT_SSL
+SSL_TLV_NO = b"\x20\x00\x05\x00\x00\x00\x00\x00"
+
 PROXY_CASES = [
-    ("v1 tcp4", b"PROXY TCP4 198.51.100.4 10.0.0.1 51000 443\r\nGET", (44, b"198.51.100.4")),
-    ("v1 tcp6", b"PROXY TCP6 2001:db8::7 2001:db8::1 1 80\r\n", (41, b"2001:db8::7")),
-    ("v1 unknown", b"PROXY UNKNOWN\r\nGET /", (15, None)),
+    ("v1 tcp4", b"PROXY TCP4 198.51.100.4 10.0.0.1 51000 443\r\nGET", (44, b"198.51.100.4", False)),
+    ("v1 tcp6", b"PROXY TCP6 2001:db8::7 2001:db8::1 1 80\r\n", (41, b"2001:db8::7", False)),
+    ("v1 unknown", b"PROXY UNKNOWN\r\nGET /", (15, None, False)),
     ("v1 partial", b"PROXY TCP4 198.51", None),
-    ("v2 tcp4", v2(1, 0x11, V4_BODY) + b"GET", (28, b"198.51.100.4")),
-    ("v2 tcp6", v2(1, 0x21, V6_BODY), (52, b"2001:db8::7")),
-    ("v2 local", v2(0, 0x00, b""), (16, None)),
-    ("v2 with TLVs", v2(1, 0x11, V4_BODY + b"\x04\x00\x01x"), (32, b"198.51.100.4")),
+    ("v2 tcp4", v2(1, 0x11, V4_BODY) + b"GET", (28, b"198.51.100.4", False)),
+    ("v2 tcp6", v2(1, 0x21, V6_BODY), (52, b"2001:db8::7", False)),
+    ("v2 local", v2(0, 0x00, b""), (16, None, False)),
+    ("v2 with TLVs", v2(1, 0x11, V4_BODY + b"\x04\x00\x01x"), (32, b"198.51.100.4", False)),
+    ("v2 client TLS", v2(1, 0x11, V4_BODY + SSL_TLV), (36, b"198.51.100.4", True)),
+    ("v2 TLS TLV, not TLS", v2(1, 0x11, V4_BODY + SSL_TLV_NO), (36, b"198.51.100.4", False)),
     ("v2 partial signature", V2_SIGNATURE[:7], None),
     ("v2 partial body", v2(1, 0x11, V4_BODY)[:20], None),
 ]
@@ -106,7 +111,7 @@ PROXY_CASES = [
 @pytest.mark.parametrize(
     ("data", "expected"), [c[1:] for c in PROXY_CASES], ids=[c[0] for c in PROXY_CASES]
 )
-def test_parse_proxy_header(data: bytes, expected: tuple[int, bytes | None] | None) -> None:
+def test_parse_proxy_header(data: bytes, expected: tuple[int, bytes | None, bool] | None) -> None:
     assert parse_proxy_header(data) == expected
 
 
@@ -123,6 +128,7 @@ BAD_PROXY = [
     ("v2 truncated ipv4", v2(1, 0x11, V4_BODY[:6])),
     ("v2 udp", v2(1, 0x12, V4_BODY)),
     ("v2 too long", V2_SIGNATURE + b"\x21\x11\xff\xff"),
+    ("v2 truncated TLV", v2(1, 0x11, V4_BODY + b"\x20\x00\x09\x01")),
     ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 ]
 
