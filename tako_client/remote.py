@@ -119,11 +119,14 @@ def default_timeout(message: BaseModel | dict[str, Any]) -> float:
 def raise_for_error(response: Response) -> Any:
     """The ``data`` of an ``ok`` response; :class:`RemoteError` for an ``error`` one."""
     if response.status == "error":
-        raise RemoteError(
-            response.message or "tako-server reported an error",
-            code=response.code or RemoteError.code,
-            hint=response.hint,
-        )
+        message = response.message or "tako-server reported an error"
+        hint = response.hint
+        if response.code == "invalid_request" and "Extra inputs are not permitted" in message:
+            hint = hint or (
+                "this tako-server is older than your tako and does not know that field: "
+                "upgrade it first (`tako servers upgrade NAME`)"
+            )
+        raise RemoteError(message, code=response.code or RemoteError.code, hint=hint)
     return response.data
 
 

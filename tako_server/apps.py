@@ -85,6 +85,8 @@ class AppService:
                 with contextlib.suppress(Exception):
                     await ctx.supervisor.remove(req.key)
             raise
+        # before commit: the certificates commit asks for may need ssl.cloudflare
+        ctx.credentials.put(req.app, req.env, dict(req.credentials))
         record = AppRecord(
             app=req.app,
             env=req.env,

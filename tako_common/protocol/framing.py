@@ -35,10 +35,22 @@ MAX_DEPTH = 32
 _REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 
 
+def _model_text(message: BaseModel) -> str:
+    """A request leaves out every field at its default (the server fills it in the same), so
+    a server that predates an optional field still accepts requests that do not use it;
+    ``command``, the discriminator, is always sent."""
+    command = getattr(message, "command", None)
+    if not isinstance(command, str):
+        return message.model_dump_json(exclude_none=False)
+    data = message.model_dump(mode="json", exclude_defaults=True)
+    data["command"] = command
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_frame(message: BaseModel | dict[str, Any]) -> bytes:
     """Serialise one message as a JSON line; refuse frames over the cap."""
     if isinstance(message, BaseModel):
-        text = message.model_dump_json(exclude_none=False)
+        text = _model_text(message)
     else:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     data = text.encode("utf-8") + b"\n"

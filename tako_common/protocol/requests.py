@@ -24,6 +24,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tako_common.credentials import CredentialMap
 from tako_common.protocol.fields import (
     AppName,
     Argv,
@@ -123,6 +124,8 @@ class DeployRequest(AppRef):
     storages: list[StorageBinding] = Field(default_factory=list, max_length=64)
     #: ``[envs.<env>].backup`` resolved, with the backup keys; see docs/backups.md
     backup: BackupSettings | None = None
+    #: provider credentials (``tako credentials``) tako-server itself uses; never app vars
+    credentials: CredentialMap = Field(default_factory=dict)
     #: ``[envs.<env>].ssl``: how route hosts get certificates (docs/tls.md)
     ssl: Literal["letsencrypt", "cloudflare"] = "letsencrypt"
     #: ``[envs.<env>].source_ip``: where the client address comes from (docs/source-ip.md)

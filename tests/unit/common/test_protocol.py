@@ -179,3 +179,35 @@ def test_response_payloads_ignore_fields_a_newer_server_adds() -> None:
         {"app": "a", "env": "p", "version": "v", "new_app": True, "instances": 1, "future": 1}
     )
     assert data.instances == 1
+
+
+def test_requests_leave_out_default_fields_so_older_servers_accept_them() -> None:
+    full = deploy_payload(instances=3, credentials={"postgres_url": "postgresql://db/q"})
+    for payload, absent in (
+        (deploy_payload(), {"credentials", "storages", "backup", "instances", "vars", "owner"}),
+        (full, {"storages", "backup", "vars", "owner"}),
+    ):
+        request = parse_request(json.dumps(payload))
+        wire = json.loads(encode_frame(request))
+        assert wire["command"] == "deploy" and not absent & set(wire), sorted(wire)
+        assert "runtime_version" not in wire["manifest"]  # nested defaults too
+        assert parse_request(encode_frame(request)) == request  # the server reads it the same
+    assert json.loads(encode_frame(parse_request(json.dumps(full))))["instances"] == 3
+
+
+def test_an_older_server_refusing_a_new_field_gets_an_upgrade_hint() -> None:
+    from tako_client.remote import raise_for_error
+    from tako_common.errors import RemoteError
+
+    line = encode_frame(
+        error(
+            "invalid deploy request: credentials: Extra inputs are not permitted",
+            code="invalid_request",
+        )
+    )
+    with pytest.raises(RemoteError) as info:
+        raise_for_error(parse_response(line))
+    assert "tako servers upgrade" in (info.value.hint or "")
+    with pytest.raises(RemoteError) as other:
+        raise_for_error(parse_response(encode_frame(error("nope", code="invalid_request"))))
+    assert other.value.hint is None
