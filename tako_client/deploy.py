@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.remote import RemoteServer
@@ -78,6 +78,9 @@ class DeployTarget:
     images: ImageSettings | None = None
     #: provider credentials of the environment (``tako credentials``), decrypted
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    #: ``[envs.<env>].ssl`` and ``source_ip`` (docs/tls.md, docs/source-ip.md)
+    ssl: Literal["letsencrypt", "cloudflare"] = "letsencrypt"
+    source_ip: Literal["auto", "direct", "cloudflare-proxy", "trusted-proxy"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> 
         storages=target.storages,
         backup=target.backup,
         credentials=target.credentials,
+        ssl=target.ssl,
+        source_ip=target.source_ip,
     )
 
 

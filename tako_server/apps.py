@@ -87,6 +87,8 @@ class AppService:
             raise
         # before commit: the certificates commit asks for may need ssl.cloudflare
         ctx.credentials.put(req.app, req.env, dict(req.credentials))
+        ctx.state.save_edge_settings(req.app, req.env, req.ssl, req.source_ip)
+        ctx.routing.set_source_ip(req.key, req.source_ip)
         record = AppRecord(
             app=req.app,
             env=req.env,

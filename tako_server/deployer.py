@@ -49,6 +49,7 @@ from tako_server.launch import (
 from tako_server.routing import image_rules
 from tako_server.state import AppRecord
 from tako_server.supervisor.spec import LaunchSpec, RolloutError
+from tako_server.tls.policy import CertPlan
 
 #: Marker written into a release directory once extraction and runtime prep finished.
 PREPARED = ".tako-prepared"
@@ -220,7 +221,7 @@ async def commit(
         old_hosts = set(route_hosts(previous.routes)) if previous else set()
         new_hosts = route_hosts(record.routes)
         try:
-            ctx.certs.ensure_hosts(new_hosts)
+            ctx.certs.ensure_hosts(new_hosts, cert_plan(ctx, record.app, record.env))
             unused = old_hosts - set(new_hosts) - hosts_in_use(ctx, exclude=record.key)
             if unused:
                 ctx.certs.forget(sorted(unused))
@@ -232,6 +233,13 @@ async def commit(
         record.key, record.routes, release.public_dir, running=running, images=images
     )
     return warnings
+
+
+def cert_plan(ctx: ServerContext, app: str, env: str) -> CertPlan:
+    """How the app's hosts get certificates: its ``ssl`` and ``ssl.cloudflare`` token."""
+    ssl, _ = ctx.state.edge_settings(app, env)
+    token = ctx.credentials.get(app, env).get("ssl.cloudflare")
+    return CertPlan("cloudflare" if ssl == "cloudflare" else "letsencrypt", token or None)
 
 
 def hosts_in_use(ctx: ServerContext, exclude: str) -> set[str]:
@@ -284,13 +292,12 @@ async def restore_all(ctx: ServerContext) -> list[str]:
             problems.append(f"{record.key}: {exc}")
             log.error("restore of %s failed: %s", record.key, exc)
     if ctx.certs is not None:
-        hosts = sorted(
-            {h for routes in ctx.state.all_routes().values() for h in route_hosts(routes)}
-        )
-        try:
-            ctx.certs.ensure_hosts(hosts)
-        except TakoError as exc:
-            problems.append(f"certificates: {exc}")
+        for key, routes in sorted(ctx.state.all_routes().items()):
+            app, env = key.split("/", 1)
+            try:
+                ctx.certs.ensure_hosts(sorted(set(route_hosts(routes))), cert_plan(ctx, app, env))
+            except TakoError as exc:
+                problems.append(f"certificates of {key}: {exc}")
     return problems
 
 
@@ -301,6 +308,7 @@ async def register(ctx: ServerContext, record: AppRecord) -> None:
     release = release_of(ctx, record)
     spec = spec_for(ctx, release, record.vars, secrets)
     await ctx.supervisor.restore(spec, record.desired_instances, record.idle_timeout)
+    ctx.routing.set_source_ip(record.key, ctx.state.edge_settings(record.app, record.env)[1])
     ctx.routing.set_app(
         record.key, record.routes, release.public_dir, images=image_rules_of(ctx, release)
     )

@@ -41,6 +41,7 @@ from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
 from tako_client.storages import plan_storages
 from tako_common.config import (
+    certificate_check,
     deploy_check,
     env_routes,
     idle_timeout_for,
@@ -74,12 +75,13 @@ def deploy_command(
     ctx = load_app(config, directory, env)
     for warning in ctx.loaded.warnings:
         output.warn(warning)
-    deploy_check(ctx.loaded, env)
+    found = deploy_check(ctx.loaded, env)
     selection = select_servers(ctx, GlobalConfig.load())
     if selection.note:
         output.warn(selection.note)
     secrets = _secrets(ctx)
     credentials = load_credentials(ctx.app_dir, env)
+    certificate_check(ctx.loaded, env, credentials)
     storage = plan_storages(ctx, [entry.name for entry in selection.servers])
     if storage.new_backup_key:
         output.warn(
@@ -105,6 +107,8 @@ def deploy_command(
             backup=storage.backup_for(entry.name),
             images=image_settings(ctx.loaded.config.images),
             credentials=credentials,
+            ssl=found.ssl,
+            source_ip=found.source_ip,
         )
         for entry in selection.servers
     }

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,29 @@ def env_routes(loaded: LoadedConfig, env: str) -> list[str]:
 def wildcard_routes(loaded: LoadedConfig, env: str) -> list[str]:
     """Routes with a ``*.`` host: with ssl=letsencrypt they need ssl.cloudflare credentials."""
     return [route for route in env_routes(loaded, env) if parse_route(route).wildcard]
+
+
+def certificate_check(loaded: LoadedConfig, env: str, credentials: Collection[str]) -> None:
+    """Refuse a deploy whose certificates cannot be issued (before any build or upload):
+    ``ssl = "cloudflare"``, or a wildcard route on ``ssl = "letsencrypt"``, without the
+    ``ssl.cloudflare`` credential (docs/tls.md)."""
+    found = resolve_env(loaded, env)
+    if "ssl.cloudflare" in credentials:
+        return
+    hint = f"set it with `tako credentials set ssl.cloudflare --env {env}`"
+    if found.ssl == "cloudflare":
+        raise ConfigError(
+            [f'environment {env!r} uses ssl = "cloudflare" (Cloudflare Origin CA), which needs '
+             "the ssl.cloudflare credential"],
+            hint=hint,
+        )  # fmt: skip
+    wildcards = wildcard_routes(loaded, env)
+    if wildcards:
+        raise ConfigError(
+            [f"wildcard route {', '.join(wildcards)} of environment {env!r} needs a DNS-01 "
+             "certificate, which needs the ssl.cloudflare credential"],
+            hint=hint,
+        )  # fmt: skip
 
 
 def env_servers(loaded: LoadedConfig, env: str) -> list[str]:

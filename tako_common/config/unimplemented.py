@@ -27,8 +27,6 @@ from tako_common.config.model import EnvConfig, TakoConfig
 NOT_IMPLEMENTED: dict[str, str] = {
     "container": "container",
     "workflows": "[workflows]",
-    "source_ip": "source_ip",
-    "ssl_cloudflare": 'ssl = "cloudflare"',
     "runtime_version": 'runtime = "name@version"',
 }
 

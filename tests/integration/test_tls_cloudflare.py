@@ -9,11 +9,14 @@ handshake on a listener using ``CertStore.server_context()`` (SNI).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -22,8 +25,10 @@ from tako_server.tls import AcmeIssuer, CertManager, CertState, CertStore, Chall
 from tako_server.tls.cloudflare import CloudflareApi
 from tako_server.tls.origin_ca import OriginCaIssuer
 from tako_server.tls.policy import CertPlan
+from tests.helpers.artifacts import place_artifact, tar_zst_from_dir
 
 from .cloudflare_standin import CloudflareStandIn
+from .conftest import APPS_DIR, ControlClient, ServerProcess, deploy_message
 from .pebble import ChallengeResponder, Pebble, free_port, pebble_available, run_pebble
 
 pytestmark = [
@@ -216,3 +221,61 @@ async def test_origin_ca_without_credential_serves_fallback_and_says_why(node: N
     assert status.state is CertState.SELF_SIGNED
     assert "ssl.cloudflare" in (status.reason or "")
     assert node.origin.issued == 0
+
+
+# --- through the real tako-server: the deploy carries ssl and the credential -------------
+
+
+def wait_states(client: ControlClient, app: str, want: dict[str, str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    certs: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        (entry,) = client.ok({"command": "status", "app": app, "env": "production"})["apps"]
+        certs = {c["host"]: c for c in entry["certificates"]}
+        if all(certs.get(h, {}).get("state") == s for h, s in want.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"certificates not {want} in {timeout}s: {certs}")
+
+
+def served_issuer(port: int, host: str) -> str:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+
+
+def test_deploys_with_ssl_settings_get_dns01_and_origin_ca_certificates_in_tako_server(
+    server_factory: Callable[..., ServerProcess], pebble: Pebble, cloudflare: CloudflareStandIn,
+    responder: ChallengeResponder,
+) -> None:  # fmt: skip
+    server = server_factory(edge=True)
+    server.extra_env = {
+        "TAKO_ACME_ENABLED": "true",
+        "TAKO_ACME_DIRECTORY_URL": pebble.directory_url,
+        "TAKO_ACME_CA_BUNDLE": str(pebble.ca_bundle),
+        "TAKO_CLOUDFLARE_API_URL": cloudflare.base_url,
+        "TAKO_CLOUDFLARE_DNS_PROPAGATION": "0",
+    }
+    server.start()
+    responder.requests.clear()
+    name, digest = place_artifact(tar_zst_from_dir(APPS_DIR / "pyapp"), server.incoming)
+    creds = {"ssl.cloudflare": TOKEN}
+    with server.client() as client:
+        client.ok(deploy_message(name, digest, routes=[f"*.{ZONE}", f"www.{ZONE}"],
+                                 credentials=creds))  # fmt: skip
+        client.ok(deploy_message(name, digest, app="shop", routes=[f"shop.{ZONE}"],
+                                 credentials=creds, ssl="cloudflare"))  # fmt: skip
+        wait_states(client, "web", {f"*.{ZONE}": "issued", f"www.{ZONE}": "issued"})
+        wait_states(client, "shop", {f"shop.{ZONE}": "issued"})
+    assert "Pebble" in served_issuer(server.https_port, f"pr-1.{ZONE}")
+    assert served_issuer(server.https_port, f"shop.{ZONE}") == "CN=Test Origin CA"
+    assert cloudflare.records == {} and responder.requests == []
+
+    server.restart()  # the ssl setting and the credential come back from the state
+    with server.client() as client:
+        wait_states(client, "shop", {f"shop.{ZONE}": "issued"}, timeout=30)
+    assert cloudflare.certificates == [[f"shop.{ZONE}"]], "a restart reuses the certificate"

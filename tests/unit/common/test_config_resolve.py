@@ -8,6 +8,7 @@ import pytest
 
 from tako_common.config import (
     build_steps,
+    certificate_check,
     deploy_check,
     env_routes,
     env_servers,
@@ -195,3 +196,35 @@ def test_workflow_settings_layer_top_group_server_server_group(
     )
     settings = workflow_settings(load_config(path), group, server)
     assert (settings.run, settings.workers, settings.concurrency) == expected
+
+
+CERT_CASES = [
+    # (name, env table, credentials, error fragment or None)
+    ("exact host, HTTP-01", 'route = "a.example.com"', [], None),
+    ("wildcard without credential", 'route = "*.example.com"', [],
+     "wildcard route *.example.com of environment 'production' needs"),
+    ("wildcard with credential", 'route = "*.example.com"', ["ssl.cloudflare"], None),
+    ("origin CA without credential", 'route = "a.example.com"\nssl = "cloudflare"', [],
+     'uses ssl = "cloudflare"'),
+    ("origin CA with credential", 'route = "a.example.com"\nssl = "cloudflare"',
+     ["ssl.cloudflare"], None),
+    ("another credential is not it", 'route = "*.example.com"', ["postgres_url"], "needs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("table", "credentials", "error"), [c[1:] for c in CERT_CASES], ids=[c[0] for c in CERT_CASES]
+)
+def test_certificate_check(
+    tmp_path: Path, table: str, credentials: list[str], error: str | None
+) -> None:
+    path = tmp_path / "tako.toml"
+    path.write_text(f'name = "shop"\n[envs.production]\n{table}\n')
+    loaded = load_config(path)
+    if error is None:
+        certificate_check(loaded, "production", credentials)
+        return
+    with pytest.raises(ConfigError) as info:
+        certificate_check(loaded, "production", credentials)
+    assert error in str(info.value)
+    assert "tako credentials set ssl.cloudflare --env production" in (info.value.hint or "")

@@ -24,8 +24,8 @@ def warnings_of(text: str) -> list[str]:
 
 def test_the_list_names_what_is_not_implemented_and_each_entry_can_be_found() -> None:
     assert set(NOT_IMPLEMENTED) == {
-        "container", "workflows", "source_ip",
-        "ssl_cloudflare", "runtime_version",
+        "container", "workflows",
+        "runtime_version",
     }
     assert set(NOT_IMPLEMENTED) <= set(unimplemented.FINDERS)
 
@@ -43,10 +43,6 @@ def message(option: str) -> str:
         (PROD + "[workflows]\nworkers = 1\n", f"tako.toml:3 workflows: {message('[workflows]')}"),
         (PROD + "[servers.la.workflows]\nworkers = 1\n",
          f"tako.toml:3 servers.la.workflows: {message('[workflows]')}"),
-        (PROD + 'source_ip = "auto"\n',
-         f"tako.toml:3 envs.production.source_ip: {message('source_ip')}"),
-        (PROD + 'ssl = "cloudflare"\n',
-         "tako.toml:3 envs.production.ssl: " + message('ssl = "cloudflare"')),
     ],
 )
 def test_a_set_option_that_is_not_implemented_warns_with_its_line(
@@ -63,6 +59,8 @@ def test_a_set_option_that_is_not_implemented_warns_with_its_line(
         'release = "migrate"\n' + PROD,  # release commands are implemented
         PROD + 'release = "seed"\n',
         PROD + 'ssl = "letsencrypt"\nidle_timeout = 60\n',
+        PROD + 'source_ip = "trusted-proxy"\n',  # source_ip and Origin CA are implemented
+        PROD + 'ssl = "cloudflare"\n',
         '[envs.production]\nroutes = ["a.com"]\nservers = ["la"]\n',
         PROD + 'storages = { uploads = "local" }\n',  # storages and backups are implemented
         PROD + "[images]\nsizes = [320]\n",  # the image optimizer is implemented
@@ -77,7 +75,7 @@ def test_implemented_or_neutral_settings_do_not_warn(text: str) -> None:
 
 def test_the_complete_reference_example_warns_for_each_unimplemented_option_it_sets() -> None:
     found = warnings_of(COMPLETE_EXAMPLE)
-    absent = {"container", "ssl_cloudflare"}  # not in the reference's example
+    absent = {"container"}  # not in the reference's example
     for option_id, option in NOT_IMPLEMENTED.items():
         hits = [line for line in found if message(option) in line]
         assert bool(hits) is (option_id not in absent), option
