@@ -6,7 +6,9 @@ Public API (see docs/tls.md):
   ``server_context()``, ``refresh()``, ``info(domain)``, ``put(...)``.
 - :func:`ensure_self_signed` / :func:`make_self_signed` -- ECDSA P-256 self-signed certs.
 - :class:`ChallengeStore` and :func:`challenge_response` -- HTTP-01 answers for the edge.
-- :class:`AcmeIssuer` -- one ACME account, ``issue(domain)`` over HTTP-01.
+- :class:`AcmeIssuer` -- one ACME account, ``issue(domain, dns=None)`` over HTTP-01, or
+  DNS-01 through a :class:`CloudflareApi`; :class:`OriginCaIssuer` -- Cloudflare Origin CA.
+- :class:`CertPlan` -- an app's ``ssl`` and ``ssl.cloudflare`` token: how its hosts are issued.
 - :class:`CertManager` -- per-host decisions, background issuance, renewal, ``status``.
 - Pure policy: :func:`is_due`, :func:`next_attempt`, :func:`decide`, :func:`select_name`.
 
@@ -30,6 +32,7 @@ from .challenges import ChallengeStore, challenge_response
 from .errors import AcmeError, TlsError
 from .policy import (
     Action,
+    CertPlan,
     CertState,
     HostCertStatus,
     can_use_acme,
@@ -48,7 +51,9 @@ if TYPE_CHECKING:
         AcmeIssuer,
         directory_url_for,
     )
+    from .cloudflare import CloudflareApi, CloudflareError
     from .manager import CertManager
+    from .origin_ca import OriginCaIssuer
 
 _LAZY = {
     "LETSENCRYPT_PRODUCTION": "acme_issuer",
@@ -56,6 +61,9 @@ _LAZY = {
     "AcmeIssuer": "acme_issuer",
     "directory_url_for": "acme_issuer",
     "CertManager": "manager",
+    "CloudflareApi": "cloudflare",
+    "CloudflareError": "cloudflare",
+    "OriginCaIssuer": "origin_ca",
 }
 
 
@@ -79,7 +87,11 @@ __all__ = [
     "Action",
     "CertInfo",
     "CertManager",
+    "CertPlan",
     "CertState",
+    "CloudflareApi",
+    "CloudflareError",
+    "OriginCaIssuer",
     "CertStore",
     "ChallengeStore",
     "HostCertStatus",
