@@ -347,9 +347,13 @@ class Handlers:
                 continue
             not_after = status.not_after.isoformat() if status.not_after else None
             state = getattr(status.state, "value", status.state)
+            retry_at = status.retry_at.isoformat() if status.retry_at else None
             result.append(
-                CertStatus(host=host, state=state, not_after=not_after, reason=status.reason)
-            )
+                CertStatus(
+                    host=host, state=state, not_after=not_after, reason=status.reason,
+                    retry_at=retry_at,
+                )
+            )  # fmt: skip
         return result
 
     async def on_list(self, req: ListRequest, connection: int) -> ListData:

@@ -264,6 +264,23 @@ def app_line(app: AppStatus) -> str:
     return "  ".join(parts)
 
 
+def certificate_lines(app: AppStatus) -> list[str]:
+    """One line per certificate that needs attention: failed, waiting for DNS-01
+    credentials, or served while its renewal fails (the reason is the CA's or the API's)."""
+    lines = []
+    for cert in app.certificates:
+        attention = cert.state in ("failed", "needs_dns01") or bool(cert.reason)
+        if not attention or cert.reason == "ACME is disabled on this server":  # by choice
+            continue
+        line = f"{app.app}/{app.env}: certificate {cert.host} {cert.state}"
+        if cert.reason:
+            line += f": {cert.reason}"
+        if cert.retry_at:
+            line += f" (retry at {cert.retry_at})"
+        lines.append(line)
+    return lines
+
+
 def print_report(entry: ServerEntry, result: HostResult[ServerReport]) -> None:
     output.section(f"{entry.name} ({entry.host}:{entry.port})")
     if result.error is not None:
@@ -278,6 +295,8 @@ def print_report(entry: ServerEntry, result: HostResult[ServerReport]) -> None:
         output.bullet(app_line(app))
         if app.backup_error:
             output.warn(f"{app.app}/{app.env}: the last backup failed (see `tako backups status`)")
+        for line in certificate_lines(app):
+            output.warn(line)
 
 
 def status_command() -> None:

@@ -148,6 +148,8 @@ class CertStatus(Data):
     state: Literal["issued", "pending", "failed", "self_signed", "needs_dns01", "none"]
     not_after: str | None = None
     reason: str | None = None
+    #: when a failed issuance or renewal is tried again (ISO 8601), else None
+    retry_at: str | None = None
 
 
 AppState = Literal["running", "idle", "deploying", "stopped", "error"]
