@@ -21,6 +21,10 @@ ENV_NAMES = [
     "TAKO_ACME_CA_BUNDLE",
     "TAKO_ACME_ENABLED",
     "TAKO_LOG_LEVEL",
+    "TAKO_CLOUDFLARE_API_URL",
+    "TAKO_CLOUDFLARE_DNS_PROPAGATION",
+    "TAKO_SOURCE_IP_TRUSTED_PROXIES",
+    "TAKO_SOURCE_IP_PROXY_PROTOCOL",
 ]
 
 
@@ -150,3 +154,25 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
     with pytest.raises(Exception, match="frozen"):
         s.http_port = 1  # type: ignore[misc]
+
+
+def test_cloudflare_and_source_ip_sections(tmp_path: Path) -> None:
+    _write_config(
+        tmp_path,
+        '[cloudflare]\napi_url = "http://127.0.0.1:9/client/v4"\ndns_propagation = 0\n'
+        '[source_ip]\ntrusted_proxies = ["10.0.0.0/8", "192.0.2.7"]\nproxy_protocol = true\n',
+    )
+    s = load_settings(data_dir=tmp_path)
+    assert s.cloudflare_api_url == "http://127.0.0.1:9/client/v4"
+    assert s.cloudflare_dns_propagation == 0
+    assert s.source_ip_trusted_proxies == ["10.0.0.0/8", "192.0.2.7"]
+    assert s.source_ip_proxy_protocol is True
+    default = load_settings(data_dir=tmp_path / "none")
+    assert default.cloudflare_api_url == "https://api.cloudflare.com/client/v4"
+    assert default.source_ip_trusted_proxies == [] and default.source_ip_proxy_protocol is False
+
+
+def test_a_bad_trusted_proxy_range_is_refused_naming_it(tmp_path: Path) -> None:
+    _write_config(tmp_path, '[source_ip]\ntrusted_proxies = ["10.0.0.0/33"]\n')
+    with pytest.raises(ConfigError, match="'10.0.0.0/33' is not an IP address or CIDR range"):
+        load_settings(data_dir=tmp_path)
