@@ -49,6 +49,7 @@ SNAPSHOT = EdgeSnapshot(
         "b/prod": EdgeApp("b/prod", (), None, True),
         "c/prod": EdgeApp("c/prod", (B1,), None, False, maintenance="back <soon>", images=RULES),
         "d/prod": EdgeApp("d/prod", (B1,), None, False, maintenance=""),
+        "e/prod": EdgeApp("e/prod", (B1,), None, False, source_ip="trusted-proxy"),
     },
 )
 
@@ -177,6 +178,17 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         ),
         "snapshot",
         "cache_dir",
+    ),
+    (
+        "unknown source_ip",
+        line(
+            op="snapshot",
+            routes=[],
+            apps={"a": {"backends": [], "public_dir": None, "cold_start": False,
+                        "source_ip": "proxy"}},
+        ),  # fmt: skip
+        "snapshot",
+        "source_ip",
     ),
     (
         "public_dir number",

@@ -301,3 +301,24 @@ def test_activity_heartbeat_repeats_busy_apps() -> None:
     activity.take_report(now=100.0)
     assert activity.take_report(now=101.0) == {}
     assert activity.take_report(now=106.0) == {"a/prod": {1: 1}}
+
+
+def test_proxy_headers_are_kept_for_clientaddr_and_never_forwarded() -> None:
+    head = inspect_request(
+        h(
+            "Host: app.example.com",
+            "X-Forwarded-For: 1.1.1.1",
+            "X-Forwarded-For: 2.2.2.2",
+            "X-Forwarded-Proto: https",
+            "CF-Connecting-IP: 3.3.3.3 ",
+            "Accept: */*",
+        ),
+        http11=True,
+    )
+    assert (head.xff, head.xfp, head.cf_ip) == (b"1.1.1.1, 2.2.2.2", b"https", b"3.3.3.3")
+    raw = upstream_request(b"GET", b"/", head, b"198.51.100.4", b"http")
+    assert b"X-Forwarded-For: 198.51.100.4\r\nX-Real-IP: 198.51.100.4\r\n" in raw
+    for dropped in (b"1.1.1.1", b"2.2.2.2", b"3.3.3.3", b"CF-Connecting-IP"):
+        assert dropped not in raw
+    plain = inspect_request(h("Host: app.example.com"), http11=True)
+    assert (plain.xff, plain.xfp, plain.cf_ip) == (None, None, None)

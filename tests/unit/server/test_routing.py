@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tako_common.protocol import ImageSettings
+from tako_server.edge.clientaddr import MODES
 from tako_server.edge.snapshot import Backend, EdgeApp, EdgeSnapshot, EdgeState, ImageRules
 from tako_server.routing import AppRoutes, RoutingState, image_rules
 
@@ -236,3 +237,18 @@ def test_image_rules_of_a_release() -> None:
         ("/**",), (), (640, 320), (75,), ("avif", "webp"), "/data/apps/shop/prod/cache"
     )
     assert image_rules(None, Path("/x")) is None
+
+
+def test_source_ip_reaches_the_snapshot_and_goes_with_the_app(
+    routing: RoutingState, recorder: Recorder
+) -> None:
+    routing.set_app(SHOP, ["shop.example.com"], None)
+    assert routing.snapshot.apps[SHOP].source_ip == "auto"
+    assert routing.set_source_ip(SHOP, "cloudflare-proxy")
+    assert routing.snapshot.apps[SHOP].source_ip == "cloudflare-proxy"
+    assert not routing.set_source_ip(SHOP, "cloudflare-proxy")  # no change, no push
+    found = EdgeState.compile(routing.snapshot).route("shop.example.com", "/")
+    assert found is not None and found[1].source_ip == MODES["cloudflare-proxy"]
+    routing.remove_app(SHOP)
+    routing.set_app(SHOP, ["shop.example.com"], None)
+    assert routing.snapshot.apps[SHOP].source_ip == "auto"
