@@ -121,6 +121,7 @@ def test_the_docs_and_the_dashboard_name_only_exported_metrics() -> None:
     meter.cold_start("a/prod", 1.0)
     meter.count("upstream_connect_errors", "a/prod")
     meter.count("limited", None)
+    meter.count("proxy_protocol_errors", None)
     text = render(
         Readings(
             edge=meter.snapshot(),
