@@ -30,6 +30,7 @@ from tako_server.state import StateStore
 from tako_server.storage_store import StorageStore
 from tako_server.supervisor.spec import AppRuntime, LaunchSpec, RolloutResult
 from tako_server.takeover import TakeoverRecord
+from tako_server.workflows.service import WorkflowService
 
 
 class AppLogLike(Protocol):
@@ -82,6 +83,8 @@ class ServerContext:
     guard: MutationGuard = field(init=False)
     #: storage bindings and backup settings per app, sealed with the secrets key
     storage: StorageStore = field(init=False)
+    #: worker groups, job queues and schedules (None: a server built without them, tests)
+    workflows: WorkflowService | None = None
 
     def __post_init__(self) -> None:
         self.guard = MutationGuard(self.state, self.locks)

@@ -93,6 +93,8 @@ class ServerSettings(BaseSettings):
     # the edge (docs/server.md, "Edge settings"); metrics are off unless a port is set
     metrics_port: Port | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    #: the workflows job-queue API, on 127.0.0.1 only (docs/workflows.md)
+    workflows_port: Port = Field(default=7433, ge=1, le=65535)
     access_log: Literal["on", "off"] = "on"
     access_log_sample: float = Field(default=1.0, gt=0.0, le=1.0)
     access_log_query: bool = False

@@ -260,6 +260,8 @@ class ScaleData(Data):
     app: str
     env: str
     instances: int
+    #: the workflow group scaled (None: the app's instances)
+    group: str | None = None
 
 
 class DeleteData(Data):

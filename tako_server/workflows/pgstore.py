@@ -59,7 +59,7 @@ class PgStore:
 
     @classmethod
     async def connect(cls, url: str) -> PgStore:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=8, timeout=10)

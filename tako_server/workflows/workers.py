@@ -86,9 +86,13 @@ class Worker:
         except OSError as exc:
             group.log.write(f"[{group.name}] cannot start worker: {exc}")
             return str(exc)
+        pipes: list[tuple[asyncio.StreamReader | None, Stream]] = [
+            (self.proc.stdout, "out"),
+            (self.proc.stderr, "err"),
+        ]
         readers = [
             spawn(_pump(stream, name, group), name=f"tako-worker-log-{self.worker_id}-{name}")
-            for stream, name in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))
+            for stream, name in pipes
             if stream is not None
         ]
         code = await self.proc.wait()
