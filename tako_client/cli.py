@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apps",
     "maintenance",
     "secrets",
+    "credentials",
     "storages",
     "backups",
     "servers",

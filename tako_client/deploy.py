@@ -76,6 +76,8 @@ class DeployTarget:
     backup: BackupSettings | None = field(default=None, repr=False)
     #: ``[images]`` resolved (None: no image endpoint); it travels in the release manifest
     images: ImageSettings | None = None
+    #: provider credentials of the environment (``tako credentials``), decrypted
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> 
         owner=owner,
         storages=target.storages,
         backup=target.backup,
+        credentials=target.credentials,
     )
 
 

@@ -13,8 +13,9 @@ Rules:
   the app name rule; a value that does not decrypt is an error naming the key source;
 - values are never logged or put in messages;
 - each environment may also hold the reserved sections :data:`RESERVED` (storage
-  credentials, backup keys; encrypted with the same key): app-secret functions leave
-  them out and keep them on write, :mod:`tako_client.storage_secrets` owns them.
+  credentials, backup keys, provider credentials; encrypted with the same key): app-secret
+  functions leave them out and keep them on write; :mod:`tako_client.storage_secrets` and
+  :mod:`tako_client.credentials` own them.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 Secrets = dict[str, dict[str, str]]
 #: Per-environment keys that are not app secrets: ``storages`` (S3 credentials per
-#: resource) and ``backup_keys`` (see :mod:`tako_client.storage_secrets`).
-RESERVED = ("storages", "backup_keys")
+#: resource) and ``backup_keys`` (see :mod:`tako_client.storage_secrets`), and
+#: ``credentials`` (provider credentials, see :mod:`tako_client.credentials`).
+RESERVED = ("storages", "backup_keys", "credentials")
 
 
 class SecretsError(TakoError):

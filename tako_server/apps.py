@@ -74,7 +74,7 @@ class AppService:
         previous = ctx.state.get_app(req.app, req.env)
         desired = _desired(req.instances, previous)
         if ctx.workflows is not None:  # refused before anything changes (postgres_url)
-            await ctx.workflows.check(req.app, req.env, req.workflows)
+            await ctx.workflows.check(req.app, req.env, req.workflows, req.credentials)
         try:
             staged = ctx.staging.pop(req.key, req.version)  # made by this deploy's prepare
             adopted = staged is not None and staged.created
@@ -88,6 +88,8 @@ class AppService:
                 with contextlib.suppress(Exception):
                     await ctx.supervisor.remove(req.key)
             raise
+        # before commit: the certificates commit asks for may need ssl.cloudflare
+        ctx.credentials.put(req.app, req.env, dict(req.credentials))
         record = AppRecord(
             app=req.app,
             env=req.env,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from tako_common.layout import ServerLayout
 from tako_common.tasks import TaskGroup
+from tako_server.credential_store import CredentialStore
 from tako_server.guard import MutationGuard
 from tako_server.locks import DeployLocks
 from tako_server.routing import RoutingState
@@ -85,10 +86,13 @@ class ServerContext:
     storage: StorageStore = field(init=False)
     #: worker groups, job queues and schedules (None: a server built without them, tests)
     workflows: WorkflowService | None = None
+    #: provider credentials per app (``tako credentials``), sealed with the secrets key
+    credentials: CredentialStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.guard = MutationGuard(self.state, self.locks)
         self.storage = StorageStore(self.secrets.box, self.state)
+        self.credentials = CredentialStore(self.secrets.box, self.state)
 
     @property
     def layout(self) -> ServerLayout:

@@ -252,7 +252,8 @@ class Daemon:
         )
 
     def _credentials(self, app: str, env: str) -> dict[str, str]:
-        return {}
+        assert self.ctx is not None
+        return self.ctx.credentials.get(app, env)
 
     async def _start_workflows_api(self, workflows: WorkflowService) -> None:
         """The queue's loopback API (a busy port is logged: workers cannot reach it)."""

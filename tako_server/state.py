@@ -101,6 +101,14 @@ MIGRATIONS: tuple[str, ...] = (
         since TEXT NOT NULL,
         PRIMARY KEY (app, env)
     );
+    """,    # provider credentials per app (tako credentials), sealed with the secrets key
+    """
+    CREATE TABLE app_credentials (
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        PRIMARY KEY (app, env)
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -305,6 +313,7 @@ class StateStore:
                 "app_storage",
                 "backup_runs",
                 "app_maintenance",
+                "app_credentials",
             ):
                 cur = db.execute(f"DELETE FROM {table} WHERE app=? AND env=?", (app, env))
                 existed = existed or cur.rowcount > 0
@@ -360,6 +369,25 @@ class StateStore:
         """Every ``(app, env)`` with stored storage settings."""
         rows = self._db.execute("SELECT app, env FROM app_storage ORDER BY app, env")
         return [(str(app), str(env)) for app, env in rows]
+
+    # ------------------------------------------------------------------ credentials
+
+    def put_credentials_blob(self, app: str, env: str, blob: bytes | None) -> None:
+        """Store the sealed credentials of an app; ``None`` removes them."""
+        with self._tx() as db:
+            if blob is None:
+                db.execute("DELETE FROM app_credentials WHERE app=? AND env=?", (app, env))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO app_credentials (app, env, blob) VALUES (?,?,?)",
+                    (app, env, blob),
+                )
+
+    def get_credentials_blob(self, app: str, env: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT blob FROM app_credentials WHERE app=? AND env=?", (app, env)
+        ).fetchone()
+        return bytes(row[0]) if row else None
 
     def save_backup_run(self, app: str, env: str, run: BackupRunRow, keep: int = 50) -> None:
         """Insert or update one backup run; only the newest ``keep`` runs are kept."""

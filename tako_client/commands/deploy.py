@@ -23,6 +23,7 @@ from tako_client.build import build_artifact
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.build.plan import Target, target_label
 from tako_client.build.presets import load_preset
+from tako_client.credentials import load_credentials
 from tako_client.deploy import (
     DeployTarget,
     ServerOutcome,
@@ -78,6 +79,7 @@ def deploy_command(
     if selection.note:
         output.warn(selection.note)
     secrets = _secrets(ctx)
+    credentials = load_credentials(ctx.app_dir, env)
     storage = plan_storages(ctx, [entry.name for entry in selection.servers])
     if storage.new_backup_key:
         output.warn(
@@ -102,6 +104,7 @@ def deploy_command(
             storages=storage.bindings,
             backup=storage.backup_for(entry.name),
             images=image_settings(ctx.loaded.config.images),
+            credentials=credentials,
         )
         for entry in selection.servers
     }

@@ -24,6 +24,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from tako_common.credentials import CredentialMap
 from tako_common.protocol.fields import (
     AppName,
     Argv,
@@ -126,6 +127,8 @@ class DeployRequest(AppRef):
     backup: BackupSettings | None = None
     #: ``[workflows]`` resolved for this server; see docs/workflows.md
     workflows: WorkflowsSpec | None = None
+    #: provider credentials (``tako credentials``) tako-server itself uses; never app vars
+    credentials: CredentialMap = Field(default_factory=dict)
     mutates, slow, exclusive = True, True, True
 
     @property

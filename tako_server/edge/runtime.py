@@ -259,7 +259,7 @@ class EdgeRuntime:
                 conn.close()
         if self.activity.has_pending():
             self.flush_activity()
-        if self.access is not None and self.access.rows:
+        if self.access is not None and self.access.lines:
             self.access.hand_off()
         self._send_meter(now)
         self._collect_closed(now)

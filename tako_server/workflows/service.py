@@ -172,10 +172,13 @@ class WorkflowService:
         self._save(entry)
         await self._start_groups(entry)
 
-    async def check(self, app: str, env: str, spec: WorkflowsSpec | None) -> None:
-        """Refuse a deploy whose workflows cannot run (before anything changes)."""
+    async def check(
+        self, app: str, env: str, spec: WorkflowsSpec | None, credentials: Mapping[str, str]
+    ) -> None:
+        """Refuse a deploy whose workflows cannot run (before anything changes): a shared
+        queue needs ``postgres_url`` among the deploy's credentials, and a reachable one."""
         if spec is not None and spec.groups:
-            await self.store_for(app, env, spec)
+            await self.store_for(app, env, spec, credentials)
 
     async def restart(self, launch: LaunchSpec, idle_timeout: int | None = None) -> None:
         """Start (or restart) the app's workers with ``launch`` (restore, rollback, secrets)."""
@@ -263,10 +266,17 @@ class WorkflowService:
             raise UnknownGroup(f"unknown workflow group {name!r} of {entry.key} (groups: {known})")
         return spec
 
-    async def store_for(self, app: str, env: str, spec: WorkflowsSpec) -> QueueStore:
+    async def store_for(
+        self,
+        app: str,
+        env: str,
+        spec: WorkflowsSpec,
+        credentials: Mapping[str, str] | None = None,
+    ) -> QueueStore:
         if not spec.shared:
             return self.local
-        url = self.credentials(app, env).get(POSTGRES_CREDENTIAL)
+        found = credentials if credentials is not None else self.credentials(app, env)
+        url = found.get(POSTGRES_CREDENTIAL)
         if not url:
             raise ValidationError(
                 f"{app}/{env} runs on more than one server: its workflows need PostgreSQL",
