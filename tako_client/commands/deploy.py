@@ -27,11 +27,13 @@ from tako_client.credentials import load_credentials
 from tako_client.deploy import (
     DeployTarget,
     ServerOutcome,
+    check_workflows_storage,
     deploy_to_server,
     failure_summary,
     image_settings,
     lock_owner,
     route_urls,
+    workflows_spec,
 )
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
@@ -80,6 +82,10 @@ def deploy_command(
         output.warn(selection.note)
     secrets = _secrets(ctx)
     credentials = load_credentials(ctx.app_dir, env)
+    count = len(selection.servers)
+    workflows = {e.name: workflows_spec(ctx.loaded, e.name, count) for e in selection.servers}
+    for spec in workflows.values():
+        check_workflows_storage(spec, env, credentials)
     storage = plan_storages(ctx, [entry.name for entry in selection.servers])
     if storage.new_backup_key:
         output.warn(
@@ -105,6 +111,7 @@ def deploy_command(
             backup=storage.backup_for(entry.name),
             images=image_settings(ctx.loaded.config.images),
             credentials=credentials,
+            workflows=workflows[entry.name],
         )
         for entry in selection.servers
     }
