@@ -24,7 +24,7 @@ The config file is optional; its shape is::
 
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
-TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL``. Rules: unknown keys and bad
+TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT``. Rules: unknown keys and bad
 values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
@@ -153,6 +153,7 @@ class _ServerSection(BaseModel):
     release_timeout: int | None = None
     metrics_port: Port | None = None
     metrics_host: str | None = None
+    workflows_port: Port | None = None
     access_log: Literal["on", "off"] | None = None
     access_log_sample: float | None = None
     access_log_query: bool | None = None
