@@ -24,8 +24,8 @@ The config file is optional; its shape is::
 
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
-TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT``. Rules: unknown keys and bad
-values are refused with the file, line and key path (:class:`ConfigError`); nothing is
+TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT``. Rules: unknown
+keys and bad values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
 
