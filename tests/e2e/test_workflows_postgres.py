@@ -159,8 +159,16 @@ def test_200_runs_are_each_completed_once_across_both_hosts(
     )[0][0] == 200, timeout=120)
     assert query(database, "SELECT count(*) FROM tako_runs WHERE grp = 'jobs'")[0][0] == 200
     assert query(database, "SELECT max(attempts) FROM tako_runs WHERE grp = 'jobs'")[0][0] == 1
-    per_host = done_lines(hosts)
-    jobs = {h: Counter({k: n for k, n in c.items() if k[0] == "jobs"}) for h, c in per_host.items()}
+
+    def jobs_done() -> dict[str, Counter[tuple[str, int]]]:
+        return {
+            host: Counter({k: n for k, n in lines.items() if k[0] == "jobs"})
+            for host, lines in done_lines(hosts).items()
+        }
+
+    # the workers log "done" after the server answered: wait for the lines to land
+    until("200 completion lines", lambda: len(sum(jobs_done().values(), Counter())) >= 200, 30)
+    jobs = jobs_done()
     total: Counter[tuple[str, int]] = sum(jobs.values(), Counter())
     assert len(total) == 200 and set(total.values()) == {1}  # each run completed once
     assert all(jobs[h.name] for h in hosts), {h: len(c) for h, c in jobs.items()}  # both worked
@@ -191,6 +199,10 @@ def test_a_schedule_fires_once_per_tick_across_a_redeploy(
     until("every tick run done", lambda: query(
         database, "SELECT count(*) FROM tako_runs WHERE grp = 'tick' AND state <> 'done'"
     )[0][0] == 0, timeout=60)
-    per_host = done_lines(hosts)
-    total = sum(per_host.values(), Counter())
-    assert {run_id: total[("tick", run_id)] for run_id in ids} == dict.fromkeys(ids, 1)
+
+    def tick_lines() -> dict[int, int]:
+        total = sum(done_lines(hosts).values(), Counter())
+        return {run_id: total[("tick", run_id)] for run_id in ids}
+
+    until("a completion line per tick", lambda: all(tick_lines().values()), timeout=30)
+    assert tick_lines() == dict.fromkeys(ids, 1)

@@ -196,3 +196,50 @@ def test_bad_input_is_refused_and_changes_nothing(server: ServerProcess, tmp_pat
         reply = client.request(bad)
         assert reply["status"] == "error" and "a step is a whole number" in str(reply["message"])
         assert _runs(client) == []
+
+
+def test_runs_and_workers_survive_a_server_restart(server: ServerProcess, tmp_path: Path) -> None:
+    _deploy(server, tmp_path, [_group("jobs", 1)])
+    with server.client() as client:
+        _until("the worker", lambda: _groups(client)["jobs"]["running"] == 1)
+    server.stop()
+    server.start()
+    _, body = _call(server, "/v1/runs", {"group": "jobs", "payload": {"after": "restart"}})
+    with server.client() as client:
+        assert _groups(client)["jobs"]["workers"] == 1
+        _until("the run done by a restarted worker",
+               lambda: _runs(client) and _runs(client)[0]["state"] == "done")
+        assert _runs(client)[0]["id"] == body["run"]["id"]
+
+
+def test_another_apps_token_sees_nothing_of_this_app(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    _deploy(server, tmp_path, [_group("jobs", 0)])
+    _deploy(server, tmp_path, [_group("jobs", 0)], app="other", routes=["other.localhost"])
+    _, body = _call(server, "/v1/runs", {"group": "jobs", "payload": {"mine": True}})
+    key = (server.data_dir / "workflows.key").read_bytes()
+    other = hmac.new(key, b"other/production", hashlib.sha256).hexdigest()
+    run_id = body["run"]["id"]
+    assert _call(server, f"/v1/runs/{run_id}", token=other)[0] == 404
+    assert _call(server, "/v1/claim", {"group": "jobs"}, token=other)[0] == 204
+    assert _call(server, f"/v1/runs/{run_id}")[1]["run"]["state"] == "queued"  # untouched
+
+
+def test_a_deploy_lets_old_workers_finish_their_runs(server: ServerProcess, tmp_path: Path) -> None:
+    _deploy(server, tmp_path, [_group("jobs", 1)])
+    _, body = _call(server, "/v1/runs", {"group": "jobs", "payload": {"sleep": 3}})
+    run_id = body["run"]["id"]
+    _until("the first attempt", lambda: f"run {run_id} attempt 1" in _log(server))
+    _deploy(server, tmp_path, [_group("jobs", 1)], version="v2")
+    with server.client() as client:
+        run = _until("the run done", lambda: next(
+            (r for r in _runs(client) if r["id"] == run_id and r["state"] == "done"), None))
+        assert run["attempts"] == 1 and ".v1-" in run["worker"]  # finished by the old worker
+        _until("one worker of v2", lambda: _groups(client)["jobs"]["running"] == 1)
+    _, second = _call(server, "/v1/runs", {"group": "jobs", "payload": {}})
+    with server.client() as client:
+        done = _until("a run on v2", lambda: next(
+            (r for r in _runs(client) if r["id"] == second["run"]["id"] and r["state"] == "done"),
+            None))
+        assert ".v2-" in done["worker"]
