@@ -243,3 +243,20 @@ def test_a_deploy_lets_old_workers_finish_their_runs(server: ServerProcess, tmp_
             (r for r in _runs(client) if r["id"] == second["run"]["id"] and r["state"] == "done"),
             None))
         assert ".v2-" in done["worker"]
+
+
+def test_scale_sets_a_groups_workers_and_refuses_an_unknown_group(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    _deploy(server, tmp_path, [_group("jobs", 1)])
+    with server.client() as client:
+        scaled = client.ok({"command": "scale", **APP, "instances": 3, "group": "jobs"})
+        assert scaled["group"] == "jobs"
+        _until("3 workers", lambda: _groups(client)["jobs"]["running"] == 3)
+        client.ok({"command": "scale", **APP, "instances": 0, "group": "jobs"})
+        _until("no worker", lambda: _groups(client)["jobs"]["running"] == 0)
+        assert _groups(client)["jobs"]["workers"] == 0
+        reply = client.request({"command": "scale", **APP, "instances": 1, "group": "nope"})
+        assert reply["status"] == "error" and "unknown workflow group 'nope'" in reply["message"]
+        status = client.ok({"command": "status", **APP})["apps"][0]
+        assert status["desired_instances"] == 1  # the app's instances were not touched
