@@ -129,6 +129,9 @@ class QueueApi:
                 return error_response(404, exc.code, exc.message)
             except TakoError as exc:
                 return error_response(400, exc.code, exc.message)
+            except Exception:  # noqa: BLE001 - the store failed (e.g. PostgreSQL is down)
+                log.exception("workflows API: %s %s failed", request.method, request.path)
+                return error_response(503, "queue_unavailable", "the queue is unavailable")
 
         return handle
 

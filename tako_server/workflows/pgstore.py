@@ -69,11 +69,16 @@ class PgStore:
                     await conn.execute(SCHEMA)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock(7331)")
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise QueueUnavailable(
                 f"cannot reach the workflows PostgreSQL database: {exc}",
                 hint="check postgres_url (tako credentials set postgres_url --env ENV)",
             ) from exc
+        except ValueError:  # the URL itself (its text may hold the password: not shown)
+            raise QueueUnavailable(
+                "postgres_url is not a valid PostgreSQL URL",
+                hint="use postgresql://user:password@host:5432/database",
+            ) from None
         host = url.rpartition("@")[2]  # never the password
         return cls(pool, host)
 
