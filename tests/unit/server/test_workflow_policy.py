@@ -10,6 +10,7 @@ from tako_server.workflows.policy import (
     retry_delay,
     scale_to_zero,
 )
+from tako_server.workflows.workers import restart_delay
 
 
 @pytest.mark.parametrize(
@@ -57,3 +58,8 @@ def test_final_attempt(attempt: int, retries: int, final: bool) -> None:
 )
 def test_scale_to_zero(state: IdleState, now: float, expected: int | None) -> None:
     assert scale_to_zero(state, now, idle_timeout=300) == expected
+
+
+@pytest.mark.parametrize(("crashes", "delay"), [(1, 0.5), (2, 1.0), (4, 4.0), (7, 30.0), (99, 30.0)])
+def test_worker_restart_backoff_doubles_up_to_30_seconds(crashes: int, delay: float) -> None:
+    assert restart_delay(crashes) == delay
