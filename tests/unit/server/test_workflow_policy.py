@@ -60,6 +60,8 @@ def test_scale_to_zero(state: IdleState, now: float, expected: int | None) -> No
     assert scale_to_zero(state, now, idle_timeout=300) == expected
 
 
-@pytest.mark.parametrize(("crashes", "delay"), [(1, 0.5), (2, 1.0), (4, 4.0), (7, 30.0), (99, 30.0)])
+@pytest.mark.parametrize(
+    ("crashes", "delay"), [(1, 0.5), (2, 1.0), (4, 4.0), (7, 30.0), (99, 30.0)]
+)
 def test_worker_restart_backoff_doubles_up_to_30_seconds(crashes: int, delay: float) -> None:
     assert restart_delay(crashes) == delay
