@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "credentials",
     "storages",
     "backups",
+    "workflows",
     "servers",
 )
 

@@ -24,8 +24,8 @@ from typing import Literal, Protocol
 
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.remote import RemoteServer
-from tako_common.config import ImagesConfig
-from tako_common.errors import TakoError
+from tako_common.config import ImagesConfig, LoadedConfig, workflow_groups, workflow_settings
+from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import (
     BackupSettings,
     DeployData,
@@ -34,6 +34,8 @@ from tako_common.protocol import (
     ReleaseManifest,
     ServerInfoData,
     StorageBinding,
+    WorkflowGroupSpec,
+    WorkflowsSpec,
 )
 from tako_common.routes import parse_route
 
@@ -81,6 +83,8 @@ class DeployTarget:
     #: ``[envs.<env>].ssl`` and ``source_ip`` (docs/tls.md, docs/source-ip.md)
     ssl: Literal["letsencrypt", "cloudflare"] = "letsencrypt"
     source_ip: Literal["auto", "direct", "cloudflare-proxy", "trusted-proxy"] = "auto"
+    #: ``[workflows]`` resolved for this server (None: no workflows)
+    workflows: WorkflowsSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,42 @@ def image_settings(config: ImagesConfig | None) -> ImageSettings | None:
     return ImageSettings.model_validate({k: v for k, v in given.items() if v is not None})
 
 
+def workflows_spec(loaded: LoadedConfig, server: str, servers: int) -> WorkflowsSpec | None:
+    """``[workflows]`` resolved for ``server`` (None without groups); a group must have a
+    ``run`` command. ``shared`` when the environment has more than one server."""
+    groups = []
+    for name in workflow_groups(loaded):
+        settings = workflow_settings(loaded, name, server)
+        if settings.run is None:
+            raise ValidationError(
+                f"workflow group {name!r} has no run command",
+                hint=f'set run = ["./worker", "{name}"] in [workflows.{name}] of tako.toml',
+            )
+        groups.append(
+            WorkflowGroupSpec(
+                name=name,
+                run=settings.run,
+                workers=settings.workers,
+                concurrency=settings.concurrency,
+                schedule=settings.schedule,
+                retries=settings.retries,
+            )
+        )
+    return WorkflowsSpec(groups=groups, shared=servers > 1) if groups else None
+
+
+def check_workflows_storage(
+    spec: WorkflowsSpec | None, env: str, credentials: dict[str, str]
+) -> None:
+    """Multi-server workflows keep their queue in PostgreSQL: ``postgres_url`` is required."""
+    if spec is not None and spec.shared and "postgres_url" not in credentials:
+        raise ValidationError(
+            f"environment '{env}' has workflows on more than one server: their queue needs"
+            " PostgreSQL, and the postgres_url credential is not set",
+            hint=f"tako credentials set postgres_url --env {env}",
+        )
+
+
 def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> DeployRequest:
     return DeployRequest(
         app=target.app,
@@ -149,6 +189,7 @@ def build_request(target: DeployTarget, artifact: BuiltArtifact, owner: str) -> 
         credentials=target.credentials,
         ssl=target.ssl,
         source_ip=target.source_ip,
+        workflows=target.workflows,
     )
 
 

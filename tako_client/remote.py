@@ -93,6 +93,13 @@ from tako_common.protocol import (
     UnlockRequest,
     UpdateSecretsRequest,
     UpgradingData,
+    WorkflowEnqueueRequest,
+    WorkflowRetryRequest,
+    WorkflowRunData,
+    WorkflowRunsData,
+    WorkflowRunsRequest,
+    WorkflowsData,
+    WorkflowsRequest,
     check_hello,
     encode_frame,
     parse_event,
@@ -238,8 +245,10 @@ class RemoteServer:
     async def delete(self, app: str, env: str) -> DeleteData:
         return await self.call(DeleteRequest(app=app, env=env), DeleteData)
 
-    async def scale(self, app: str, env: str, instances: int) -> ScaleData:
-        request = ScaleRequest(app=app, env=env, instances=instances)
+    async def scale(
+        self, app: str, env: str, instances: int, group: str | None = None
+    ) -> ScaleData:
+        request = ScaleRequest(app=app, env=env, instances=instances, group=group)
         return await self.call(request, ScaleData)
 
     async def maintenance(
@@ -299,6 +308,22 @@ class RemoteServer:
             await channel.close()
             raise
         return RemoteSession(channel, started)
+
+    async def workflows(self, app: str, env: str) -> WorkflowsData:
+        return await self.call(WorkflowsRequest(app=app, env=env), WorkflowsData)
+
+    async def workflow_runs(
+        self, app: str, env: str, group: str | None, failed: bool, limit: int
+    ) -> WorkflowRunsData:
+        request = WorkflowRunsRequest(app=app, env=env, group=group, failed=failed, limit=limit)
+        return await self.call(request, WorkflowRunsData)
+
+    async def workflow_retry(self, app: str, env: str, run_id: int) -> WorkflowRunData:
+        request = WorkflowRetryRequest(app=app, env=env, run_id=run_id)
+        return await self.call(request, WorkflowRunData)
+
+    async def workflow_enqueue(self, request: WorkflowEnqueueRequest) -> WorkflowRunData:
+        return await self.call(request, WorkflowRunData)
 
     async def backup_now(self, app: str, env: str) -> BackupNowData:
         return await self.call(BackupNowRequest(app=app, env=env), BackupNowData)

@@ -29,6 +29,7 @@ import logging
 import shutil
 from dataclasses import replace
 
+from tako_common.errors import TakoError
 from tako_common.protocol import (
     DeleteData,
     DeleteRequest,
@@ -72,6 +73,8 @@ class AppService:
         )
         previous = ctx.state.get_app(req.app, req.env)
         desired = _desired(req.instances, previous)
+        if ctx.workflows is not None:  # refused before anything changes (postgres_url)
+            await ctx.workflows.check(req.app, req.env, req.workflows, req.credentials)
         try:
             staged = ctx.staging.pop(req.key, req.version)  # made by this deploy's prepare
             adopted = staged is not None and staged.created
@@ -104,6 +107,8 @@ class AppService:
         warnings = await deployer.commit(ctx, record, dict(req.secrets), previous, release)
         stored = storage_record(ctx.storage.get(req.app, req.env), req, utc_iso())
         ctx.storage.put(req.app, req.env, stored)
+        if ctx.workflows is not None:  # after the web instances are healthy
+            await ctx.workflows.deploy(spec, req.workflows, req.idle_timeout)
         return DeployData(
             app=req.app,
             env=req.env,
@@ -124,6 +129,8 @@ class AppService:
         release = ReleaseRef.locate(ctx.layout, req.app, req.env, req.version, manifest)
         spec = deployer.spec_for(ctx, release, variables, secrets)
         result = await ctx.supervisor.deploy(spec, record.desired_instances, record.idle_timeout)
+        if ctx.workflows is not None:
+            await ctx.workflows.restart(spec)
         updated = replace(
             record,
             version=req.version,
@@ -153,6 +160,8 @@ class AppService:
         if record is not None and record.state == "running":
             spec = deployer.spec_for(ctx, deployer.release_of(ctx, record), record.vars, secrets)
             await ctx.supervisor.deploy(spec, record.desired_instances, record.idle_timeout)
+            if ctx.workflows is not None:
+                await ctx.workflows.restart(spec)
             restarted = True
         ctx.secrets.put(req.app, req.env, secrets)
         return SecretsData(app=req.app, env=req.env, restarted=restarted, count=len(secrets))
@@ -160,6 +169,8 @@ class AppService:
     async def stop(self, req: StopRequest) -> StopData:
         ctx = self.ctx
         record = deployer.require_app(ctx, req.app, req.env)
+        if ctx.workflows is not None:
+            await ctx.workflows.stop(req.app, req.env)
         if record.key in ctx.supervisor.keys():
             await ctx.supervisor.stop(record.key)
         ctx.state.set_state(req.app, req.env, "stopped")
@@ -169,6 +180,11 @@ class AppService:
     async def scale(self, req: ScaleRequest) -> ScaleData:
         ctx = self.ctx
         record = deployer.require_app(ctx, req.app, req.env)
+        if req.group is not None:
+            if ctx.workflows is None:
+                raise TakoError("this server runs without workflows")
+            await ctx.workflows.scale(req.app, req.env, req.group, req.instances)
+            return ScaleData(app=req.app, env=req.env, instances=req.instances, group=req.group)
         if record.key in ctx.supervisor.keys():
             await ctx.supervisor.scale(record.key, req.instances)
         else:
@@ -180,6 +196,8 @@ class AppService:
     async def delete(self, req: DeleteRequest) -> DeleteData:
         ctx = self.ctx
         record = ctx.state.get_app(req.app, req.env)
+        if ctx.workflows is not None:
+            await ctx.workflows.remove(req.app, req.env)
         await ctx.supervisor.remove(req.key)
         existed = ctx.state.delete_app(req.app, req.env)
         if record is not None and ctx.certs is not None:

@@ -31,6 +31,7 @@ from tako_server.state import StateStore
 from tako_server.storage_store import StorageStore
 from tako_server.supervisor.spec import AppRuntime, LaunchSpec, RolloutResult
 from tako_server.takeover import TakeoverRecord
+from tako_server.workflows.service import WorkflowService
 
 
 class AppLogLike(Protocol):
@@ -83,6 +84,8 @@ class ServerContext:
     guard: MutationGuard = field(init=False)
     #: storage bindings and backup settings per app, sealed with the secrets key
     storage: StorageStore = field(init=False)
+    #: worker groups, job queues and schedules (None: a server built without them, tests)
+    workflows: WorkflowService | None = None
     #: provider credentials per app (``tako credentials``), sealed with the secrets key
     credentials: CredentialStore = field(init=False)
 

@@ -61,6 +61,8 @@ from tako_server.takeover import (
 )
 from tako_server.tls import ChallengeStore
 from tako_server.upgrade import READY_TIMEOUT, Inheritance
+from tako_server.workflows.api import QueueApi
+from tako_server.workflows.service import WorkflowService
 
 if TYPE_CHECKING:
     from tako_server.edge import Edge, EdgeSnapshot
@@ -106,6 +108,7 @@ class Daemon:
         self.routing = RoutingState(on_change=self._routes_changed)
         self.challenges: ChallengeStore | None = None
         self.takeover: Takeover | None = None  # built once serving (old side of a takeover)
+        self.workflows_api: QueueApi | None = None
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
         self._serving = False
@@ -207,6 +210,7 @@ class Daemon:
             pid=os.getpid(),
             takeover=self.record,
         )
+        self.ctx.workflows = self._build_workflows()
         for stale in [] if takeover else locks.clear_stale():  # the predecessor's are live
             log.info("removed stale deploy lock %s", stale)
         if not takeover:
@@ -214,6 +218,8 @@ class Daemon:
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
             self.certs.start()
+        running = {r.key for r in state.list_apps() if r.state == "running"}
+        await self.ctx.workflows.restore_all(running)
         problems = await deployer.restore_all(self.ctx)
         for problem in problems:
             log.error("restore: %s", problem)
@@ -227,6 +233,7 @@ class Daemon:
             self.inherited.close()
         handlers = Handlers(self.ctx)
         self.tasks.spawn(handlers.backups.run_scheduler(), name="backup-scheduler")
+        await self._start_workflows_api(self.ctx.workflows)
         await self.observe.start()
         self.control = ControlServer(
             self.settings.socket,
@@ -234,6 +241,30 @@ class Daemon:
             on_close=self._connection_closed,
         )
         await self.control.start()
+
+    def _build_workflows(self) -> WorkflowService:
+        supervisor = self.supervisor
+        assert supervisor is not None
+        return WorkflowService(
+            self.settings.data_dir,
+            self.settings.workflows_port,
+            log_for=supervisor.log,
+            credentials=self._credentials,
+        )
+
+    def _credentials(self, app: str, env: str) -> dict[str, str]:
+        assert self.ctx is not None
+        return self.ctx.credentials.get(app, env)
+
+    async def _start_workflows_api(self, workflows: WorkflowService) -> None:
+        """The queue's loopback API (a busy port is logged: workers cannot reach it)."""
+        self.workflows_api = QueueApi(workflows, self.settings.workflows_port)
+        try:
+            await self.workflows_api.start()
+        except OSError as exc:
+            log.error("workflows API: cannot listen on 127.0.0.1:%d: %s",
+                      self.settings.workflows_port, exc)
+        workflows.start()
 
     def _connection_closed(self, connection: int) -> None:
         """A control connection closed: its deploy locks and unused staged releases go."""
@@ -361,6 +392,11 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.edge.stop(self.drain_timeout)
             self.edge = None
+        if self.ctx is not None and self.ctx.workflows is not None:
+            await self.ctx.workflows.shutdown()  # workers first: they finish through the API
+        if self.workflows_api is not None:
+            await self.workflows_api.stop()
+            self.workflows_api = None
         if self.ctx is not None:
             await self.ctx.supervisor.shutdown()
         if self.certs is not None:

@@ -94,6 +94,7 @@ def spec_for(
     app's stored ones unless a deploy passes its new ones."""
     if storages is None:
         storages = ctx.storage.get(release.app, release.env).storages
+    api = ctx.workflows.api_environ(release.app, release.env) if ctx.workflows else {}
     return launch_spec(
         release,
         variables,
@@ -101,6 +102,7 @@ def spec_for(
         server_env=ctx.settings.inherited_env,
         log_dir=ctx.layout.logs_dir(release.app, release.env),
         storages=storages,
+        api=api,
     )
 
 
@@ -309,6 +311,8 @@ async def register(ctx: ServerContext, record: AppRecord) -> None:
     spec = spec_for(ctx, release, record.vars, secrets)
     await ctx.supervisor.restore(spec, record.desired_instances, record.idle_timeout)
     ctx.routing.set_source_ip(record.key, ctx.state.edge_settings(record.app, record.env)[1])
+    if ctx.workflows is not None:
+        await ctx.workflows.restart(spec, record.idle_timeout)
     ctx.routing.set_app(
         record.key, record.routes, release.public_dir, images=image_rules_of(ctx, release)
     )

@@ -99,6 +99,13 @@ from tako_common.protocol import (
     UnlockRequest,
     UpdateSecretsRequest,
     UpgradingData,
+    WorkflowEnqueueRequest,
+    WorkflowRetryRequest,
+    WorkflowRunData,
+    WorkflowRunsData,
+    WorkflowRunsRequest,
+    WorkflowsData,
+    WorkflowsRequest,
     check_hello,
     error_from,
     ok,
@@ -115,6 +122,7 @@ from tako_server.runtimes import PrepError
 from tako_server.state import AppRecord
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.spec import RolloutError
+from tako_server.workflows import commands as workflow_commands
 
 COUNTED = frozenset({"deploy", "rollback"})
 log = logging.getLogger(__name__)
@@ -304,7 +312,12 @@ class Handlers:
         if req.app is not None and not records:
             where = f"{req.app}/{req.env}" if req.env else req.app
             raise deployer.NotDeployed(f"app {where} is not deployed on this server")
-        return StatusData(apps=[self._app_status(r) for r in records])
+        apps = []
+        for record in records:
+            workflows = self.ctx.workflows
+            groups = await workflows.status(record.app, record.env) if workflows else []
+            apps.append(self._app_status(record).model_copy(update={"workflows": groups}))
+        return StatusData(apps=apps)
 
     def _app_status(self, record: AppRecord) -> AppStatus:
         runtime = self.ctx.supervisor.status(record.key)
@@ -435,6 +448,26 @@ class Handlers:
         self, req: BackupRestoreRequest, connection: int
     ) -> BackupRestoreData:
         return await self.backups.restore(req.app, req.env, req.backup_id)
+
+    # ------------------------------------------------------------------ workflows
+
+    async def on_workflows(self, req: WorkflowsRequest, connection: int) -> WorkflowsData:
+        return await workflow_commands.workflows(self.ctx.workflows, req)
+
+    async def on_workflow_runs(
+        self, req: WorkflowRunsRequest, connection: int
+    ) -> WorkflowRunsData:
+        return await workflow_commands.runs(self.ctx.workflows, req)
+
+    async def on_workflow_retry(
+        self, req: WorkflowRetryRequest, connection: int
+    ) -> WorkflowRunData:
+        return await workflow_commands.retry(self.ctx.workflows, req)
+
+    async def on_workflow_enqueue(
+        self, req: WorkflowEnqueueRequest, connection: int
+    ) -> WorkflowRunData:
+        return await workflow_commands.enqueue(self.ctx.workflows, req)
 
 
 def _duplex(session: OneOffSession, guard: ExitStack) -> Duplex:

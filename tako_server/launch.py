@@ -10,7 +10,8 @@ Rules:
   passes on (:attr:`ServerSettings.inherited_env`); precedence, lowest first: ``PATH``
   (release-local bins first) / ``HOME`` / ``LANG`` < runtime defaults (``NODE_ENV``,
   ``PYTHONUNBUFFERED``) < vars < secrets < ``TAKO_DATA_DIR`` / ``TAKO_STORAGE_*`` /
-  ``TAKO_STORAGES`` (:mod:`tako_common.storages`) < ``TAKO_ENV`` / ``TAKO_BUILD`` /
+  ``TAKO_STORAGES`` (:mod:`tako_common.storages`) < ``TAKO_API_URL`` / ``TAKO_API_TOKEN``
+  (the workflows queue, :mod:`tako_server.workflows`) < ``TAKO_ENV`` / ``TAKO_BUILD`` /
   ``TAKO_APP_NAME``. Release prep runs with the same environment; the supervisor only
   adds ``HOST``, ``PORT`` and ``TAKO_INSTANCE``;
 - a located release knows its app's data directories (``data_root``: ``TAKO_DATA_DIR`` =
@@ -116,6 +117,7 @@ def instance_environ(
     server_env: Mapping[str, str],
     *,
     storages: Sequence[StorageBinding] = (),
+    api: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE)."""
     environ = runtimes.base_environ(release.workdir, dict(server_env))
@@ -129,6 +131,7 @@ def instance_environ(
     environ.update(variables)
     environ.update(secrets)
     environ.update(storage_environ(release, storages))
+    environ.update(api or {})
     environ.update(
         {"TAKO_ENV": release.env, "TAKO_BUILD": release.version, "TAKO_APP_NAME": release.app}
     )
@@ -143,6 +146,7 @@ def launch_spec(
     server_env: Mapping[str, str],
     log_dir: Path,
     storages: Sequence[StorageBinding] = (),
+    api: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
     """How the supervisor runs ``release`` (creates ``log_dir`` and the data dirs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +157,8 @@ def launch_spec(
         version=release.version,
         workdir=release.workdir,
         command=runtimes.start_command(release.manifest.model_dump(), release.workdir),
-        environ=instance_environ(release, variables, secrets, server_env, storages=storages),
+        environ=instance_environ(
+            release, variables, secrets, server_env, storages=storages, api=api
+        ),
         log_dir=log_dir,
     )

@@ -36,7 +36,7 @@ Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TA
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
 TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_CLOUDFLARE_API_URL TAKO_CLOUDFLARE_CA_BUNDLE
 TAKO_CLOUDFLARE_DNS_PROPAGATION TAKO_SOURCE_IP_TRUSTED_PROXIES TAKO_SOURCE_IP_PROXY_PROTOCOL
-TAKO_SOURCE_IP_CLOUDFLARE_RANGES TAKO_LOG_LEVEL``. Rules: unknown keys and bad
+TAKO_SOURCE_IP_CLOUDFLARE_RANGES TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT``. Rules: unknown keys and bad
 values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
@@ -115,6 +115,8 @@ class ServerSettings(BaseSettings):
     # the edge (docs/server.md, "Edge settings"); metrics are off unless a port is set
     metrics_port: Port | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    #: the workflows job-queue API, on 127.0.0.1 only (docs/workflows.md)
+    workflows_port: Port = Field(default=7433, ge=1, le=65535)
     access_log: Literal["on", "off"] = "on"
     access_log_sample: float = Field(default=1.0, gt=0.0, le=1.0)
     access_log_query: bool = False
@@ -183,6 +185,7 @@ class _ServerSection(BaseModel):
     release_timeout: int | None = None
     metrics_port: Port | None = None
     metrics_host: str | None = None
+    workflows_port: Port | None = None
     access_log: Literal["on", "off"] | None = None
     access_log_sample: float | None = None
     access_log_query: bool | None = None

@@ -188,14 +188,22 @@ def scale_command(
     directory: Path | None = DirArg,
     env: str = EnvOpt,
     server: str | None = typer.Option(None, "--server", "-s", help="Only this server."),
+    group: str | None = typer.Option(
+        None, "--group", "-g", help="Set this workflow group's workers instead."
+    ),
     config: str | None = ConfigOpt,
 ) -> None:
     ctx = load_app(config, directory, env)
 
     async def one(session: Session) -> int:
-        return (await session.remote.scale(ctx.app, env, instances)).instances
+        return (await session.remote.scale(ctx.app, env, instances, group)).instances
 
     results = _run(_servers(ctx, server), one)
+    if group is not None:
+        _report(
+            results, "scale", lambda n: f"{group}: {n} worker(s)" if n else f"{group}: on demand"
+        )
+        return
     _report(
         results,
         "scale",

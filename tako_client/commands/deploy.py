@@ -27,11 +27,13 @@ from tako_client.credentials import load_credentials
 from tako_client.deploy import (
     DeployTarget,
     ServerOutcome,
+    check_workflows_storage,
     deploy_to_server,
     failure_summary,
     image_settings,
     lock_owner,
     route_urls,
+    workflows_spec,
 )
 from tako_client.fanout import HostResult, failed
 from tako_client.global_config import GlobalConfig, ServerEntry
@@ -82,6 +84,10 @@ def deploy_command(
     secrets = _secrets(ctx)
     credentials = load_credentials(ctx.app_dir, env)
     certificate_check(ctx.loaded, env, credentials)
+    count = len(selection.servers)
+    workflows = {e.name: workflows_spec(ctx.loaded, e.name, count) for e in selection.servers}
+    for spec in workflows.values():
+        check_workflows_storage(spec, env, credentials)
     storage = plan_storages(ctx, [entry.name for entry in selection.servers])
     if storage.new_backup_key:
         output.warn(
@@ -109,6 +115,7 @@ def deploy_command(
             credentials=credentials,
             ssl=found.ssl,
             source_ip=found.source_ip,
+            workflows=workflows[entry.name],
         )
         for entry in selection.servers
     }

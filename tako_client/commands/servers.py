@@ -48,7 +48,13 @@ from tako_client.sessions import target_of
 from tako_client.ssh import Connection, SshClient, SshTarget
 from tako_client.takeover import Restarted, reload_server
 from tako_common.errors import TakoError, ValidationError
-from tako_common.protocol import AppStatus, HelloData, ServerInfoData, StatusData
+from tako_common.protocol import (
+    AppStatus,
+    HelloData,
+    ServerInfoData,
+    StatusData,
+    WorkflowGroupStatus,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -281,6 +287,15 @@ def certificate_lines(app: AppStatus) -> list[str]:
     return lines
 
 
+def workflow_line(group: WorkflowGroupStatus) -> str:
+    """``workflows <group>: <running>/<wanted> workers  <n> queued  <n> failed``."""
+    wanted = "on demand" if group.workers == 0 else str(group.workers)
+    return (
+        f"workflows {group.name}: {group.running}/{wanted} workers  {group.queued} queued"
+        f"  {group.running_runs} running  {group.failed} failed"
+    )
+
+
 def print_report(entry: ServerEntry, result: HostResult[ServerReport]) -> None:
     output.section(f"{entry.name} ({entry.host}:{entry.port})")
     if result.error is not None:
@@ -293,6 +308,8 @@ def print_report(entry: ServerEntry, result: HostResult[ServerReport]) -> None:
         output.bullet("no apps deployed")
     for app in sorted(report.status.apps, key=lambda a: (a.app, a.env)):
         output.bullet(app_line(app))
+        for group in app.workflows:
+            output.line(f"    {workflow_line(group)}")
         if app.backup_error:
             output.warn(f"{app.app}/{app.env}: the last backup failed (see `tako backups status`)")
         for line in certificate_lines(app):

@@ -54,6 +54,7 @@ from tako_common.config.resolve import (
     resolve_env,
     resolve_stage_cwd,
     wildcard_routes,
+    workflow_groups,
     workflow_settings,
 )
 from tako_common.config.rules import LOCAL_STORAGE
@@ -99,5 +100,6 @@ __all__ = [
     "resolve_stage_cwd",
     "split_runtime",
     "wildcard_routes",
+    "workflow_groups",
     "workflow_settings",
 ]

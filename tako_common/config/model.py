@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from tako_common.cron import parse_cron
 from tako_common.errors import ValidationError
 from tako_common.images import check_local_pattern, parse_remote_pattern
 from tako_common.names import NAME_RULE, is_valid_name
@@ -32,6 +33,7 @@ SOURCE_IP_MODES = ("auto", "direct", "cloudflare-proxy", "trusted-proxy")
 IMAGE_FORMATS = ("webp", "avif", "jpeg", "png")
 DEFAULT_IDLE_TIMEOUT = 300
 DEFAULT_CONCURRENCY = 10
+DEFAULT_RETRIES = 2
 DEFAULT_LOCAL_IMAGE_PATTERNS = ("/**",)
 RULE_TYPE = "tako_rule"
 
@@ -204,12 +206,23 @@ class StorageConfig(_Model):
     public_base_url: HttpsUrl | None = None
 
 
+def _schedule(value: str) -> str:
+    try:
+        parse_cron(value)
+    except ValidationError as exc:
+        raise rule_error(exc.message) from exc
+    return value
+
+
 class WorkflowGroup(_Model):
-    """Settings of one workflow group (``run`` command, worker count, concurrency)."""
+    """Settings of one workflow group (``run`` command, worker count, concurrency, cron
+    ``schedule``, ``retries`` of a failed run)."""
 
     run: Command | None = None
-    workers: int | None = Field(default=None, ge=0)
-    concurrency: int | None = Field(default=None, ge=1)
+    workers: int | None = Field(default=None, ge=0, le=64)
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    schedule: Annotated[str, AfterValidator(_schedule)] | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
 
 
 class WorkflowsConfig(WorkflowGroup):
@@ -229,6 +242,9 @@ class WorkflowsConfig(WorkflowGroup):
             raise rule_error("unknown key 'groups'; name a group with a [workflows.<group>] table")
         scalars = {key: value for key, value in data.items() if not isinstance(value, dict)}
         groups = {key: value for key, value in data.items() if isinstance(value, dict)}
+        for group in groups:
+            if not is_valid_name(group):
+                raise rule_error(f"invalid workflow group name {group!r}: {NAME_RULE}")
         return {**scalars, "groups": groups}
 
 

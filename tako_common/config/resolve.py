@@ -13,13 +13,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from tako_common.config.loader import LoadedConfig
-from tako_common.config.model import DEFAULT_CONCURRENCY, BuildStage, EnvConfig, WorkflowGroup
+from tako_common.config.model import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RETRIES,
+    BuildStage,
+    EnvConfig,
+    WorkflowGroup,
+)
 from tako_common.config.rules import env_server_names
 from tako_common.errors import ConfigError, ValidationError
 from tako_common.names import RESERVED_ENV
@@ -175,6 +182,8 @@ class WorkflowSettings:
     run: list[str] | None
     workers: int
     concurrency: int
+    schedule: str | None = None
+    retries: int = DEFAULT_RETRIES
 
 
 def workflow_settings(
@@ -192,11 +201,16 @@ def workflow_settings(
         layers.append(server_config.workflows)
         if group is not None and group in server_config.workflows.groups:
             layers.append(server_config.workflows.groups[group])
-    run: list[str] | None = None
-    workers = 0
-    concurrency = DEFAULT_CONCURRENCY
+    settings = WorkflowSettings(run=None, workers=0, concurrency=DEFAULT_CONCURRENCY)
     for layer in layers:
-        run = layer.run if layer.run is not None else run
-        workers = layer.workers if layer.workers is not None else workers
-        concurrency = layer.concurrency if layer.concurrency is not None else concurrency
-    return WorkflowSettings(run=run, workers=workers, concurrency=concurrency)
+        settings = dataclasses.replace(
+            settings,
+            **{k: v for k, v in layer.model_dump(exclude={"groups"}).items() if v is not None},
+        )
+    return settings
+
+
+def workflow_groups(loaded: LoadedConfig) -> list[str]:
+    """The named groups of ``[workflows]`` (sorted)."""
+    top = loaded.config.workflows
+    return sorted(top.groups) if top is not None else []

@@ -26,7 +26,6 @@ from tako_common.config.model import EnvConfig, TakoConfig
 #: Options accepted and validated but not implemented yet: id -> the option as written.
 NOT_IMPLEMENTED: dict[str, str] = {
     "container": "container",
-    "workflows": "[workflows]",
     "runtime_version": 'runtime = "name@version"',
 }
 

@@ -79,6 +79,10 @@ from tako_common.protocol.requests import (
     StopRequest,
     UnlockRequest,
     UpdateSecretsRequest,
+    WorkflowEnqueueRequest,
+    WorkflowRetryRequest,
+    WorkflowRunsRequest,
+    WorkflowsRequest,
 )
 from tako_common.protocol.responses import (
     CAPABILITIES,
@@ -120,6 +124,7 @@ from tako_common.protocol.responses import (
     TakeoverStatus,
     UnlockData,
     UpgradingData,
+    WorkflowGroupStatus,
 )
 from tako_common.protocol.session import (
     EofInput,
@@ -141,6 +146,14 @@ from tako_common.protocol.storage import (
     BackupSettings,
     S3Target,
     StorageBinding,
+)
+from tako_common.protocol.workflows import (
+    WorkflowGroupSpec,
+    WorkflowRunData,
+    WorkflowRunInfo,
+    WorkflowRunsData,
+    WorkflowsData,
+    WorkflowsSpec,
 )
 
 __all__ = [
@@ -238,6 +251,17 @@ __all__ = [
     "UnlockRequest",
     "UpdateSecretsRequest",
     "UpgradingData",
+    "WorkflowEnqueueRequest",
+    "WorkflowGroupSpec",
+    "WorkflowGroupStatus",
+    "WorkflowRetryRequest",
+    "WorkflowRunData",
+    "WorkflowRunInfo",
+    "WorkflowRunsData",
+    "WorkflowRunsRequest",
+    "WorkflowsData",
+    "WorkflowsRequest",
+    "WorkflowsSpec",
     "check_hello",
     "decode_bytes",
     "describe",

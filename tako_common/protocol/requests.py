@@ -22,7 +22,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from tako_common.credentials import CredentialMap
 from tako_common.protocol.fields import (
@@ -43,6 +43,7 @@ from tako_common.protocol.fields import (
 )
 from tako_common.protocol.images import ImageSettings
 from tako_common.protocol.storage import BackupId, BackupSettings, StorageBinding
+from tako_common.protocol.workflows import GroupName, WorkflowsSpec
 
 
 class Message(BaseModel):
@@ -124,6 +125,8 @@ class DeployRequest(AppRef):
     storages: list[StorageBinding] = Field(default_factory=list, max_length=64)
     #: ``[envs.<env>].backup`` resolved, with the backup keys; see docs/backups.md
     backup: BackupSettings | None = None
+    #: ``[workflows]`` resolved for this server; see docs/workflows.md
+    workflows: WorkflowsSpec | None = None
     #: provider credentials (``tako credentials``) tako-server itself uses; never app vars
     credentials: CredentialMap = Field(default_factory=dict)
     #: ``[envs.<env>].ssl``: how route hosts get certificates (docs/tls.md)
@@ -178,6 +181,8 @@ class DeleteRequest(AppRef):
 class ScaleRequest(AppRef):
     command: Literal["scale"] = "scale"
     instances: Count = Field(ge=0, le=64)
+    #: scale this workflow group's workers instead of the app's instances
+    group: GroupName | None = None
     mutates, slow, exclusive = True, True, True
 
 
@@ -346,6 +351,42 @@ class ExecRequest(AppRef):
     mutates, slow = False, False
 
 
+class WorkflowsRequest(AppRef):
+    """The app's workflow groups on this server: workers and runs by state."""
+
+    command: Literal["workflows"] = "workflows"
+    mutates, slow = False, False
+
+
+class WorkflowRunsRequest(AppRef):
+    """The app's runs, newest first (of one group, only failed ones, at most ``limit``)."""
+
+    command: Literal["workflow_runs"] = "workflow_runs"
+    group: GroupName | None = None
+    failed: Flag = False
+    limit: Count = Field(default=50, ge=1, le=1000)
+    mutates, slow = False, False
+
+
+class WorkflowRetryRequest(AppRef):
+    """Put a failed run back in the queue with a fresh count of retries."""
+
+    command: Literal["workflow_retry"] = "workflow_retry"
+    run_id: Count = Field(ge=1)
+    mutates, slow = True, False
+
+
+class WorkflowEnqueueRequest(AppRef):
+    """Enqueue a run of ``group`` with a JSON ``payload``."""
+
+    command: Literal["workflow_enqueue"] = "workflow_enqueue"
+    group: GroupName
+    payload: JsonValue = None
+    delay: float = Field(default=0.0, ge=0.0, le=365 * 24 * 3600)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    mutates, slow = True, False
+
+
 Request = Annotated[
     HelloRequest
     | ServerInfoRequest
@@ -375,7 +416,11 @@ Request = Annotated[
     | BackupStatusRequest
     | BackupFetchRequest
     | BackupFetchDoneRequest
-    | BackupRestoreRequest,
+    | BackupRestoreRequest
+    | WorkflowsRequest
+    | WorkflowRunsRequest
+    | WorkflowRetryRequest
+    | WorkflowEnqueueRequest,
     Field(discriminator="command"),
 ]
 

@@ -30,6 +30,7 @@ CAPABILITIES: tuple[str, ...] = (
     "backups",
     "maintenance",
     "images",
+    "workflows",
 )
 
 
@@ -155,6 +156,22 @@ class CertStatus(Data):
 AppState = Literal["running", "idle", "deploying", "stopped", "error"]
 
 
+class WorkflowGroupStatus(Data):
+    """One workflow group of an app on one server: workers and its runs by state."""
+
+    name: str
+    workers: int  # desired (0: scale to zero)
+    running: int  # worker processes running now
+    concurrency: int = 10
+    schedule: str | None = None
+    retries: int = 2
+    restarts: int = 0
+    queued: int = 0
+    running_runs: int = 0
+    failed: int = 0
+    done: int = 0
+
+
 class AppStatus(Data):
     app: str
     env: str
@@ -174,6 +191,8 @@ class AppStatus(Data):
     maintenance: bool = False
     maintenance_message: str = ""
     maintenance_since: str | None = None
+    #: workflow groups on this server (docs/workflows.md)
+    workflows: list[WorkflowGroupStatus] = Field(default_factory=list)
 
 
 class StatusData(Data):
@@ -243,6 +262,8 @@ class ScaleData(Data):
     app: str
     env: str
     instances: int
+    #: the workflow group scaled (None: the app's instances)
+    group: str | None = None
 
 
 class DeleteData(Data):

@@ -273,9 +273,9 @@ def test_each_set_option_that_is_not_implemented_yet_is_a_warning(
     assert result.exit_code == 0
     assert json.loads(result.stdout)["release"] == "npm run migrate"
     assert "'release' is not implemented" not in result.stderr  # release commands run
-    (app_dir / "tako.toml").write_text(CONFIG + "\n[workflows]\nworkers = 1\n")
+    (app_dir / "tako.toml").write_text(CONFIG.replace('runtime = "node"', 'runtime = "node@22"'))
     warned = run(cli, [])
-    assert "'[workflows]' is not implemented yet in this version" in warned.stderr
+    assert "'runtime = \"name@version\"' is not implemented yet in this version" in warned.stderr
     (app_dir / "tako.toml").write_text(CONFIG)
     assert "'[storages]' is not implemented" not in result.stderr  # implemented: no warning
     assert "'backup' is not implemented" not in result.stderr

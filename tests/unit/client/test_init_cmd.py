@@ -210,7 +210,7 @@ def test_an_implemented_option_loses_its_template_note(monkeypatch: pytest.Monke
     monkeypatch.delitem(NOT_IMPLEMENTED, "container")
     text = init_cmd.render("shop", "shop.example.com", init_cmd.Detected("bun", None, None))
     assert "(container)" not in text
-    assert "validated, ignored ([workflows])" in text
+    assert 'validated, ignored (runtime = "name@version")' in text
     load_config_text(text, Path("/app/tako.toml"))
 
 

@@ -228,3 +228,39 @@ def test_certificate_check(
         certificate_check(loaded, "production", credentials)
     assert error in str(info.value)
     assert "tako credentials set ssl.cloudflare --env production" in (info.value.hint or "")
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [("la", ("*/5 * * * *", 7, 3)), ("nyc", ("*/5 * * * *", 2, 0))],
+)
+def test_workflow_schedule_and_retries_layer_like_the_rest(
+    tmp_path: Path, server: str, expected: tuple[object, ...]
+) -> None:
+    path = tmp_path / "tako.toml"
+    path.write_text(
+        '[envs.production]\nroute = "a.com"\n'
+        '[workflows]\nretries = 7\nworkers = 3\n'
+        '[workflows.report]\nrun = ["./report"]\nschedule = "*/5 * * * *"\n'
+        '[servers.nyc.workflows.report]\nretries = 2\nworkers = 0\n',
+        encoding="utf-8",
+    )
+    settings = workflow_settings(load_config(path), "report", server)
+    assert (settings.schedule, settings.retries, settings.workers) == expected
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ('[workflows.report]\nschedule = "*/0 * * * *"\n', "a step is a whole number"),
+        ('[workflows.report]\nschedule = "* * *"\n', "a cron expression has 5 fields"),
+        ("[workflows.report]\nretries = -1\n", "retries"),
+        ("[workflows.Report]\nworkers = 1\n", "invalid workflow group name 'Report'"),
+    ],
+)
+def test_bad_workflow_settings_are_refused_with_the_rule(
+    tmp_path: Path, table: str, fragment: str
+) -> None:
+    path = tmp_path / "tako.toml"
+    path.write_text('[envs.production]\nroute = "a.com"\n' + table, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert fragment in str(info.value.issues) or fragment in info.value.message

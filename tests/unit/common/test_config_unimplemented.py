@@ -24,7 +24,7 @@ def warnings_of(text: str) -> list[str]:
 
 def test_the_list_names_what_is_not_implemented_and_each_entry_can_be_found() -> None:
     assert set(NOT_IMPLEMENTED) == {
-        "container", "workflows",
+        "container",
         "runtime_version",
     }
     assert set(NOT_IMPLEMENTED) <= set(unimplemented.FINDERS)
@@ -40,9 +40,6 @@ def message(option: str) -> str:
         ('container = "Dockerfile"\n' + PROD, f"tako.toml:1 container: {message('container')}"),
         ('runtime = "bun@1.2.3"\n' + PROD,
          "tako.toml:1 runtime: " + message('runtime = "name@version"')),
-        (PROD + "[workflows]\nworkers = 1\n", f"tako.toml:3 workflows: {message('[workflows]')}"),
-        (PROD + "[servers.la.workflows]\nworkers = 1\n",
-         f"tako.toml:3 servers.la.workflows: {message('[workflows]')}"),
     ],
 )
 def test_a_set_option_that_is_not_implemented_warns_with_its_line(

@@ -68,6 +68,10 @@ SAMPLES: dict[str, dict[str, object]] = {
     "run_release": {**APP, "version": "v1", "run": "python migrate.py"},
     "discard": {**APP, "version": "v1"},
     "exec": {**APP, "argv": ["env"]},
+    "workflows": {**APP},
+    "workflow_runs": {**APP, "group": "email", "failed": True, "limit": 10},
+    "workflow_retry": {**APP, "run_id": 3},
+    "workflow_enqueue": {**APP, "group": "email", "payload": {"to": "a@b.c"}},
 }
 
 #: (command, mutates, slow): the documented table (docs/protocol.md).
@@ -101,6 +105,10 @@ TRAITS = [
     ("run_release", True, True),
     ("discard", True, False),
     ("exec", False, False),
+    ("workflows", False, False),
+    ("workflow_runs", False, False),
+    ("workflow_retry", True, False),
+    ("workflow_enqueue", True, False),
 ]
 
 
