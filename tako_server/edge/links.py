@@ -145,3 +145,4 @@ class FinishedExchange(Protocol):
     request_id: bytes
     head: Any  # policy.RequestHead | None
     client: ClientLink
+    client_ip: bytes  # the client address as resolved by the app's source_ip

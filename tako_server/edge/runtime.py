@@ -155,7 +155,12 @@ class EdgeRuntime:
         conns = self.client_conns
         count = conns[ip] = conns.get(ip, 0) + 1
         cap = self.config.client_connections
-        return not cap or count <= cap
+        return not cap or count <= cap or self.carries_many(ip)
+
+    def carries_many(self, ip: bytes) -> bool:
+        """A trusted proxy or a Cloudflare address: many clients behind one address, never
+        capped (looked up only once an address is over a cap)."""
+        return ip in self.trusted or ip in self.cloudflare
 
     def connection_closed(self, conn: Connection, ip: bytes) -> None:
         if conn in self.connections:
@@ -173,7 +178,7 @@ class EdgeRuntime:
         busy = self.client_busy
         count = busy.get(ip, 0)
         cap = self.config.client_requests
-        if cap and count >= cap:
+        if cap and count >= cap and not self.carries_many(ip):
             return False
         busy[ip] = count + 1
         return True
@@ -213,7 +218,7 @@ class EdgeRuntime:
                     ex.key or "",
                     instance,
                     ex.request_id,
-                    ex.client.peer_ip,
+                    ex.client_ip,
                 )
             )
 

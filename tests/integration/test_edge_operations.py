@@ -206,6 +206,24 @@ async def test_a_client_over_its_concurrent_request_cap_gets_429(
         await edge.stop(2.0)
 
 
+async def test_a_trusted_proxy_is_never_capped(upstreams: list[Upstream], tmp_path: Path) -> None:
+    """Many users arrive through one trusted proxy: its address is not one client's."""
+    hooks = FixedHooks()
+    edge = await start_edge(
+        tmp_path, hooks, 0, client_requests=3, client_connections=3,
+        trusted_proxies=("127.0.0.1/32",),
+    )  # fmt: skip
+    env = EdgeEnv(edge, hooks, 0)
+    try:
+        await setup_app(env, upstreams)
+        slow = [asyncio.create_task(get(env, "/slow?delay=1.5")) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        assert (await get(env, "/text"))[0] == 200  # 6 connections, 5 requests: not capped
+        assert [s for s, _, _ in await asyncio.gather(*slow)] == [200] * 4
+    finally:
+        await edge.stop(2.0)
+
+
 # --- the send timeout ---------------------------------------------------------------------
 async def test_a_client_that_stops_reading_a_huge_response_is_cut_off(
     ops_env: EdgeEnv, upstreams: list[Upstream]

@@ -120,7 +120,8 @@ async def front(
         "cloudflare_ranges": (f"{CF_PEER}/32",),
     }
     edge = await start_edge(tmp_path / "a", hooks, WORKERS, proxy_protocol=True, **trust)
-    plain = await start_edge(tmp_path / "b", hooks, 0, **trust)  # headers only, no PROXY
+    plain_log = str(tmp_path / "b" / "access.log")  # headers only, no PROXY:
+    plain = await start_edge(tmp_path / "b", hooks, 0, access_log=plain_log, **trust)
     cert, key = make_self_signed(PUBLIC, datetime.now(UTC))
     pem = tmp_path / "haproxy.pem"
     pem.write_bytes(cert + key)
@@ -208,11 +209,19 @@ async def test_tls_terminating_proxy_saying_https_is_not_redirected(front: Front
     assert seen(data) == ([CLIENT], CLIENT, "https")
 
 
-async def test_trusted_proxy_headers_without_proxy_protocol(front: Front) -> None:
+async def test_trusted_proxy_headers_without_proxy_protocol(
+    front: Front, tmp_path: Path
+) -> None:
     raw = await exchange(front.ports["plain"], request(PUBLIC, {"X-Forwarded-For": "6.6.6.6"}))
     status, data = answer(raw)
     assert status == 200, data
     assert seen(data) == ([CLIENT], CLIENT, "https")  # 6.6.6.6 was the client's own forgery
+    log = tmp_path / "b" / "access.log"  # the access log names the same client
+    for _ in range(100):
+        if log.exists() and log.read_text():
+            break
+        await asyncio.sleep(0.05)
+    assert json.loads(log.read_text().splitlines()[-1])["client"] == CLIENT
 
 
 async def test_forged_headers_from_an_untrusted_peer_are_dropped(front: Front) -> None:
