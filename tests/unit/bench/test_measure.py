@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.measure import parse_pss_kib, parse_stat, source_address
-from bench.run import Cell, WrkRun, parse_wrk, summarize
+from bench.run import Cell, WrkRun, cell_duration, parse_wrk, summarize
 
 SMAPS_ROLLUP = """00400000-7ffd2e5f6000 ---p 00000000 00:00 0                          [rollup]
 Rss:               21644 kB
@@ -79,3 +79,12 @@ def test_a_cell_takes_medians_sums_errors_and_cpu_per_thousand_requests() -> Non
     ]
     cell = summarize("tako", "https", 64, runs)
     assert cell == Cell("tako", "https", 64, 200.0, 2.0, 7.0, 3, 2, 6000, 500.0)
+
+
+@pytest.mark.parametrize(
+    ("duration", "conns", "seconds"), [(10.0, 64, 10.0), (3.0, 1000, 3.0), (3.0, 5000, 10.0)]
+)
+def test_a_cell_runs_at_least_two_seconds_per_thousand_connections(
+    duration: float, conns: int, seconds: float
+) -> None:
+    assert cell_duration(duration, conns) == seconds
