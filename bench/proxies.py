@@ -191,8 +191,15 @@ def start(argv: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
 
 
 def start_proxies(
-    work: Path, up: int, workers: int, names: list[str], access_log: bool = True
+    work: Path,
+    up: int,
+    workers: int,
+    names: list[str],
+    procs: list[subprocess.Popen[bytes]],
+    access_log: bool = True,
 ) -> list[Proxy]:
+    """Start the named proxies; each process joins ``procs`` as soon as it exists, so the
+    caller's :func:`stop` ends it even when a later one fails to start."""
     cert, key, pem = make_cert(work)
     proxies: list[Proxy] = []
     fmt = {"dir": work, "up": up, "cert": cert, "key": key, "pem": pem, "workers": workers}
@@ -216,6 +223,7 @@ def start_proxies(
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+        procs.append(p.proc)
         line = p.proc.stdout.readline().decode().split()  # type: ignore[union-attr]
         if not line or line[0] != "READY":
             raise RuntimeError(f"tako edge did not start: see {work / 'tako.log'}")
@@ -226,12 +234,14 @@ def start_proxies(
         conf.write_text(PROXY_NGINX.format(**fmt, http=p.http, https=p.https))
         p.proc = start(["nginx", "-c", str(conf), "-p", str(work)], work / "nginx.log")
         proxies.append(p)
+        procs.append(p.proc)
     if "haproxy" in names and shutil.which("haproxy"):
         p = Proxy("haproxy", free_port(), free_port())
         conf = work / "haproxy.cfg"
         conf.write_text(PROXY_HAPROXY.format(**fmt, http=p.http, https=p.https))
         p.proc = start(["haproxy", "-f", str(conf)], work / "haproxy.log")
         proxies.append(p)
+        procs.append(p.proc)
     if "caddy" in names and shutil.which("caddy"):
         p = Proxy("caddy", free_port(), free_port())
         conf = work / "Caddyfile"
@@ -248,6 +258,7 @@ def start_proxies(
             env=env,
         )
         proxies.append(p)
+        procs.append(p.proc)
     for p in proxies:
         wait_port(p.http)
         wait_port(p.https)

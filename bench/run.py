@@ -353,10 +353,8 @@ def main() -> None:
             start(["nginx", "-c", str(work / "upstream.conf"), "-p", str(work)], work / "up.log")
         )
         wait_port(up_port)
-        proxies = start_proxies(
-            work, up_port, args.workers, args.proxies.split(","), args.access_log == "on"
-        )
-        procs += [p.proc for p in proxies if p.proc is not None]
+        names = args.proxies.split(",")
+        proxies = start_proxies(work, up_port, args.workers, names, procs, args.access_log == "on")
         env = wrk_env(work, args.source_addresses)
         time.sleep(1.0)  # every worker started and settled
         memory = [Memory(p.name, pss_mib(p)) for p in proxies]
