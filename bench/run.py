@@ -325,6 +325,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--source-addresses", type=int, default=64, help="loopback client addresses")
     ap.add_argument("--json", type=Path, default=None, help="results file")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-conns", type=int, default=64, help="wrk connections while profiling")
     ap.add_argument(
         "--access-log",
         choices=("on", "off"),
@@ -372,7 +373,7 @@ def main() -> None:
             worker = measure.tree(tako.proc.pid)[1:2]
             if worker:
                 out = work / "tako-profile.txt"
-                profile(worker[0], url_of(tako, "https"), out, 10, env, work / "wrk-tako.txt")
+                profile(worker[0], url_of(tako, "https"), out, args, env, work / "wrk-tako.txt")
     finally:
         stop(procs)
         print(f"\nlogs and configs: {work}")
@@ -388,7 +389,11 @@ def report_access_log(access: Path) -> None:
         access.unlink()
 
 
-def profile(pid: int, url: str, out: Path, seconds: int, env: dict[str, str], log: Path) -> None:
+def profile(
+    pid: int, url: str, out: Path, args: argparse.Namespace, env: dict[str, str], log: Path
+) -> None:
+    """py-spy record one tako worker for 10 s while wrk drives HTTPS (``--profile-conns``)."""
+    seconds = 10
     spy = shutil.which("py-spy")
     if spy is None:
         print("py-spy not installed (pip install py-spy): no profile")
@@ -413,7 +418,7 @@ def profile(pid: int, url: str, out: Path, seconds: int, env: dict[str, str], lo
         stderr=subprocess.DEVNULL,
     )
     time.sleep(1)
-    run_wrk(url, 64, seconds - 1, env, log)
+    run_wrk(url, args.profile_conns, seconds - 1, env, log)
     rec.wait(timeout=seconds + 30)
     print(f"\npy-spy raw profile of one tako worker: {out}")
     summarize_profile(out)
