@@ -6,6 +6,9 @@
   size: shared pages divided among the processes that map them, so workers forked from one
   parent are not counted twice as RSS would);
 - :func:`cpu_seconds` sums ``utime + stime`` of ``/proc/<pid>/stat`` (all threads);
+- :func:`listen_overflows` is the kernel's count of connections dropped because a
+  listen queue was full (``TcpExt ListenOverflows``, /proc/net/netstat): each costs the
+  client a SYN retransmit (1 s, then 3 s), so a run that caused some measured that too;
 - :func:`raise_nofile` lifts this process's file descriptor limit (children inherit it);
 - :func:`source_shim` builds ``srcaddr.c``, the ``LD_PRELOAD`` library that spreads wrk's
   connections over many loopback source addresses (tako caps connections per client
@@ -77,6 +80,18 @@ def cpu_seconds(pids: list[int]) -> float:
         if stat is not None:
             ticks += parse_stat(stat)[1]
     return ticks / CLK_TCK
+
+
+def parse_netstat(text: str, name: str) -> int:
+    """Counter ``name`` of the ``TcpExt:`` lines of /proc/net/netstat (0 when absent)."""
+    lines = [line.split() for line in text.splitlines() if line.startswith("TcpExt:")]
+    if len(lines) < 2 or name not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index(name)])
+
+
+def listen_overflows() -> int:
+    return parse_netstat(_read("/proc/net/netstat") or "", "ListenOverflows")
 
 
 def raise_nofile(want: int = 200_000) -> int:

@@ -6,8 +6,10 @@ log on and metrics counted as ``tako-server`` runs by default; nginx's access lo
 so the ratio is conservative), nginx, HAProxy and Caddy (Debian packages) with the same
 number of workers/threads. Limits are set for 5,000 client connections (each proxy also
 holds an upstream connection per request in flight); the processes inherit the file
-descriptor limit that bench/measure.py raised. Every process started here is
-stopped by PID in :func:`stop`.
+descriptor limit that bench/measure.py raised; both nginx accept every pending connection
+per wake-up (``multi_accept on``: 5,000 connections arrive at once, and a listen queue
+that overflows costs a 1 s SYN retransmit that would be measured as the proxy's latency).
+Every process started here is stopped by PID in :func:`stop`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ worker_processes 1;
 daemon off;
 pid {dir}/upstream.pid;
 error_log {dir}/upstream-error.log warn;
-events {{ worker_connections 16000; }}
+events {{ worker_connections 16000; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -45,7 +47,7 @@ worker_processes {workers};
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 16000; }}
+events {{ worker_connections 16000; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -102,7 +104,7 @@ https://127.0.0.1:{https} {{
 """
 
 EDGE_LAUNCHER = """
-import asyncio, signal, sys, uvloop
+import asyncio, json, os, signal, sys, uvloop
 from pathlib import Path
 from tako_server.edge import Backend, Edge, EdgeApp, EdgeConfig, EdgeSnapshot
 
@@ -115,10 +117,11 @@ class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of th
 async def main():
     up, http, https, certs, workers = sys.argv[1:6]
     access_log = sys.argv[6] if len(sys.argv) > 6 else ""
+    extra = json.loads(os.environ.get("BENCH_EDGE_CONFIG") or "{}")  # EdgeConfig fields
     # as tako-server runs by default: access log on (metrics count in every process)
     edge = Edge(Hooks(), http_port=int(http), https_port=int(https),
                 certs_dir=Path(certs), workers=int(workers), host="127.0.0.1",
-                config=EdgeConfig(access_log=access_log))
+                config=EdgeConfig(access_log=access_log, **extra))
     app = EdgeApp("bench/prod", (Backend(1, "127.0.0.1", int(up)),), None, False)
     edge.update(EdgeSnapshot(routes=(("127.0.0.1", "bench/prod"),), apps={"bench/prod": app}))
     await edge.start()

@@ -16,8 +16,9 @@ One run starts an upstream and, in front of it, tako's edge, nginx, HAProxy and 
    the proxies interleaved within each repetition (so a noisy minute hurts all of them);
    per cell (``--duration``, at least 2 s per 1,000 connections) the medians of req/s,
    p50 and p99, errors (socket errors and non-2xx/3xx responses, summed over the
-   repetitions) and CPU time per 1,000 proxied requests
-   (``utime + stime`` of the proxy's processes over the run, from ``/proc/<pid>/stat``);
+   repetitions), CPU time per 1,000 proxied requests (``utime + stime`` of the proxy's
+   processes over the run, from ``/proc/<pid>/stat``) and listen drops (connections the
+   kernel dropped from a full listen queue during the run: each cost a 1 s SYN retransmit);
 4. memory after the load.
 
 wrk's connections come from ``--source-addresses`` loopback addresses (bench/srcaddr.c,
@@ -70,6 +71,7 @@ class WrkRun:
     socket_errors: int
     non_2xx: int
     cpu_s: float = 0.0
+    listen_overflows: int = 0  # connections the kernel dropped from a full listen queue
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Cell:
     non_2xx: int
     requests: int
     cpu_ms_per_1k: float  # proxy CPU time (user + system) per 1,000 requests
+    listen_overflows: int = 0  # summed over the repetitions (the proxy's or the upstream's)
 
 
 @dataclass
@@ -148,9 +151,10 @@ def measured(
     """One wrk run with the proxy's CPU time over it."""
     assert proxy.proc is not None
     pids = measure.tree(proxy.proc.pid)
-    before = measure.cpu_seconds(pids)
+    before, overflows = measure.cpu_seconds(pids), measure.listen_overflows()
     result = run_wrk(url, conns, duration, env, log)
     result.cpu_s = measure.cpu_seconds(pids) - before
+    result.listen_overflows = measure.listen_overflows() - overflows
     return result
 
 
@@ -177,7 +181,8 @@ def run_matrix(proxies: list[Proxy], args: argparse.Namespace, env: dict[str, st
                     print(f"  {p.name}: a run completed no request (see wrk-{p.name}.txt)")
                 print(
                     f"  {c.proxy:8} {scheme:5} c={conns:<5} {c.rps:9.0f} req/s "
-                    f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}  cpu {c.cpu_ms_per_1k:.1f} ms/1k",
+                    f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}  cpu {c.cpu_ms_per_1k:.1f} ms/1k"
+                    f"  listen drops {c.listen_overflows}",
                     flush=True,
                 )
     return cells
@@ -202,6 +207,7 @@ def summarize(name: str, scheme: str, conns: int, runs: list[WrkRun]) -> Cell:
         sum(r.non_2xx for r in runs),
         requests,
         1000 * 1000 * sum(r.cpu_s for r in runs) / requests if requests else float("nan"),
+        sum(r.listen_overflows for r in runs),
     )
 
 
@@ -264,9 +270,9 @@ def print_tables(cells: list[Cell], memory: list[Memory], args: argparse.Namespa
     )
     print(
         "| proxy | scheme | conns | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | errors "
-        "| CPU ms / 1k req |"
+        "| CPU ms / 1k req | listen drops |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     nginx = {(c.scheme, c.conns): c for c in cells if c.proxy == "nginx"}
     for c in sorted(cells, key=lambda c: (c.scheme != "https", c.conns, -c.rps)):
         base = nginx.get((c.scheme, c.conns))
@@ -275,7 +281,7 @@ def print_tables(cells: list[Cell], memory: list[Memory], args: argparse.Namespa
             f"| {ratio(c.rps, base.rps if base else None)} | {c.p50_ms:.2f} | {c.p99_ms:.2f} "
             f"| {ratio(c.p99_ms, base.p99_ms if base else None)} "
             f"| {c.errors if c.requests else 'no request'} "
-            f"| {c.cpu_ms_per_1k:.1f} |"
+            f"| {c.cpu_ms_per_1k:.1f} | {c.listen_overflows} |"
         )
     base_mem = next((m for m in memory if m.proxy == "nginx"), None)
     print(

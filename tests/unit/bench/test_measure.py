@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import parse_pss_kib, parse_stat, source_address
+from bench.measure import parse_netstat, parse_pss_kib, parse_stat, source_address
 from bench.run import Cell, WrkRun, cell_duration, parse_wrk, summarize
 
 SMAPS_ROLLUP = """00400000-7ffd2e5f6000 ---p 00000000 00:00 0                          [rollup]
@@ -73,12 +73,12 @@ def test_a_wrk_report_without_errors_counts_none() -> None:
 
 def test_a_cell_takes_medians_sums_errors_and_cpu_per_thousand_requests() -> None:
     runs = [
-        WrkRun(100.0, 1.0, 9.0, 1000, 1, 0, cpu_s=0.5),
+        WrkRun(100.0, 1.0, 9.0, 1000, 1, 0, cpu_s=0.5, listen_overflows=4),
         WrkRun(300.0, 3.0, 5.0, 3000, 0, 2, cpu_s=1.5),
-        WrkRun(200.0, 2.0, 7.0, 2000, 0, 0, cpu_s=1.0),
+        WrkRun(200.0, 2.0, 7.0, 2000, 0, 0, cpu_s=1.0, listen_overflows=1),
     ]
     cell = summarize("tako", "https", 64, runs)
-    assert cell == Cell("tako", "https", 64, 200.0, 2.0, 7.0, 3, 2, 6000, 500.0)
+    assert cell == Cell("tako", "https", 64, 200.0, 2.0, 7.0, 3, 2, 6000, 500.0, 5)
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,20 @@ def test_a_cell_runs_at_least_two_seconds_per_thousand_connections(
     duration: float, conns: int, seconds: float
 ) -> None:
     assert cell_duration(duration, conns) == seconds
+
+
+NETSTAT = """TcpExt: SyncookiesSent ListenOverflows ListenDrops
+TcpExt: 0 1072 1080
+IpExt: InNoRoutes
+IpExt: 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "value"),
+    [(NETSTAT, "ListenOverflows", 1072), (NETSTAT, "ListenDrops", 1080), (NETSTAT, "Nope", 0)],
+)
+def test_listen_overflows_are_read_from_the_tcpext_counters(
+    text: str, name: str, value: int
+) -> None:
+    assert parse_netstat(text, name) == value
