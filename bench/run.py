@@ -419,6 +419,7 @@ def profile(
             "-o",
             str(out),
             *(["--native"] if os.environ.get("BENCH_NATIVE") else []),
+            *(["--idle"] if os.environ.get("BENCH_IDLE") else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
