@@ -2,16 +2,30 @@
 
 Usage::
 
-    python bench/run.py [--quick] [--reps 3] [--duration 10] [--conns 64,256] [--workers N]
-                        [--profile]
+    python bench/run.py [--quick] [--reps 3] [--duration 10] [--conns 64,256,1000,5000]
+                        [--workers N] [--idle-conns 5000] [--source-addresses 64]
+                        [--json PATH] [--profile]
 
-One run starts: an upstream (a separate nginx answering ``200 hello`` on loopback, keep-alive),
-tako's edge (real worker processes, HTTPS with a self-signed certificate, its access log
-on and metrics counted as ``tako-server`` runs by default; nginx's access log is off, so
-the ratio is conservative), and nginx,
-HAProxy and Caddy (Debian packages) proxying to the same upstream. Each proxy is driven
-by ``wrk`` over HTTP and HTTPS at each connection count, ``reps`` times; the table shows
-medians of req/s, p50 and p99 latency, the ratio to nginx, errors, and tako's idle RSS.
+One run starts an upstream and, in front of it, tako's edge, nginx, HAProxy and Caddy
+(bench/proxies.py), then measures, in this order:
+
+1. idle memory: PSS summed over each proxy's processes (``/proc/<pid>/smaps_rollup``);
+2. memory at ``--idle-conns`` idle TLS keep-alive connections (bench/idle.py opens them,
+   one request each, holds them while PSS is read, then checks they are still served);
+3. the load matrix: ``wrk`` over HTTPS and HTTP at each connection count, ``reps`` times,
+   the proxies interleaved within each repetition (so a noisy minute hurts all of them);
+   per cell (``--duration``, at least 2 s per 1,000 connections) the medians of req/s,
+   p50 and p99, errors (socket errors and non-2xx/3xx responses, summed over the
+   repetitions), CPU time per 1,000 proxied requests (``utime + stime`` of the proxy's
+   processes over the run, from ``/proc/<pid>/stat``) and listen drops (connections the
+   kernel dropped from a full listen queue during the run: each cost a 1 s SYN retransmit);
+4. memory after the load.
+
+wrk's connections come from ``--source-addresses`` loopback addresses (bench/srcaddr.c,
+an LD_PRELOAD shim), as 5,000 users come from many addresses: tako caps connections and
+requests per client address. File descriptor limits are raised for every process.
+Results are printed as markdown tables and written as JSON (``--json``, default
+``bench/results/proxy-<time>.json``) so runs can be compared.
 ``--profile`` records a py-spy profile of one tako worker during an HTTPS run.
 Everything listens on 127.0.0.1 only; every process started is stopped by PID at the end.
 """
@@ -23,168 +37,71 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-UPSTREAM_NGINX = """
-worker_processes 1;
-daemon off;
-pid {dir}/upstream.pid;
-error_log {dir}/upstream-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{ return 200 "hello from upstream\\n"; }}
-  }}
-}}
-"""
+from bench import measure  # noqa: E402
+from bench.proxies import (  # noqa: E402
+    UPSTREAM_NGINX,
+    Proxy,
+    free_port,
+    start,
+    start_proxies,
+    stop,
+    wait_port,
+)
 
-PROXY_NGINX = """
-worker_processes {workers};
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
-  server {{
-    listen 127.0.0.1:{http} backlog=4096;
-    listen 127.0.0.1:{https} ssl backlog=4096;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    location / {{
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }}
-  }}
-}}
-"""
-
-PROXY_HAPROXY = """
-global
-  nbthread {workers}
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend web
-  bind 127.0.0.1:{http}
-  bind 127.0.0.1:{https} ssl crt {pem}
-  option forwardfor
-  default_backend app
-backend app
-  server s1 127.0.0.1:{up}
-"""
-
-PROXY_CADDY = """
-{{
-  admin off
-  auto_https off
-}}
-http://127.0.0.1:{http} {{
-  reverse_proxy 127.0.0.1:{up}
-}}
-https://127.0.0.1:{https} {{
-  tls {cert} {key}
-  reverse_proxy 127.0.0.1:{up}
-}}
-"""
-
-EDGE_LAUNCHER = """
-import asyncio, signal, sys, uvloop
-from pathlib import Path
-from tako_server.edge import Backend, Edge, EdgeApp, EdgeConfig, EdgeSnapshot
-
-class Hooks:  # tako_server.edge.EdgeHooks: what the edge asks of the rest of the server
-    async def cold_start(self, key): return []
-    async def challenge(self, token): return None
-    def app_log(self, key, line): print(key, line, file=sys.stderr)
-    def report(self, reporter, in_flight): pass
-
-async def main():
-    up, http, https, certs, workers = sys.argv[1:6]
-    access_log = sys.argv[6] if len(sys.argv) > 6 else ""
-    # as tako-server runs by default: access log on (metrics count in every process)
-    edge = Edge(Hooks(), http_port=int(http), https_port=int(https),
-                certs_dir=Path(certs), workers=int(workers), host="127.0.0.1",
-                config=EdgeConfig(access_log=access_log))
-    app = EdgeApp("bench/prod", (Backend(1, "127.0.0.1", int(up)),), None, False)
-    edge.update(EdgeSnapshot(routes=(("127.0.0.1", "bench/prod"),), apps={"bench/prod": app}))
-    await edge.start()
-    print("READY", *edge.worker_pids, flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await edge.stop(1.0)
-
-uvloop.run(main())
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+WRK_TIMEOUT = "10s"  # a slow response is counted in the latency, not as an error
 
 
 @dataclass
-class Proxy:
-    name: str
-    http: int
-    https: int
-    proc: subprocess.Popen[bytes] | None = None
-    pids: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Result:
+class WrkRun:
     rps: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    requests: int
+    socket_errors: int
+    non_2xx: int
+    cpu_s: float = 0.0
+    listen_overflows: int = 0  # connections the kernel dropped from a full listen queue
+
+
+@dataclass
+class Cell:
+    """One proxy x scheme x connection count: medians over the repetitions."""
+
+    proxy: str
+    scheme: str
+    conns: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # socket errors + non-2xx/3xx, summed over the repetitions
+    non_2xx: int
+    requests: int
+    cpu_ms_per_1k: float  # proxy CPU time (user + system) per 1,000 requests
+    listen_overflows: int = 0  # summed over the repetitions (the proxy's or the upstream's)
+
+
+@dataclass
+class Memory:
+    """PSS in MiB summed over the proxy's processes."""
+
+    proxy: str
+    idle_mib: float
+    idle_tls_mib: float = float("nan")
+    idle_tls_held: int = 0
+    idle_tls_failed: int = 0
+    idle_tls_alive: int = 0
+    after_mib: float = float("nan")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -197,140 +114,292 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, conns: int, duration: float) -> Result:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 60,
-    ).stdout
+def parse_wrk(out: str) -> WrkRun:
+    """req/s, p50, p99, request count, socket errors and non-2xx/3xx from wrk's output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    errors = 0
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
-    if socket_errors:
-        errors += sum(int(x) for x in socket_errors.groups())
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    return Result(rps, p50, p99, errors)
-
-
-def make_cert(directory: Path) -> tuple[Path, Path, Path]:
-    cert, key, pem = directory / "cert.pem", directory / "key.pem", directory / "both.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
+    return WrkRun(
+        rps,
+        p50,
+        p99,
+        requests,
+        sum(int(x) for x in errors.groups()) if errors else 0,
+        int(non2xx.group(1)) if non2xx else 0,
     )
-    pem.write_bytes(cert.read_bytes() + key.read_bytes())
-    return cert, key, pem
 
 
-def start(argv: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+def run_wrk(url: str, conns: int, duration: float, env: dict[str, str], log: Path) -> WrkRun:
+    """One wrk run; its report is appended to ``log`` (kept with the run's configs)."""
+    threads = min(conns, 2)
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency"]
+    argv += ["--timeout", WRK_TIMEOUT, url]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=duration + 120, env=env
+    ).stdout
+    with log.open("a") as handle:
+        handle.write(f"$ {' '.join(argv)}\n{out}\n")
+    return parse_wrk(out)
 
 
-def start_proxies(
-    work: Path, up: int, workers: int, names: list[str], access_log: bool = True
-) -> list[Proxy]:
-    cert, key, pem = make_cert(work)
-    proxies: list[Proxy] = []
-    fmt = {"dir": work, "up": up, "cert": cert, "key": key, "pem": pem, "workers": workers}
-    if "tako" in names:
-        p = Proxy("tako", free_port(), free_port())
-        launcher = work / "edge_launcher.py"
-        launcher.write_text(EDGE_LAUNCHER)
-        p.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(launcher),
-                str(up),
-                str(p.http),
-                str(p.https),
-                str(work / "certs"),
-                str(workers),
-                str(work / "access.log") if access_log else "",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=(work / "tako.log").open("wb"),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+def measured(
+    proxy: Proxy, url: str, conns: int, duration: float, env: dict[str, str], log: Path
+) -> WrkRun:
+    """One wrk run with the proxy's CPU time over it."""
+    assert proxy.proc is not None
+    pids = measure.tree(proxy.proc.pid)
+    before, overflows = measure.cpu_seconds(pids), measure.listen_overflows()
+    result = run_wrk(url, conns, duration, env, log)
+    result.cpu_s = measure.cpu_seconds(pids) - before
+    result.listen_overflows = measure.listen_overflows() - overflows
+    return result
+
+
+def url_of(proxy: Proxy, scheme: str) -> str:
+    return f"{scheme}://127.0.0.1:{proxy.https if scheme == 'https' else proxy.http}/"
+
+
+def run_matrix(proxies: list[Proxy], args: argparse.Namespace, env: dict[str, str]) -> list[Cell]:
+    cells: list[Cell] = []
+    for scheme in ("https", "http"):
+        for conns in [int(c) for c in args.conns.split(",")]:
+            runs: dict[str, list[WrkRun]] = {p.name: [] for p in proxies}
+            for p in proxies:  # warm-up: connections, TLS, pools
+                run_wrk(url_of(p, scheme), conns, 1.0, env, args.work / f"wrk-{p.name}.txt")
+            duration = cell_duration(args.duration, conns)
+            for _ in range(args.reps):
+                for p in proxies:
+                    log = args.work / f"wrk-{p.name}.txt"
+                    runs[p.name].append(measured(p, url_of(p, scheme), conns, duration, env, log))
+            for p in proxies:
+                cells.append(summarize(p.name, scheme, conns, runs[p.name]))
+                c = cells[-1]
+                if any(r.requests == 0 for r in runs[p.name]):
+                    print(f"  {p.name}: a run completed no request (see wrk-{p.name}.txt)")
+                print(
+                    f"  {c.proxy:8} {scheme:5} c={conns:<5} {c.rps:9.0f} req/s "
+                    f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}  cpu {c.cpu_ms_per_1k:.1f} ms/1k"
+                    f"  listen drops {c.listen_overflows}",
+                    flush=True,
+                )
+    return cells
+
+
+def cell_duration(duration: float, conns: int) -> float:
+    """At least 2 s per 1,000 connections: opening 5,000 TLS connections takes seconds on
+    a small machine, and a shorter run would measure little but that ramp."""
+    return max(duration, conns / 500)
+
+
+def summarize(name: str, scheme: str, conns: int, runs: list[WrkRun]) -> Cell:
+    requests = sum(r.requests for r in runs)
+    return Cell(
+        name,
+        scheme,
+        conns,
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.socket_errors + r.non_2xx for r in runs),
+        sum(r.non_2xx for r in runs),
+        requests,
+        1000 * 1000 * sum(r.cpu_s for r in runs) / requests if requests else float("nan"),
+        sum(r.listen_overflows for r in runs),
+    )
+
+
+def pss_mib(proxy: Proxy) -> float:
+    assert proxy.proc is not None
+    return measure.pss_kib(measure.tree(proxy.proc.pid)) / 1024
+
+
+def hold_idle_tls(proxy: Proxy, memory: Memory, count: int, addresses: int) -> None:
+    """Open ``count`` idle TLS keep-alive connections, read PSS, check they were kept."""
+    holder = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "idle.py"), str(proxy.https), str(count)]
+        + [str(max(1, addresses))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        held = holder.stdout.readline().split()  # "HELD n FAILED m"
+        if len(held) != 4:
+            raise RuntimeError(f"bench/idle.py failed against {proxy.name}: {held}")
+        time.sleep(1.0)  # let the proxy settle (TLS buffers, timers)
+        memory.idle_tls_mib = pss_mib(proxy)
+        memory.idle_tls_held, memory.idle_tls_failed = int(held[1]), int(held[3])
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        alive = holder.stdout.readline().split()  # "ALIVE n"
+        memory.idle_tls_alive = int(alive[1]) if len(alive) == 2 else 0
+        holder.wait(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    print(
+        f"  {proxy.name:8} {count} idle TLS: {memory.idle_tls_mib:.1f} MiB PSS, "
+        f"held {memory.idle_tls_held}, failed {memory.idle_tls_failed}, "
+        f"still served {memory.idle_tls_alive}",
+        flush=True,
+    )
+
+
+def wrk_env(work: Path, addresses: int) -> dict[str, str]:
+    shim = measure.source_shim(work) if addresses > 1 else None
+    if shim is None:
+        if addresses > 1:
+            print("no C compiler: wrk connects from one source address (127.0.0.1)")
+        return dict(os.environ)
+    return {**os.environ, "LD_PRELOAD": str(shim), "BENCH_SOURCE_ADDRESSES": str(addresses)}
+
+
+def ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}" if base else "-"
+
+
+def print_tables(cells: list[Cell], memory: list[Memory], args: argparse.Namespace) -> None:
+    print(
+        f"\n`python bench/run.py {' '.join(sys.argv[1:])}`: wrk, {args.duration:.0f} s x "
+        f"{args.reps} (medians), {os.cpu_count()} cores, {args.workers} workers per proxy\n"
+    )
+    print(
+        "| proxy | scheme | conns | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | errors "
+        "| CPU ms / 1k req | listen drops |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    nginx = {(c.scheme, c.conns): c for c in cells if c.proxy == "nginx"}
+    for c in sorted(cells, key=lambda c: (c.scheme != "https", c.conns, -c.rps)):
+        base = nginx.get((c.scheme, c.conns))
+        print(
+            f"| {c.proxy} | {c.scheme.upper()} | {c.conns} | {c.rps:,.0f} "
+            f"| {ratio(c.rps, base.rps if base else None)} | {c.p50_ms:.2f} | {c.p99_ms:.2f} "
+            f"| {ratio(c.p99_ms, base.p99_ms if base else None)} "
+            f"| {c.errors if c.requests else 'no request'} "
+            f"| {c.cpu_ms_per_1k:.1f} | {c.listen_overflows} |"
         )
-        line = p.proc.stdout.readline().decode().split()  # type: ignore[union-attr]
-        if not line or line[0] != "READY":
-            raise RuntimeError(f"tako edge did not start: see {work / 'tako.log'}")
-        p.pids = [p.proc.pid, *(int(x) for x in line[1:])]
-        proxies.append(p)
-    if "nginx" in names and shutil.which("nginx"):
-        p = Proxy("nginx", free_port(), free_port())
-        conf = work / "nginx.conf"
-        conf.write_text(PROXY_NGINX.format(**fmt, http=p.http, https=p.https))
-        p.proc = start(["nginx", "-c", str(conf), "-p", str(work)], work / "nginx.log")
-        proxies.append(p)
-    if "haproxy" in names and shutil.which("haproxy"):
-        p = Proxy("haproxy", free_port(), free_port())
-        conf = work / "haproxy.cfg"
-        conf.write_text(PROXY_HAPROXY.format(**fmt, http=p.http, https=p.https))
-        p.proc = start(["haproxy", "-f", str(conf)], work / "haproxy.log")
-        proxies.append(p)
-    if "caddy" in names and shutil.which("caddy"):
-        p = Proxy("caddy", free_port(), free_port())
-        conf = work / "Caddyfile"
-        conf.write_text(PROXY_CADDY.format(**fmt, http=p.http, https=p.https))
-        env = {
-            **os.environ,
-            "HOME": str(work),
-            "XDG_DATA_HOME": str(work),
-            "GOMAXPROCS": str(workers),
-        }
-        p.proc = start(
-            ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
-            work / "caddy.log",
-            env=env,
+    base_mem = next((m for m in memory if m.proxy == "nginx"), None)
+    print(
+        f"\n| proxy | PSS idle MiB | PSS {args.idle_conns} idle TLS MiB | x nginx "
+        "| held / served | PSS after load MiB |"
+    )
+    print("|---|---|---|---|---|---|")
+    for m in memory:
+        print(
+            f"| {m.proxy} | {m.idle_mib:.1f} | {m.idle_tls_mib:.1f} "
+            f"| {ratio(m.idle_tls_mib, base_mem.idle_tls_mib if base_mem else None)} "
+            f"| {m.idle_tls_held} / {m.idle_tls_alive} | {m.after_mib:.1f} |"
         )
-        proxies.append(p)
-    for p in proxies:
-        wait_port(p.http)
-        wait_port(p.https)
-    return proxies
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def write_json(
+    path: Path, cells: list[Cell], memory: list[Memory], args: argparse.Namespace
+) -> None:
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    doc = {
+        "command": f"python bench/run.py {' '.join(sys.argv[1:])}",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": rev,
+        "cpus": os.cpu_count(),
+        "args": vars(args),
+        "cells": [asdict(c) for c in cells],
+        "memory": [asdict(m) for m in memory],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"\nresults: {path}")
 
 
-def profile(pid: int, url: str, out: Path, seconds: int) -> None:
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="1 rep of 3 s per cell")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--conns", default="64,256,1000,5000")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--proxies", default="tako,nginx,haproxy,caddy")
+    ap.add_argument("--idle-conns", type=int, default=5000, help="idle TLS connections (0: skip)")
+    ap.add_argument("--source-addresses", type=int, default=64, help="loopback client addresses")
+    ap.add_argument("--json", type=Path, default=None, help="results file")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-conns", type=int, default=64, help="wrk connections while profiling")
+    ap.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="on",
+        help="tako's access log (on: as tako-server runs by default)",
+    )
+    args = ap.parse_args()
+    if args.quick:
+        args.reps, args.duration = 1, 3.0
+    if args.json is None:
+        args.json = ROOT / "bench" / "results" / time.strftime("proxy-%Y%m%d-%H%M%S.json")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (TAKO_SETUP_BENCH=1 scripts/setup)")
+    print(f"file descriptors: {measure.raise_nofile()}")
+    work = args.work = Path(tempfile.mkdtemp(prefix="tako-bench-"))
+    up_port = free_port()
+    (work / "upstream.conf").write_text(UPSTREAM_NGINX.format(dir=work, port=up_port))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            start(["nginx", "-c", str(work / "upstream.conf"), "-p", str(work)], work / "up.log")
+        )
+        wait_port(up_port)
+        names = args.proxies.split(",")
+        proxies = start_proxies(work, up_port, args.workers, names, procs, args.access_log == "on")
+        env = wrk_env(work, args.source_addresses)
+        time.sleep(1.0)  # every worker started and settled
+        memory = [Memory(p.name, pss_mib(p)) for p in proxies]
+        if args.idle_conns:
+            for p, m in zip(proxies, memory, strict=True):
+                hold_idle_tls(p, m, args.idle_conns, args.source_addresses)
+        cells = run_matrix(proxies, args, env)
+        for p, m in zip(proxies, memory, strict=True):
+            m.after_mib = pss_mib(p)
+        print_tables(cells, memory, args)
+        write_json(args.json, cells, memory, args)
+        report_access_log(work / "access.log")
+        tako = next((p for p in proxies if p.name == "tako"), None)
+        if args.profile and tako is not None and tako.proc is not None:
+            worker = measure.tree(tako.proc.pid)[1:2]
+            if worker:
+                out = work / "tako-profile.txt"
+                profile(worker[0], url_of(tako, "https"), out, args, env, work / "wrk-tako.txt")
+    finally:
+        stop(procs)
+        print(f"\nlogs and configs: {work}")
+
+
+def report_access_log(access: Path) -> None:
+    """Proof tako's access log was on; then it is deleted (it reaches GBs in a full run)."""
+    if access.exists():
+        size = access.stat().st_size
+        with access.open("rb") as handle:
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        print(f"tako access log: {lines} lines, {size / 1e6:.0f} MB (deleted)")
+        access.unlink()
+
+
+def profile(
+    pid: int, url: str, out: Path, args: argparse.Namespace, env: dict[str, str], log: Path
+) -> None:
+    """py-spy record one tako worker for 10 s while wrk drives HTTPS (``--profile-conns``)."""
+    seconds = 10
     spy = shutil.which("py-spy")
     if spy is None:
         print("py-spy not installed (pip install py-spy): no profile")
@@ -350,12 +419,13 @@ def profile(pid: int, url: str, out: Path, seconds: int) -> None:
             "-o",
             str(out),
             *(["--native"] if os.environ.get("BENCH_NATIVE") else []),
+            *(["--idle"] if os.environ.get("BENCH_IDLE") else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     time.sleep(1)
-    run_wrk(url, 64, seconds - 1)
+    run_wrk(url, args.profile_conns, seconds - 1, env, log)
     rec.wait(timeout=seconds + 30)
     print(f"\npy-spy raw profile of one tako worker: {out}")
     summarize_profile(out)
@@ -376,113 +446,6 @@ def summarize_profile(path: Path, top: int = 25) -> None:
         own[leaf] = own.get(leaf, 0) + n
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {100 * n / total:5.1f}%  {name}")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="1 rep of 3 s per cell")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--conns", default="64,256")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--proxies", default="tako,nginx,haproxy,caddy")
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument(
-        "--access-log",
-        choices=("on", "off"),
-        default="on",
-        help="tako's access log (on: as tako-server runs by default)",
-    )
-    args = ap.parse_args()
-    if args.quick:
-        args.reps, args.duration = 1, 3.0
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (apt-get install wrk)")
-    work = Path(tempfile.mkdtemp(prefix="tako-bench-"))
-    up_port = free_port()
-    (work / "upstream.conf").write_text(UPSTREAM_NGINX.format(dir=work, port=up_port))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(
-            start(["nginx", "-c", str(work / "upstream.conf"), "-p", str(work)], work / "up.log")
-        )
-        wait_port(up_port)
-        proxies = start_proxies(
-            work, up_port, args.workers, args.proxies.split(","), args.access_log == "on"
-        )
-        procs += [p.proc for p in proxies if p.proc is not None]
-        tako = next((p for p in proxies if p.name == "tako"), None)
-        idle_rss = rss_mb(tako.pids) if tako else float("nan")
-        results = run_matrix(proxies, args)
-        print_table(results, args, idle_rss, tako)
-        access = work / "access.log"
-        if access.exists():  # proof it was on; then gone (it reaches a GB in a full run)
-            size = access.stat().st_size
-            with access.open("rb") as handle:
-                lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-            print(f"tako access log: {lines} lines, {size / 1e6:.0f} MB (deleted)")
-            access.unlink()
-        if args.profile and tako is not None and len(tako.pids) > 1:
-            profile(tako.pids[1], f"https://127.0.0.1:{tako.https}/", work / "tako-profile.txt", 10)
-    finally:
-        stop(procs)
-        print(f"\nlogs and configs: {work}")
-
-
-def run_matrix(
-    proxies: list[Proxy], args: argparse.Namespace
-) -> dict[tuple[str, str, int], Result]:
-    results: dict[tuple[str, str, int], Result] = {}
-    conns = [int(c) for c in args.conns.split(",")]
-    for scheme in ("https", "http"):
-        for c in conns:
-            for p in proxies:
-                port = p.https if scheme == "https" else p.http
-                url = f"{scheme}://127.0.0.1:{port}/"
-                run_wrk(url, c, 1.0)  # warm-up (connections, TLS, pools)
-                runs = [run_wrk(url, c, args.duration) for _ in range(args.reps)]
-                results[(p.name, scheme, c)] = Result(
-                    statistics.median(r.rps for r in runs),
-                    statistics.median(r.p50_ms for r in runs),
-                    statistics.median(r.p99_ms for r in runs),
-                    sum(r.errors for r in runs),
-                )
-                r = results[(p.name, scheme, c)]
-                print(f"  {p.name:8} {scheme:5} c={c:<4} {r.rps:9.0f} req/s", flush=True)
-    return results
-
-
-def print_table(
-    results: dict[tuple[str, str, int], Result],
-    args: argparse.Namespace,
-    idle_rss: float,
-    tako: Proxy | None,
-) -> None:
-    print(
-        f"\nwrk -t2, {args.duration:.0f}s x {args.reps} (medians), {os.cpu_count()} cores, "
-        f"tako workers={args.workers}"
-    )
-    print(
-        f"{'proxy':8} {'scheme':6} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'x nginx':>7} {'errors':>6}"
-    )
-    for (name, scheme, c), r in sorted(
-        results.items(), key=lambda kv: (kv[0][1], kv[0][2], -kv[1].rps)
-    ):
-        base = results.get(("nginx", scheme, c))
-        ratio = f"{r.rps / base.rps:.2f}" if base and base.rps else "-"
-        print(
-            f"{name:8} {scheme:6} {c:5d} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio:>7} "
-            f"{r.errors:6d}"
-        )
-    if tako is not None:
-        print(
-            f"\ntako edge idle RSS (main + workers): {idle_rss:.1f} MB; "
-            f"after load: {rss_mb(tako.pids):.1f} MB"
-        )
-    print(json.dumps({f"{n}/{s}/{c}": round(r.rps) for (n, s, c), r in results.items()}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Literal, Protocol
 
 from tako_client.build.artifacts import BuiltArtifact
 from tako_client.remote import RemoteServer
+from tako_client.timings import PhaseClock
 from tako_common.config import ImagesConfig, LoadedConfig, workflow_groups, workflow_settings
 from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import (
@@ -201,12 +203,15 @@ async def deploy_to_server(
     owner: str,
     progress: ProgressCallback | None = None,
     before_rollout: BeforeRollout | None = None,
+    clock: PhaseClock | None = None,
 ) -> ServerOutcome:
     """The per-server deploy: lock, preflight, upload, deploy, unlock.
 
     ``before_rollout`` runs after the upload, under the lock, before ``deploy`` (a deploy
     with a release command prepares there and waits for it: :mod:`tako_client.release`).
+    ``clock`` (``--timings``) gets a lap at the end of each phase.
     """
+    lap = clock.lap if clock is not None else _no_lap
     server = session.remote
     info = await server.server_info()
     if info.mode == "upgrading":
@@ -218,19 +223,28 @@ async def deploy_to_server(
     try:
         check_disk(info, artifact.size)
         uploaded = not await server.has_artifact(artifact.sha256)
+        lap("lock", time.monotonic())
         if uploaded:
             remote = f"{info.incoming_dir.rstrip('/')}/{artifact.sha256}.tar.zst"
             await session.upload(artifact.path, remote, progress)
+            lap("upload", time.monotonic())
         request = build_request(target, artifact, owner)
         if before_rollout is not None:
             await before_rollout(session, request)
+            lap("release", time.monotonic())
         data = await server.deploy(request)
+        if clock is not None:
+            clock.lap_deploy(time.monotonic(), data.prepare_seconds)
         return ServerOutcome(data, uploaded)
     finally:
         try:
             await server.unlock(target.app, target.env, owner)
         except (TakoError, OSError):
             pass  # the server also drops the lock when this connection closes
+
+
+def _no_lap(phase: str, now: float) -> None:
+    """Phases are not timed (no ``--timings``)."""
 
 
 def failure_summary(key: str, succeeded: int, total: int) -> str | None:

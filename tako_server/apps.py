@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from dataclasses import replace
 
 from tako_common.errors import TakoError
@@ -67,6 +68,7 @@ class AppService:
 
     async def deploy(self, req: DeployRequest) -> DeployData:
         ctx = self.ctx
+        started = time.monotonic()
         routes = deployer.normalize_routes(ctx, req.key, req.routes)
         archive = await asyncio.to_thread(
             releases.verify_artifact, ctx.layout, req.artifact, req.sha256
@@ -79,6 +81,7 @@ class AppService:
             staged = ctx.staging.pop(req.key, req.version)  # made by this deploy's prepare
             adopted = staged is not None and staged.created
             async with deployer.staged_release(ctx, req, archive, adopted=adopted) as release:
+                prepared = time.monotonic()
                 spec = deployer.spec_for(ctx, release, req.vars, req.secrets, req.storages)
                 log.info("deploying %s version %s (%d instances)", req.key, req.version, desired)
                 result = await ctx.supervisor.deploy(spec, desired, req.idle_timeout)
@@ -118,6 +121,8 @@ class AppService:
             replaced=result.replaced,
             routes=routes,
             warnings=warnings,
+            prepare_seconds=round(prepared - started, 4),
+            rollout_seconds=round(time.monotonic() - prepared, 4),
         )
 
     async def rollback(self, req: RollbackRequest) -> DeployData:

@@ -1,4 +1,4 @@
-"""``tako deploy [--env production] [--yes] [-c FILE] [DIR]``.
+"""``tako deploy [--env production] [--yes] [-c FILE] [--timings] [DIR]``.
 
 Validates the environment (declared, routed, not ``development``, servers mapped, secrets
 complete, every S3 storage with credentials, ``local`` storage on one server only), builds
@@ -8,11 +8,13 @@ failed server makes the exit code 1; when every server failed the summary says s
 URL is printed. Interactive production deploys ask first unless ``--yes``. With a
 ``release`` command the servers prepare, the leader runs it, then they roll out
 (:mod:`tako_client.release`; ``--release-timeout`` overrides the server's limit).
+``--timings`` prints the wall time of each phase (:mod:`tako_client.timings`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import typer
@@ -42,6 +44,7 @@ from tako_client.secrets import decrypt_env, extra_for_env, missing_for_env
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
 from tako_client.storages import plan_storages
+from tako_client.timings import DeployTimings
 from tako_common.config import (
     certificate_check,
     deploy_check,
@@ -73,7 +76,14 @@ def deploy_command(
         min=1,
         help="Seconds the release command may run (default: the server's, 10 minutes).",
     ),
+    timings: bool = typer.Option(
+        False,
+        "--timings",
+        help="Print the wall time of each phase: build, then per server connect, lock, "
+        "upload, release, prepare, rollout.",
+    ),
 ) -> None:
+    clock = DeployTimings(time.monotonic()) if timings else None
     ctx = load_app(config, directory, env)
     for warning in ctx.loaded.warnings:
         output.warn(warning)
@@ -99,7 +109,11 @@ def deploy_command(
         if not typer.confirm(f"Deploy {ctx.app} to production now?", default=False):
             output.line("Deployment cancelled.")
             raise typer.Exit(1)
+    if clock is not None:
+        clock.started = time.monotonic()  # after the confirmation prompt
     artifacts = _build(ctx, selection.servers)
+    if clock is not None:
+        clock.built(time.monotonic())
     targets = {
         entry.name: DeployTarget(
             app=ctx.app,
@@ -122,7 +136,11 @@ def deploy_command(
     step = release_step(
         release_command(ctx.loaded, env), [e.name for e in selection.servers], release_timeout
     )
-    results = asyncio.run(_deploy_all(targets, selection.servers, artifacts, step))
+    results = asyncio.run(_deploy_all(targets, selection.servers, artifacts, step, clock))
+    if clock is not None:
+        output.section("Timings")
+        for text in clock.lines(time.monotonic()):
+            output.line(text)
     version = next(iter(artifacts.values())).version
     _summary(ctx.key, env_routes(ctx.loaded, env), results, version)
 
@@ -181,8 +199,10 @@ async def _deploy_all(
     servers: list[ServerEntry],
     artifacts: dict[str, BuiltArtifact],
     step: ReleaseStep | None = None,
+    timings: DeployTimings | None = None,
 ) -> list[HostResult[ServerOutcome]]:
     output.section("Deploy")
+    started = time.monotonic()
     owner = lock_owner()
     client = SshClient.from_env()
     progress = output.transfer_progress()
@@ -190,6 +210,9 @@ async def _deploy_all(
 
     async def one(session: Session) -> ServerOutcome:
         name = session.entry.name
+        clock = timings.server(name, started) if timings is not None else None
+        if clock is not None:
+            clock.lap("connect", time.monotonic())
         outcome = await deploy_to_server(
             session,
             targets[name],
@@ -197,6 +220,7 @@ async def _deploy_all(
             owner=owner,
             progress=progress.callback(name),
             before_rollout=coordinator.hook(name) if coordinator is not None else None,
+            clock=clock,
         )
         output.success(
             f"{name}: {outcome.data.version} running "

@@ -250,6 +250,10 @@ class DeployData(Data):
     replaced: int = 0
     routes: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    #: ``deploy`` only: seconds the server spent extracting and preparing the release, then
+    #: rolling it out (start, health checks, switch); shown by ``tako deploy --timings``
+    prepare_seconds: float | None = None
+    rollout_seconds: float | None = None
 
 
 class StopData(Data):

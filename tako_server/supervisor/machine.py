@@ -179,6 +179,18 @@ class AppMachine:
             out.add(Notify())
         return out.actions
 
+    def next_due(self) -> float | None:
+        """The earliest time something waits for: a starting instance's next probe or a
+        restart after its backoff (the runner wakes then instead of at its next tick)."""
+        due = [
+            i.next_probe_at
+            for i in self.instances.values()
+            if i.state is InstanceState.STARTING and i.wants_probe and i.port is not None
+        ]
+        if self.pending_restarts and self.spec is not None and not self.stopped:
+            due.append(self.next_spawn_at)
+        return min(due) if due else None
+
     # ------------------------------------------------------------------ process facts
 
     def _on_spawned(self, event: Spawned, now: float, out: Outbox) -> None:
@@ -267,8 +279,12 @@ class AppMachine:
             inst.last_probe = event.detail
             if inst.state is not InstanceState.STARTING:
                 self._probe_failed(inst, event.detail, now, out)
-        starting = inst.state is InstanceState.STARTING
-        inst.next_probe_at = now + (s.startup_probe_interval if starting else s.health_interval)
+        if inst.state is InstanceState.STARTING:
+            age = now - inst.created_at
+            interval = min(s.startup_probe_interval, max(s.startup_probe_min, age / 4))
+            inst.next_probe_at = now + interval
+        else:
+            inst.next_probe_at = now + s.health_interval
 
     def _probe_ok(self, inst: Instance, now: float, out: Outbox) -> None:
         inst.failures = 0

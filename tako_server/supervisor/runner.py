@@ -79,6 +79,8 @@ class AppRunner:
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
         self._closed = False
+        self._wakeup: asyncio.TimerHandle | None = None  # an early Tick (see _arm_wakeup)
+        self._wakeup_at = 0.0
         self._ticker = self._task(self._tick_forever(), f"tako-tick-{key}")
 
     # ------------------------------------------------------------------ feeding
@@ -89,6 +91,24 @@ class AppRunner:
             return
         for action in self.machine.handle(event, self._clock()):
             self._execute(action)
+        self._arm_wakeup()
+
+    def _arm_wakeup(self) -> None:
+        """Feed a Tick when the machine's next deadline comes before the ticker's."""
+        due = self.machine.next_due()
+        if due is None or (self._wakeup is not None and self._wakeup_at <= due):
+            return
+        delay = due - self._clock()
+        if delay >= self.settings.tick_interval:
+            return  # the ticker gets there first
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at = due
+        self._wakeup = asyncio.get_running_loop().call_later(max(0.0, delay), self._wake)
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        self.feed(Tick())
 
     async def call(self, make_event: Callable[[int], Event]) -> Any:
         """Feed an event that names a token and wait until the machine settles it."""
@@ -222,6 +242,8 @@ class AppRunner:
         if watchers:
             await asyncio.wait(watchers, timeout=2.0)
         self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.cancel()
         for token in list(self._futures):
             self._settle(token, error=SupervisorError(f"app {self.key} was removed"))
         for task in list(self._tasks):

@@ -60,6 +60,9 @@ class SupervisorSettings:
     idle_check_interval: float = 1.0
     # additions (not in the shared interface, all optional)
     startup_probe_interval: float = 0.1
+    # a starting instance is probed after a quarter of its age so far (at least this,
+    # at most startup_probe_interval): a 40 ms boot is seen ready ~10 ms later, not 100
+    startup_probe_min: float = 0.005
     probe_timeout: float = 2.0
     restart_backoff_base: float = 0.5
     backoff_reset_after: float = 30.0

@@ -101,11 +101,17 @@ def test_status_shows_each_deployed_app_per_server(cli: ClientHome, hosts: list[
 
 
 def test_second_deploy_reuses_the_artifact_and_skips_the_upload(
-    cli: ClientHome, py_app: Path
+    cli: ClientHome, hosts: list[TestHost], py_app: Path
 ) -> None:
-    out = ok(tako(cli, py_app, "deploy", "--yes"))
+    out = ok(tako(cli, py_app, "deploy", "--yes", "--timings"))
     assert "cached" in out
     assert out.count("upload skipped") == 2
+    timings = out.split("\nTimings\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert timings[0].startswith("build ") and timings[-1].startswith("total ")
+    for host in hosts:  # the server reports its prepare time: prepare and rollout, no upload
+        (line,) = [t for t in timings if t.startswith(f"{host.name} ")]
+        phases = [part.split()[0] for part in line.split("  ")[1:-1] if part]
+        assert phases == ["connect", "lock", "prepare", "rollout"], line
 
 
 def test_secrets_set_and_sync_reach_the_app(

@@ -73,6 +73,8 @@ def test_python_prep_makes_a_venv_with_the_server_interpreter(
     tmp_path: Path, files: list[str], last: list[str]
 ) -> None:
     _touch(tmp_path, *files)
+    if "requirements.txt" in files:
+        (tmp_path / "requirements.txt").write_text("flask==3.0\n")
     venv, deps = runtimes.prep_commands("python", None, tmp_path)
     assert venv == [sys.executable, "-m", "venv", ".venv"]
     assert deps[0] == str(tmp_path / ".venv/bin/python") and deps[-len(last) :] == last
@@ -221,3 +223,32 @@ def test_a_located_release_gets_its_data_dir_and_storage_bindings(tmp_path: Path
     ensure_data_dirs(release, storages)
     assert (data / "app").is_dir() and (data / "storages" / "uploads").is_dir()
     assert oct((data / "app").stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.parametrize(
+    ("text", "declares"),
+    [
+        ("", False),
+        ("\n  \n", False),
+        ("# no dependencies: the standard library is enough\n", False),
+        ("  # indented comment\n\n", False),
+        ("flask==3.0\n", True),
+        ("# web\nflask\n", True),
+        ("-r base.txt\n", True),
+        ("-e .\n", True),
+        ("--index-url https://example.org/simple\n", True),
+    ],
+)
+def test_a_requirements_file_declares_something_unless_only_blank_or_comments(
+    text: str, declares: bool
+) -> None:
+    assert runtimes.declares_requirements(text) is declares
+
+
+def test_python_prep_without_requirements_makes_the_venv_without_pip_and_installs_nothing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "requirements.txt").write_text("# nothing needed\n")
+    assert runtimes.prep_commands("python", None, tmp_path) == [
+        [sys.executable, "-m", "venv", "--without-pip", ".venv"]
+    ]

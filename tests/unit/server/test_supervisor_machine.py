@@ -356,6 +356,37 @@ def test_cold_start_waiters_share_one_start_and_are_all_released_when_ready() ->
     assert all(r.value == p.m.backends() for r in resolved)
 
 
+@pytest.mark.parametrize(
+    ("failed_at", "next_probe"),
+    [
+        (0.001, 0.006),  # young: at least startup_probe_min (5 ms) apart
+        (0.040, 0.050),  # a quarter of its age
+        (0.200, 0.250),
+        (2.000, 2.100),  # old: every startup_probe_interval (100 ms)
+    ],
+)
+def test_a_starting_instance_is_probed_after_a_quarter_of_its_age(
+    failed_at: float, next_probe: float
+) -> None:
+    p = idle_app()
+    assert of(ProbeHealth, p.spawn_all(p.feed(ColdStartJoin(1), at=0.0)))  # probed at once
+    assert p.m.next_due() is None  # nothing is due while that probe runs
+    p.now = failed_at
+    p.probe(1, ok=False)
+    assert p.m.next_due() == pytest.approx(next_probe)
+    assert not of(ProbeHealth, p.feed(Tick(), at=next_probe - 0.0001))
+    assert of(ProbeHealth, p.feed(Tick(), at=next_probe))
+
+
+def test_a_restart_after_its_backoff_is_due_and_a_healthy_app_waits_for_nothing() -> None:
+    p = Playbook()
+    p.running(1)
+    assert p.m.next_due() is None  # health probes of running instances ride the ticker
+    p.feed(Exited(1, 1), at=10.0)
+    assert p.m.next_due() == 10.5  # restart_backoff_base
+    assert of(Spawn, p.feed(Tick(), at=10.5))
+
+
 def test_cold_start_queue_rejects_the_waiter_past_the_limit() -> None:
     p = idle_app()
     for token in (1, 2, 3):
