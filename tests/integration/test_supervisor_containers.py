@@ -32,7 +32,8 @@ KEY = "boxes/production"
 # writes its environment as JSON-ish lines into /tmp/www, then serves it on $PORT
 SERVE = (
     "mkdir -p /tmp/www && env > /tmp/www/env.txt && echo $APP_VERSION > /tmp/www/v.txt"
-    " && echo started $APP_VERSION && exec httpd -f -v -p $HOST:$PORT -h /tmp/www"
+    " && echo started $APP_VERSION && httpd -f -v -p $HOST:$PORT -h /tmp/www"
+    " & trap 'kill $!; exit 0' TERM; wait"
 )
 
 
