@@ -243,7 +243,11 @@ def server_line(report: ServerReport) -> str:
     if report.info.upgrade_owner:
         mode += f" (by {report.info.upgrade_owner})"
     apps = len(report.status.apps)
-    return f"reachable, tako-server {report.hello.server_version}, mode {mode}, {apps} app(s)"
+    containers = report.info.containers or "unknown (older tako-server)"
+    return (
+        f"reachable, tako-server {report.hello.server_version}, mode {mode}, {apps} app(s), "
+        f"containers: {containers}"
+    )
 
 
 def app_line(app: AppStatus) -> str:

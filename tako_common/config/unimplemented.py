@@ -25,7 +25,6 @@ from tako_common.config.model import EnvConfig, TakoConfig
 
 #: Options accepted and validated but not implemented yet: id -> the option as written.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "container": "container",
     "workflows": "[workflows]",
     "source_ip": "source_ip",
     "ssl_cloudflare": 'ssl = "cloudflare"',

@@ -101,6 +101,24 @@ def ensure_cgroups() -> None:
         )
 
 
+def cgroup_mount_script() -> str:
+    """Shell commands that mount this machine's cgroup hierarchies again (in a namespace
+    whose ``/sys`` is a fresh sysfs, as ``ip netns exec`` makes)."""
+    commands = ["mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup"]
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, fstype, options, *_ = line.split()
+        if not target.startswith("/sys/fs/cgroup/") or fstype not in ("cgroup", "cgroup2"):
+            continue
+        wanted = [
+            o
+            for o in options.split(",")
+            if o not in ("rw", "relatime", "nosuid", "nodev", "noexec")
+        ]
+        opts = f"-o {','.join(wanted)} " if wanted and fstype == "cgroup" else ""
+        commands.append(f"mkdir -p {target} && mount -t {fstype} {opts}cgroup {target}")
+    return " && ".join(commands)
+
+
 @contextlib.contextmanager
 def podman_service(socket_path: Path, timeout: float = 15.0) -> Iterator[Path]:
     """``podman system service`` on ``socket_path`` for the block; stopped by its PID."""
