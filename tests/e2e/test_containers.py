@@ -186,6 +186,22 @@ def test_scale_to_two_and_to_zero_with_a_cold_start(
     assert len(host_podman(host, "ps", "-q").split()) == 1
 
 
+def test_exec_runs_in_a_container_of_the_release_image(cli: ClientHome, app: Path) -> None:
+    out = ok(
+        cli.run_tako(
+            "exec",
+            "-c",
+            str(app / "tako.toml"),
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING $TAKO_APP_NAME; ls /app; touch /x || echo read-only",
+            timeout=120,
+        )
+    )
+    assert "Hello hello-container" in out and "serve.sh" in out and "read-only" in out, out
+
+
 def test_delete_removes_containers_and_images(cli: ClientHome, host: TestHost, app: Path) -> None:
     ok(cli.run_tako("delete", "--env", "production", "--yes", "-c", str(app / "tako.toml")))
     assert host_podman(host, "ps", "-aq").split() == []
