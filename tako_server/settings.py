@@ -180,11 +180,19 @@ class _StorageSection(BaseModel):
     ca_bundle: Path | None = None
 
 
+class _ContainerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    socket: Path | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: _ServerSection = Field(default_factory=_ServerSection)
     acme: _AcmeSection = Field(default_factory=_AcmeSection)
     storage: _StorageSection = Field(default_factory=_StorageSection)
+    container: _ContainerSection = Field(default_factory=_ContainerSection)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -218,6 +226,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"acme_{key}"] = value
     for key, value in parsed.storage.model_dump(exclude_none=True).items():
         flat[f"storage_{key}"] = value
+    for key, value in parsed.container.model_dump(exclude_none=True).items():
+        flat[f"container_{key}"] = value
     return flat
 
 
