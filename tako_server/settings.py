@@ -102,6 +102,8 @@ class ServerSettings(BaseSettings):
     client_connections: int = Field(default=512, ge=0)
     send_timeout: float = Field(default=60.0, gt=0)
     upgrade_drain: float = Field(default=20.0, ge=0)
+    #: where pinned bun/deno/node versions are downloaded from (an npm registry or mirror)
+    runtime_registry: str = "https://registry.npmjs.org"
     # container releases (docs/containers.md): the Podman API socket and per-instance limits
     container_socket: Path = Path("/var/run/tako/podman.sock")
     container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
@@ -164,6 +166,7 @@ class _ServerSection(BaseModel):
     client_connections: int | None = None
     send_timeout: float | None = None
     upgrade_drain: float | None = None
+    runtime_registry: str | None = None
 
 
 class _AcmeSection(BaseModel):

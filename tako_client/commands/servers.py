@@ -244,10 +244,13 @@ def server_line(report: ServerReport) -> str:
         mode += f" (by {report.info.upgrade_owner})"
     apps = len(report.status.apps)
     containers = report.info.containers or "unknown (older tako-server)"
-    return (
+    line = (
         f"reachable, tako-server {report.hello.server_version}, mode {mode}, {apps} app(s), "
         f"containers: {containers}"
     )
+    if report.info.runtimes:
+        line += f", pinned runtimes: {', '.join(report.info.runtimes)}"
+    return line
 
 
 def app_line(app: AppStatus) -> str:

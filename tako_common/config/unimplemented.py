@@ -28,7 +28,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "workflows": "[workflows]",
     "source_ip": "source_ip",
     "ssl_cloudflare": 'ssl = "cloudflare"',
-    "runtime_version": 'runtime = "name@version"',
 }
 
 NOTE = "not implemented yet in this version: validated, ignored"

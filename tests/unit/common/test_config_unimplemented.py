@@ -25,7 +25,7 @@ def warnings_of(text: str) -> list[str]:
 def test_the_list_names_what_is_not_implemented_and_each_entry_can_be_found() -> None:
     assert set(NOT_IMPLEMENTED) == {
         "workflows", "source_ip",
-        "ssl_cloudflare", "runtime_version",
+        "ssl_cloudflare",
     }
     assert set(NOT_IMPLEMENTED) <= set(unimplemented.FINDERS)
 
@@ -37,8 +37,6 @@ def message(option: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('runtime = "bun@1.2.3"\n' + PROD,
-         "tako.toml:1 runtime: " + message('runtime = "name@version"')),
         (PROD + "[workflows]\nworkers = 1\n", f"tako.toml:3 workflows: {message('[workflows]')}"),
         (PROD + "[servers.la.workflows]\nworkers = 1\n",
          f"tako.toml:3 servers.la.workflows: {message('[workflows]')}"),
@@ -58,6 +56,7 @@ def test_a_set_option_that_is_not_implemented_warns_with_its_line(
     "text",
     [
         'runtime = "bun"\n' + PROD,
+        'runtime = "bun@1.2.3"\n' + PROD,  # pinned runtimes are provisioned (docs/runtimes.md)
         PROD + 'release = ""\n',
         'release = "migrate"\n' + PROD,  # release commands are implemented
         PROD + 'release = "seed"\n',
