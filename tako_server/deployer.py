@@ -358,6 +358,8 @@ async def restore_all(ctx: ServerContext) -> list[str]:
         if record.state != "running":
             continue
         try:
+            if record.manifest.get("runtime") == "container":  # a crash left them running
+                await podman.remove_app_containers(ctx.settings.container_socket, record.key)
             await register(ctx, record)
         except (TakoError, OSError) as exc:
             problems.append(f"{record.key}: {exc}")
