@@ -98,7 +98,8 @@ def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
     containerfile = app / "Containerfile"
     text = containerfile.read_text().replace("docker.io/library/busybox:1.36", pm.BASE_IMAGE)
     containerfile.write_text(text)
-    toml = (app / "tako.toml").read_text().split("[envs.production]")[0]
+    toml = 'release = "echo release-step $GREETING $TAKO_BUILD; ls /app"\n'
+    toml += (app / "tako.toml").read_text().split("[envs.production]")[0]
     toml += (
         f'[envs.production]\nroute = "{ROUTE}"\nservers = {json.dumps([host.name])}\n'
         "idle_timeout = 2\n"
@@ -126,6 +127,7 @@ def test_deploy_serves_the_container_over_https_and_status_shows_podman(
 ) -> None:
     out = tako(cli, app, "deploy", "--yes")
     assert "built image" in out and "podman" in out, out
+    assert "release-step Hello nogit_" in out and "serve.sh" in out, out  # in the image
     page = fetch(host)
     assert page.startswith("Hello from hello-container (production, build nogit_"), page
     status = ok(cli.run_tako("servers", "status"))
