@@ -16,7 +16,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,7 +92,7 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     app = tmp_path_factory.mktemp("apps") / "container-app"
     shutil.copytree(EXAMPLE, app)
     containerfile = app / "Containerfile"
@@ -105,7 +105,11 @@ def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "idle_timeout = 2\n"
     )
     (app / "tako.toml").write_text(toml)
-    return app
+    yield app
+    # the images `tako deploy` built on this machine (the builder keeps them, as docker does)
+    for ref in pm.podman("images", "--format", "{{.Repository}}:{{.Tag}}").split():
+        if ref.startswith("localhost/tako-build/hello-container:"):
+            pm.podman("rmi", ref)
 
 
 def tako(cli: ClientHome, app: Path, *args: str) -> str:
