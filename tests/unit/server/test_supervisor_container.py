@@ -47,3 +47,26 @@ def test_a_writable_root_and_an_explicit_command() -> None:
     body = create_config(spec(run, ["/bin/sh", "-c", "serve"]), run, port=1, instance_id=1)
     assert body["HostConfig"]["ReadonlyRootfs"] is False and "Tmpfs" not in body["HostConfig"]
     assert body["Cmd"] == ["/bin/sh", "-c", "serve"]
+
+
+def test_a_one_off_runs_in_a_new_container_and_never_shows_values_in_its_argv() -> None:
+    from tako_server.oneoff_service import container_oneoff_argv
+
+    run = ContainerRun(
+        "localhost/tako/shop-production:v1",
+        Path("/run/tako/podman.sock"),
+        memory_mb=128,
+        pids_limit=32,
+        mounts=(Path("/opt/tako/data"),),
+    )
+    argv = container_oneoff_argv(
+        "shop/production", run, ["sh", "-c", "migrate"], ["SECRET", "TERM"], tty=True, stdin=False
+    )
+    assert argv[:5] == ["podman", "--url", "unix:///run/tako/podman.sock", "run", "--rm"]
+    assert argv[-4:] == ["sh", "localhost/tako/shop-production:v1", "-c", "migrate"]
+    assert argv[argv.index("--entrypoint") + 1] == "sh"
+    assert ["-e", "SECRET"] == argv[argv.index("SECRET") - 1 : argv.index("SECRET") + 1]
+    assert "-i" in argv and "-t" in argv and "--read-only" in argv
+    assert ["--memory", "128m"] == argv[argv.index("--memory") : argv.index("--memory") + 2]
+    assert ["-v", "/opt/tako/data:/opt/tako/data"] == argv[argv.index("-v") : argv.index("-v") + 2]
+    assert not any("=" in a and a.startswith("SECRET") for a in argv)
