@@ -97,10 +97,14 @@ async def test_container_instance_serves_port_on_loopback_with_env_limits_and_lo
         assert "refused" in out or "Read-only" in out
         log_dir = tmp_path / "logs"
         await wait_for(
-            lambda: "started v1" in (log_dir / "current.log").read_text(), 5, "the app's log line"
+            lambda: "started v1" in (log_dir / "current.log").read_text(), 15, "the app's log line"
         )
         await sup.remove(KEY)
-        assert pm.podman("ps", "-aq", "--filter", f"label=tako.app={KEY}").strip() == ""
+        await wait_for(
+            lambda: pm.podman("ps", "-aq", "--filter", f"label=tako.app={KEY}").strip() == "",
+            10,
+            "the container to be removed",
+        )
 
 
 async def test_rolling_update_crash_restart_and_scale_to_zero_of_containers(
