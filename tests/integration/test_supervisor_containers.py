@@ -19,6 +19,7 @@ from tako_server.supervisor import LaunchSpec, RolloutError
 from tako_server.supervisor.spec import ContainerRun
 from tests.helpers import podman as pm
 from tests.integration.supervisor_apps.harness import (
+    FAST,
     http_get,
     running_supervisor,
     wait_for,
@@ -29,6 +30,10 @@ pytestmark = [
     pytest.mark.skipif(pm.skip_reason() is not None, reason=str(pm.skip_reason())),
 ]
 KEY = "boxes/production"
+# FAST, with room for a loaded machine: a container is started through the engine and
+# probed through its port forwarding (two of the suite's runs on a 2-core machine at load 5
+# lost healthy instances to the 1 s dead-after of FAST)
+SETTINGS = replace(FAST, probe_timeout=3.0, health_interval=0.5, dead_after=8, startup_timeout=10.0)
 # writes its environment as JSON-ish lines into /tmp/www, then serves it on $PORT
 SERVE = (
     "mkdir -p /tmp/www && env > /tmp/www/env.txt && echo $APP_VERSION > /tmp/www/v.txt"
@@ -71,7 +76,7 @@ def env_of(text: str) -> dict[str, str]:
 async def test_container_instance_serves_port_on_loopback_with_env_limits_and_logs(
     tmp_path: Path, podman_socket: Path
 ) -> None:
-    async with running_supervisor() as sup:
+    async with running_supervisor(SETTINGS) as sup:
         result = await sup.deploy(container_spec(tmp_path, podman_socket), 1, 300)
         assert result.instances == 1
         [backend] = sup.backends(KEY)
@@ -110,7 +115,7 @@ async def test_container_instance_serves_port_on_loopback_with_env_limits_and_lo
 async def test_rolling_update_crash_restart_and_scale_to_zero_of_containers(
     tmp_path: Path, podman_socket: Path
 ) -> None:
-    async with running_supervisor() as sup:
+    async with running_supervisor(SETTINGS) as sup:
         await sup.deploy(container_spec(tmp_path, podman_socket, "v1"), 2, 300)
         assert len(sup.backends(KEY)) == 2
         await sup.deploy(container_spec(tmp_path, podman_socket, "v2"), 2, 300)
@@ -135,7 +140,7 @@ async def test_rolling_update_crash_restart_and_scale_to_zero_of_containers(
 async def test_container_that_exits_at_once_fails_the_rollout_and_old_keeps_serving(
     tmp_path: Path, podman_socket: Path
 ) -> None:
-    async with running_supervisor() as sup:
+    async with running_supervisor(SETTINGS) as sup:
         await sup.deploy(container_spec(tmp_path, podman_socket, "v1"), 1, 300)
         [old] = sup.backends(KEY)
         with pytest.raises(RolloutError) as info:
@@ -151,7 +156,7 @@ async def test_container_that_exits_at_once_fails_the_rollout_and_old_keeps_serv
 async def test_image_that_does_not_listen_on_port_times_out_and_missing_image_fails(
     tmp_path: Path, podman_socket: Path
 ) -> None:
-    async with running_supervisor() as sup:
+    async with running_supervisor(SETTINGS) as sup:
         await sup.deploy(container_spec(tmp_path, podman_socket, "v1"), 1, 300)
         [old] = sup.backends(KEY)
         with pytest.raises(RolloutError):
