@@ -165,6 +165,7 @@ async def test_redeploy_under_a_request_loop_fails_no_request(
         await loader
     assert "built image" in out
     assert load.failures == [], f"{len(load.failures)} failed of {load.ok}: {load.failures[:5]}"
+    print(f"redeploy under load: {load.ok} ok, 0 failed, {load.retries} idle-close retries")
     page = fetch(host)
     assert page.startswith("Howdy") and build_of(page) != first
 
