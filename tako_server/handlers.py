@@ -111,7 +111,7 @@ from tako_common.protocol import (
     ok,
 )
 from tako_common.routes import route_hosts
-from tako_server import deployer, releases
+from tako_server import deployer, pinned, podman, releases
 from tako_server.apps import AppService
 from tako_server.backups.service import BackupService
 from tako_server.context import ServerContext, utc_iso
@@ -224,6 +224,8 @@ class Handlers:
             took_over_from=predecessor.pid if predecessor is not None else None,
             predecessor_running=record.predecessor_running(),
             takeover=record.status,
+            containers=await podman.engine_status(s.container_socket),
+            runtimes=pinned.installed(s.data_dir),
         )
 
     async def on_has_artifact(self, req: HasArtifactRequest, connection: int) -> ArtifactData:

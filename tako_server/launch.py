@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ from tako_common.errors import TakoError
 from tako_common.layout import ServerLayout
 from tako_common.protocol import ReleaseManifest, StorageBinding
 from tako_common.storages import DATA_DIR_VAR, binding_environ
-from tako_server import releases, runtimes
-from tako_server.supervisor.spec import LaunchSpec
+from tako_server import pinned, releases, runtimes
+from tako_server.supervisor.spec import ContainerRun, LaunchSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class ReleaseRef:
     manifest: ReleaseManifest
     #: ``apps/{app}/{env}/data`` (set by :meth:`locate`; None for a bare release)
     data_root: Path | None = None
+    #: the bin directory of a pinned runtime (``runtime = "bun@1.2.3"``), first on PATH
+    runtime_bin: Path | None = None
 
     @property
     def key(self) -> str:
@@ -61,7 +64,11 @@ class ReleaseRef:
         release_dir = layout.release_dir(app, env, version)
         workdir = releases.workdir_of(release_dir, manifest.app_subdir)
         data_root = layout.data_root(app, env)
-        return cls(app, env, version, release_dir, workdir, manifest, data_root)
+        runtime_bin = None
+        tool, pin = manifest.runtime, manifest.runtime_version
+        if pin and tool in pinned.PINNABLE:  # go/binary: the pin is the local build's
+            runtime_bin = pinned.bin_dir(layout.data_dir, tool, pin)
+        return cls(app, env, version, release_dir, workdir, manifest, data_root, runtime_bin)
 
     @property
     def data_dir(self) -> Path | None:
@@ -119,11 +126,17 @@ def instance_environ(
     storages: Sequence[StorageBinding] = (),
     api: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE)."""
-    environ = runtimes.base_environ(release.workdir, dict(server_env))
-    if "LANG" in server_env:
-        environ["LANG"] = server_env["LANG"]
+    """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE).
+
+    A container release gets no ``PATH``/``HOME``/``LANG`` of the host (its image has its own)."""
     runtime = release.manifest.runtime
+    environ: dict[str, str] = {}
+    if runtime != "container":
+        environ = runtimes.base_environ(release.workdir, dict(server_env))
+        if "LANG" in server_env:
+            environ["LANG"] = server_env["LANG"]
+        if release.runtime_bin is not None:  # the pinned runtime before the host's
+            environ["PATH"] = f"{release.runtime_bin}{os.pathsep}{environ['PATH']}"
     if runtime in runtimes.JS_RUNTIMES:
         environ["NODE_ENV"] = "production"
     if runtime == "python":
@@ -138,6 +151,36 @@ def instance_environ(
     return environ
 
 
+@dataclass(frozen=True)
+class ContainerHost:
+    """What this host gives container releases: the engine's socket and the limits."""
+
+    socket: Path
+    memory_mb: int = 512
+    pids_limit: int = 512
+
+
+def container_run(release: ReleaseRef, host: ContainerHost) -> ContainerRun | None:
+    """How the supervisor runs a container release's image (None for a native release)."""
+    settings = release.manifest.container
+    if settings is None:
+        return None
+    mounts = (release.data_root,) if release.data_root is not None else ()
+    return ContainerRun(
+        image=podman_ref(release.app, release.env, release.version),
+        socket=host.socket,
+        memory_mb=host.memory_mb,
+        pids_limit=host.pids_limit,
+        read_only=settings.read_only,
+        mounts=mounts,
+    )
+
+
+def podman_ref(app: str, env: str, version: str) -> str:
+    """The tag of a release's image on this host (see :mod:`tako_server.podman`)."""
+    return f"localhost/tako/{app}-{env}:{version.lower()}"
+
+
 def launch_spec(
     release: ReleaseRef,
     variables: Mapping[str, str],
@@ -147,18 +190,28 @@ def launch_spec(
     log_dir: Path,
     storages: Sequence[StorageBinding] = (),
     api: Mapping[str, str] | None = None,
+    containers: ContainerHost | None = None,
 ) -> LaunchSpec:
     """How the supervisor runs ``release`` (creates ``log_dir`` and the data dirs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     ensure_data_dirs(release, storages)
+    run = None
+    if release.manifest.container is not None:
+        if containers is None:
+            raise TakoError(f"{release!r} is a container release; no container engine is set")
+        run = container_run(release, containers)
+        command: list[str] = []  # the image's own CMD / ENTRYPOINT
+    else:
+        command = runtimes.start_command(release.manifest.model_dump(), release.workdir)
     return LaunchSpec(
         app=release.app,
         env=release.env,
         version=release.version,
         workdir=release.workdir,
-        command=runtimes.start_command(release.manifest.model_dump(), release.workdir),
+        command=command,
         environ=instance_environ(
             release, variables, secrets, server_env, storages=storages, api=api
         ),
         log_dir=log_dir,
+        container=run,
     )

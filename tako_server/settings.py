@@ -126,6 +126,12 @@ class ServerSettings(BaseSettings):
     client_connections: int = Field(default=512, ge=0)
     send_timeout: float = Field(default=60.0, gt=0)
     upgrade_drain: float = Field(default=20.0, ge=0)
+    #: where pinned bun/deno/node versions are downloaded from (an npm registry or mirror)
+    runtime_registry: str = "https://registry.npmjs.org"
+    # container releases (docs/containers.md): the Podman API socket and per-instance limits
+    container_socket: Path = Path("/var/run/tako/podman.sock")
+    container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
+    container_pids_limit: int = Field(default=512, ge=8, le=1_000_000)
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
@@ -195,6 +201,7 @@ class _ServerSection(BaseModel):
     client_connections: int | None = None
     send_timeout: float | None = None
     upgrade_drain: float | None = None
+    runtime_registry: str | None = None
 
 
 class _AcmeSection(BaseModel):
@@ -223,6 +230,11 @@ class _SourceIpSection(BaseModel):
     trusted_proxies: list[str] | None = None
     proxy_protocol: bool | None = None
     cloudflare_ranges: Path | None = None
+class _ContainerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    socket: Path | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
 
 
 class _ConfigFile(BaseModel):
@@ -232,6 +244,7 @@ class _ConfigFile(BaseModel):
     storage: _StorageSection = Field(default_factory=_StorageSection)
     cloudflare: _CloudflareSection = Field(default_factory=_CloudflareSection)
     source_ip: _SourceIpSection = Field(default_factory=_SourceIpSection)
+    container: _ContainerSection = Field(default_factory=_ContainerSection)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -269,6 +282,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"cloudflare_{key}"] = value
     for key, value in parsed.source_ip.model_dump(exclude_none=True).items():
         flat[f"source_ip_{key}"] = value
+    for key, value in parsed.container.model_dump(exclude_none=True).items():
+        flat[f"container_{key}"] = value
     return flat
 
 

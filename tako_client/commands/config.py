@@ -203,6 +203,10 @@ def describe(
         "deployable": env != RESERVED_ENV,
         **_build_view(loaded, resolved),
         "container": config.container,
+        # container releases: read-only root file system unless container_read_only = false
+        "container_read_only": (
+            config.container_read_only is not False if config.container is not None else None
+        ),
         "assets": config.assets or [],
         "release": release_command(loaded, env),
         # the leader: the first server, where a deploy runs the release command
@@ -258,6 +262,7 @@ def render_text(report: dict[str, Any]) -> list[str]:
         "main",
         "app_root",
         "container",
+        "container_read_only",
         "release",
         "release_server",
         "ssl",
@@ -265,8 +270,10 @@ def render_text(report: dict[str, Any]) -> list[str]:
         "idle_timeout",
         "backup",
     ):
-        if report[key] is not None:
-            lines.append(f"{key + ':':<18}{report[key]}")
+        value = report[key]
+        if value is not None:
+            text = str(value).lower() if isinstance(value, bool) else value
+            lines.append(f"{key + ':':<17} {text}")
     for key in ("dev", "start"):
         if report[key]:
             lines.append(f"{key + ':':<18}{json.dumps(report[key])}")

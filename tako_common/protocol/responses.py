@@ -93,6 +93,10 @@ class ServerInfoData(Data):
     #: that process still runs (it drains its connections, then exits; a zombie has exited)
     predecessor_running: bool = False
     takeover: TakeoverStatus = Field(default_factory=TakeoverStatus)
+    #: ``podman 4.3.1`` when container releases can run here, else ``unavailable: why``
+    containers: str | None = None
+    #: pinned runtimes provisioned on this host (``bun@1.1.38``); see docs/runtimes.md
+    runtimes: list[str] = Field(default_factory=list)
 
 
 class ArtifactData(Data):
