@@ -188,6 +188,7 @@ class AppService:
         app_dir = ctx.layout.app_dir(req.app, req.env)
         existed = existed or app_dir.exists()
         await asyncio.to_thread(shutil.rmtree, app_dir, True)
+        await deployer.remove_app_images(ctx, req.app, req.env)
         deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
         ctx.routing.remove_app(req.key)
         return DeleteData(app=req.app, env=req.env, existed=existed)

@@ -36,10 +36,11 @@ from typing import Any
 from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import DeployRequest, ReleaseManifest, StorageBinding
 from tako_common.routes import RouteConflictError, find_conflicts, parse_route, route_hosts
-from tako_server import releases, runtimes
+from tako_server import podman, releases, runtimes
 from tako_server.context import ServerContext
 from tako_server.edge.snapshot import ImageRules
 from tako_server.launch import (
+    ContainerHost,
     ReleaseRef,
     ensure_data_dirs,
     instance_environ,
@@ -100,7 +101,13 @@ def spec_for(
         server_env=ctx.settings.inherited_env,
         log_dir=ctx.layout.logs_dir(release.app, release.env),
         storages=storages,
+        containers=container_host(ctx),
     )
+
+
+def container_host(ctx: ServerContext) -> ContainerHost:
+    s = ctx.settings
+    return ContainerHost(s.container_socket, s.container_memory_mb, s.container_pids_limit)
 
 
 def remove_if_empty(paths: list[Path]) -> None:
@@ -155,6 +162,8 @@ async def staged_release(
     except BaseException:
         if created or adopted:
             shutil.rmtree(release_dir, ignore_errors=True)
+            if req.manifest.container is not None:
+                await forget_image(ctx, req.app, req.env, req.version)
             if layout.app_dir(req.app, req.env) in new_dirs:  # a first deploy: empty data dirs
                 remove_empty_tree(layout.data_root(req.app, req.env))
             remove_if_empty(new_dirs)
@@ -172,6 +181,9 @@ def remove_empty_tree(root: Path) -> None:
 
 async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: ReleaseRef) -> None:
     manifest = req.manifest
+    if manifest.container is not None:
+        await _load_image(ctx, req, release)
+        return
     if manifest.start is None and not (release.workdir / manifest.main).exists():
         raise ValidationError(
             f"main file {manifest.main!r} is not in the release of {req.key}",
@@ -192,6 +204,60 @@ async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: Rele
     await runtimes.prepare(
         manifest.runtime, manifest.install, release.workdir, environ, manifest.package_manager
     )
+
+
+async def _load_image(ctx: ServerContext, req: DeployRequest, release: ReleaseRef) -> None:
+    """A container release: load its image archive into Podman (tagged for this release),
+    delete the archive, write ``app.json``."""
+    archive = release.workdir / podman.IMAGE_ARCHIVE
+    ref = podman.image_ref(req.app, req.env, req.version)
+    image_id = await podman.load_image(ctx.settings.container_socket, archive, ref)
+    archive.unlink()
+    log.info("loaded image %s (%s) for %s", ref, image_id[:19], req.key)
+    extra = {
+        "app": req.app,
+        "env": req.env,
+        "version": req.version,
+        "vars": dict(req.vars),
+        "routes": list(req.routes),
+        "image": ref,
+        "image_id": image_id,
+    }
+    releases.write_app_json(release.workdir, req.manifest.model_dump(mode="json"), extra)
+    ensure_data_dirs(release, req.storages)
+
+
+async def forget_image(ctx: ServerContext, app: str, env: str, version: str) -> None:
+    """Remove the image of a release that failed (never raises: the deploy's error wins)."""
+    try:
+        ref = podman.image_ref(app, env, version)
+        await podman.remove_images(ctx.settings.container_socket, [ref])
+    except (TakoError, OSError) as exc:
+        log.warning("removing the image of %s/%s@%s failed: %s", app, env, version, exc)
+
+
+async def remove_app_images(ctx: ServerContext, app: str, env: str) -> None:
+    """``tako delete``: the app's leftover containers and every image of it go."""
+    socket = ctx.settings.container_socket
+    if not socket.exists():
+        return
+    try:
+        await podman.remove_app_containers(socket, f"{app}/{env}")
+        await podman.remove_images(socket, await podman.app_images(socket, app, env))
+    except (TakoError, OSError) as exc:
+        log.warning("removing the containers and images of %s/%s failed: %s", app, env, exc)
+
+
+async def prune_images(ctx: ServerContext, record: AppRecord, versions: Sequence[str]) -> None:
+    """Remove the images of pruned releases of a container app (same retention as the
+    release directories); a failure is logged, never fails the deploy."""
+    if not versions or record.manifest.get("runtime") != "container":
+        return
+    refs = [podman.image_ref(record.app, record.env, v) for v in versions]
+    try:
+        await podman.remove_images(ctx.settings.container_socket, refs)
+    except TakoError as exc:
+        log.warning("pruning images of %s failed: %s", record.key, exc)
 
 
 async def commit(
@@ -215,6 +281,7 @@ async def commit(
     )
     if pruned:
         ctx.state.forget_releases(record.app, record.env, pruned)
+        await prune_images(ctx, record, pruned)
     warnings: list[str] = []
     if ctx.certs is not None:
         old_hosts = set(route_hosts(previous.routes)) if previous else set()

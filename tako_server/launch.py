@@ -33,7 +33,7 @@ from tako_common.layout import ServerLayout
 from tako_common.protocol import ReleaseManifest, StorageBinding
 from tako_common.storages import DATA_DIR_VAR, binding_environ
 from tako_server import releases, runtimes
-from tako_server.supervisor.spec import LaunchSpec
+from tako_server.supervisor.spec import ContainerRun, LaunchSpec
 
 
 @dataclass(frozen=True)
@@ -117,11 +117,15 @@ def instance_environ(
     *,
     storages: Sequence[StorageBinding] = (),
 ) -> dict[str, str]:
-    """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE)."""
-    environ = runtimes.base_environ(release.workdir, dict(server_env))
-    if "LANG" in server_env:
-        environ["LANG"] = server_env["LANG"]
+    """The full environment of an instance of ``release`` (minus HOST, PORT, TAKO_INSTANCE).
+
+    A container release gets no ``PATH``/``HOME``/``LANG`` of the host (its image has its own)."""
     runtime = release.manifest.runtime
+    environ: dict[str, str] = {}
+    if runtime != "container":
+        environ = runtimes.base_environ(release.workdir, dict(server_env))
+        if "LANG" in server_env:
+            environ["LANG"] = server_env["LANG"]
     if runtime in runtimes.JS_RUNTIMES:
         environ["NODE_ENV"] = "production"
     if runtime == "python":
@@ -135,6 +139,36 @@ def instance_environ(
     return environ
 
 
+@dataclass(frozen=True)
+class ContainerHost:
+    """What this host gives container releases: the engine's socket and the limits."""
+
+    socket: Path
+    memory_mb: int = 512
+    pids_limit: int = 512
+
+
+def container_run(release: ReleaseRef, host: ContainerHost) -> ContainerRun | None:
+    """How the supervisor runs a container release's image (None for a native release)."""
+    settings = release.manifest.container
+    if settings is None:
+        return None
+    mounts = (release.data_root,) if release.data_root is not None else ()
+    return ContainerRun(
+        image=podman_ref(release.app, release.env, release.version),
+        socket=host.socket,
+        memory_mb=host.memory_mb,
+        pids_limit=host.pids_limit,
+        read_only=settings.read_only,
+        mounts=mounts,
+    )
+
+
+def podman_ref(app: str, env: str, version: str) -> str:
+    """The tag of a release's image on this host (see :mod:`tako_server.podman`)."""
+    return f"localhost/tako/{app}-{env}:{version.lower()}"
+
+
 def launch_spec(
     release: ReleaseRef,
     variables: Mapping[str, str],
@@ -143,16 +177,26 @@ def launch_spec(
     server_env: Mapping[str, str],
     log_dir: Path,
     storages: Sequence[StorageBinding] = (),
+    containers: ContainerHost | None = None,
 ) -> LaunchSpec:
     """How the supervisor runs ``release`` (creates ``log_dir`` and the data dirs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     ensure_data_dirs(release, storages)
+    run = None
+    if release.manifest.container is not None:
+        if containers is None:
+            raise TakoError(f"{release!r} is a container release; no container engine is set")
+        run = container_run(release, containers)
+        command: list[str] = []  # the image's own CMD / ENTRYPOINT
+    else:
+        command = runtimes.start_command(release.manifest.model_dump(), release.workdir)
     return LaunchSpec(
         app=release.app,
         env=release.env,
         version=release.version,
         workdir=release.workdir,
-        command=runtimes.start_command(release.manifest.model_dump(), release.workdir),
+        command=command,
         environ=instance_environ(release, variables, secrets, server_env, storages=storages),
         log_dir=log_dir,
+        container=run,
     )

@@ -102,6 +102,10 @@ class ServerSettings(BaseSettings):
     client_connections: int = Field(default=512, ge=0)
     send_timeout: float = Field(default=60.0, gt=0)
     upgrade_drain: float = Field(default=20.0, ge=0)
+    # container releases (docs/containers.md): the Podman API socket and per-instance limits
+    container_socket: Path = Path("/run/podman/podman.sock")
+    container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
+    container_pids_limit: int = Field(default=512, ge=8, le=1_000_000)
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tako_common.credentials import CredentialMap
 from tako_common.protocol.fields import (
@@ -86,12 +86,24 @@ class ServerInfoRequest(Message):
     mutates, slow = False, False
 
 
+class ContainerManifest(BaseModel):
+    """A container release: its artifact holds the image archive ``image.tar`` (what
+    ``podman save`` / ``docker save`` wrote); see docs/containers.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the tag the client built (informational: the server tags the loaded image itself)
+    built_tag: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    #: ``container_read_only = false`` in tako.toml: a writable root file system
+    read_only: Flag = True
+
+
 class ReleaseManifest(BaseModel):
     """What the server needs to run a release; written (without secrets) to ``app.json``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runtime: Literal["bun", "node", "deno", "python", "go", "binary"]
+    runtime: Literal["bun", "node", "deno", "python", "go", "binary", "container"]
     runtime_version: str | None = None
     main: str = Field(min_length=1, max_length=1024)
     start: list[str] | None = None
@@ -106,6 +118,14 @@ class ReleaseManifest(BaseModel):
     git_dirty: Flag = False
     #: ``[images]`` resolved (None: no image endpoint); see docs/images.md
     images: ImageSettings | None = None
+    #: set for container releases (``runtime = "container"``)
+    container: ContainerManifest | None = None
+
+    @model_validator(mode="after")
+    def _container_runtime(self) -> ReleaseManifest:
+        if (self.runtime == "container") != (self.container is not None):
+            raise ValueError("runtime 'container' and the 'container' settings go together")
+        return self
 
 
 class DeployRequest(AppRef):

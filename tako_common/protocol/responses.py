@@ -92,6 +92,8 @@ class ServerInfoData(Data):
     #: that process still runs (it drains its connections, then exits; a zombie has exited)
     predecessor_running: bool = False
     takeover: TakeoverStatus = Field(default_factory=TakeoverStatus)
+    #: ``podman 4.3.1`` when container releases can run here, else ``unavailable: why``
+    containers: str | None = None
 
 
 class ArtifactData(Data):

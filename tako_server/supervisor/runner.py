@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tako_common.tasks import spawn
+from tako_server.supervisor.container import ContainerInstance
 from tako_server.supervisor.events import (
     Action,
     Event,
@@ -74,7 +75,7 @@ class AppRunner:
         self.lock = asyncio.Lock()
         self._on_change = on_change
         self._clock = clock
-        self._procs: dict[int, InstanceProcess] = {}
+        self._procs: dict[int, InstanceProcess | ContainerInstance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
@@ -139,12 +140,17 @@ class AppRunner:
 
     async def _spawn(self, action: Spawn) -> None:
         spec = action.spec
+        handle: InstanceProcess | ContainerInstance
         try:
-            handle = await InstanceProcess.spawn(
-                action.instance_id, spec.command, spec.workdir, spec.environ, self.log
-            )
+            if spec.container is not None:  # the launcher seam: a container or a process
+                handle = await ContainerInstance.spawn(action.instance_id, spec, self.log)
+            else:
+                handle = await InstanceProcess.spawn(
+                    action.instance_id, spec.command, spec.workdir, spec.environ, self.log
+                )
         except (OSError, ValueError) as exc:
-            self.feed(SpawnFailed(action.instance_id, f"{spec.command[:1]}: {exc}"))
+            what = spec.container.image if spec.container is not None else spec.command[:1]
+            self.feed(SpawnFailed(action.instance_id, f"{what}: {exc}"))
             return
         self._procs[action.instance_id] = handle
         if self._closed:
@@ -152,7 +158,7 @@ class AppRunner:
         self._task(self._watch(handle), f"tako-exit-{self.key}-{action.instance_id}")
         self.feed(Spawned(action.instance_id, handle.pid, handle.port))
 
-    async def _watch(self, handle: InstanceProcess) -> None:
+    async def _watch(self, handle: InstanceProcess | ContainerInstance) -> None:
         code = await handle.wait()
         await handle.close_output(timeout=1.0)
         self._procs.pop(handle.instance_id, None)

@@ -23,8 +23,24 @@ from tako_common.protocol import (
 
 
 @dataclass(frozen=True)
+class ContainerRun:
+    """How a container release runs: its image on the host's Podman and the limits.
+
+    ``socket`` is the Podman API socket (Docker-compatible); ``mounts`` are host
+    directories bind-mounted at the same path (the app's data directories)."""
+
+    image: str
+    socket: Path
+    memory_mb: int = 512
+    pids_limit: int = 512
+    read_only: bool = True
+    mounts: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
-    """How to run one release of ``{app}/{env}``."""
+    """How to run one release of ``{app}/{env}`` (a process, or a container when
+    ``container`` is set)."""
 
     app: str
     env: str
@@ -33,6 +49,7 @@ class LaunchSpec:
     command: list[str]
     environ: dict[str, str]
     log_dir: Path
+    container: ContainerRun | None = None
 
     @property
     def key(self) -> str:
