@@ -16,6 +16,9 @@ Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`
 
 Shutdown on SIGTERM/SIGINT: stop accepting control connections, drain the edge, stop
 every instance (SIGTERM, drain, SIGKILL), cancel background tasks, close the database.
+App processes are left running instead (released, for the next daemon to adopt) after a
+takeover and when the stop is a restart (:mod:`tako_server.stopmode`); a ``kill -9``
+leaves them running too. Start-up adopts whatever a previous daemon left.
 
 SIGHUP = graceful takeover, driven by :mod:`tako_server.takeover` (``docs/upgrade.md``);
 this module only starts one while serving, adopts the listeners when it was started as
@@ -49,6 +52,7 @@ from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
+from tako_server.stopmode import KEEP_APPS_MARKER, take_keep_marker
 from tako_server.supervisor import Supervisor, SupervisorSettings
 from tako_server.takeover import (
     LEGACY_RECORD,
@@ -108,6 +112,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
         self._serving = False
+        self._handover_done = False
 
     def __repr__(self) -> str:
         return (
@@ -161,6 +166,7 @@ class Daemon:
         self._serving = True
         if self.inherited is not None:
             complete_handover(self.inherited, self.ctx.state, self.notifier)
+            self._handover_done = True
             return
         pid = os.getpid()
         self.notifier.ready(f"serving (pid {pid})")
@@ -170,7 +176,15 @@ class Daemon:
         def listeners() -> Listeners:
             return self.edge.listeners if self.edge is not None else {}
 
-        hooks = TakeoverHooks(listeners, lambda: ctx.guard.in_flight, self.request_stop)
+        supervisor = self.supervisor
+        assert supervisor is not None
+        hooks = TakeoverHooks(
+            listeners,
+            lambda: ctx.guard.in_flight,
+            self.request_stop,
+            release_apps=supervisor.release,
+            reclaim_apps=supervisor.reclaim,
+        )
         return Takeover(
             self.record,
             hooks,
@@ -346,6 +360,8 @@ class Daemon:
                 await self.edge.stop(self.drain_timeout)
             self.edge = None
         if self.ctx is not None:
+            if self.supervisor is not None and self._keeps_apps(handed_over):
+                await self.supervisor.release()  # the next tako-server adopts them
             await self.ctx.supervisor.shutdown()
         if self.certs is not None:
             await self.certs.close()
@@ -354,6 +370,18 @@ class Daemon:
         if self.ctx is not None:
             self.ctx.state.close()
             self.ctx = None
+
+
+    def _keeps_apps(self, handed_over: bool) -> bool:
+        """Leave the app processes running on exit: after a takeover, when this process
+        is a successor that never took over (its predecessor reclaims them), or when the
+        stop is a restart (``tako-server prepare-stop`` left the marker, ``docs/upgrade.md``)."""
+        if handed_over or (self.inherited is not None and not self._handover_done):
+            return True
+        if take_keep_marker(self.settings.data_dir / KEEP_APPS_MARKER):
+            log.info("keeping app processes running for the next tako-server (restart)")
+            return True
+        return False
 
 
 def run_daemon(

@@ -28,6 +28,7 @@ from tako_server.supervisor.coldstart import ColdStartQueue
 from tako_server.supervisor.events import (
     Action,
     ActivityReport,
+    Adopted,
     ColdStartJoin,
     ColdStartLeave,
     Deploy,
@@ -353,6 +354,19 @@ class AppMachine:
         self.stopped, self.warm, self.last_activity = event.stopped, False, now
         what = "stopped" if event.stopped else f"with {event.desired} instance(s)"
         out.log(None, f"restoring version {event.spec.version} {what}")
+        for adopted in event.adopted:
+            self._adopt(event.spec, adopted, now, out)
+        self.warm = self.desired == 0 and bool(event.adopted)
+
+    def _adopt(self, spec: LaunchSpec, adopted: Adopted, now: float, out: Outbox) -> None:
+        """A running instance a previous daemon started: healthy at once (the old daemon
+        routed to it), probed from now on like any other."""
+        inst = Instance(adopted.instance_id, spec, created_at=now, state=InstanceState.HEALTHY)
+        inst.pid, inst.port = adopted.pid, adopted.port
+        inst.ready_at = inst.healthy_since = inst.next_probe_at = now
+        self.instances[inst.id] = inst
+        self.next_id = max(self.next_id, inst.id + 1)
+        out.log(inst.id, f"adopted version {spec.version}: pid {adopted.pid}, port {adopted.port}")
 
     def _on_scale(self, event: Scale, now: float, out: Outbox) -> None:
         if self.spec is None:
