@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tako_common.tasks import TaskGroup
 from tako_server import deployer
+from tako_server.cgroups import CgroupTree
 from tako_server.context import ServerContext, utc_iso
 from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
+from tako_server.isolation import isolation_enabled
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
 from tako_server.observe import Observability, edge_config
@@ -224,6 +226,7 @@ class Daemon:
             log.info("removed stale deploy lock %s", stale)
         if not takeover:
             clear_dead_reload_mode(state)
+        self.ctx.cgroups = self._cgroups()
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
             self.certs.start()
@@ -247,6 +250,16 @@ class Daemon:
             on_close=self._connection_closed,
         )
         await self.control.start()
+
+    def _cgroups(self) -> CgroupTree | None:
+        """Per-app limits need root and a cgroup v2 tree with memory, cpu and pids."""
+        self.settings.data_dir.chmod(0o711)  # crossed by app users, listed by no one
+        if not isolation_enabled(self.settings.app_users, os.geteuid()):
+            return None
+        tree = CgroupTree.detect()
+        if tree is None:
+            log.warning("no cgroup v2 memory/cpu/pids controllers: apps run without limits")
+        return tree
 
     def _connection_closed(self, connection: int) -> None:
         """A control connection closed: its deploy locks and unused staged releases go."""

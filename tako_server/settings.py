@@ -22,9 +22,15 @@ The config file is optional; its shape is::
     [storage]
     ca_bundle = "/etc/ssl/private-s3.pem"   # S3 endpoints of storages and backups
 
+    [apps."web/production"]                 # limits of one app ([server] app_* defaults)
+    memory_mb = 512
+    cpu_percent = 100
+    pids_max = 256
+
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
-TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL``. Rules: unknown keys and bad
+TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_LOG_LEVEL TAKO_APP_USERS TAKO_APP_MEMORY_MB
+TAKO_APP_CPU_PERCENT TAKO_APP_PIDS_MAX``. Rules: unknown keys and bad
 values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
@@ -34,9 +40,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -49,8 +55,21 @@ from tako_common.errors import ConfigError
 from tako_common.layout import DEFAULT_DATA_DIR, DEFAULT_SOCKET, ServerLayout
 
 Port = int
+#: ``{app}/{env}`` (the names' rules of :mod:`tako_common.names`)
+_NAME = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+AppKey = Annotated[str, StringConstraints(pattern=rf"^{_NAME}/{_NAME}$")]
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+class AppLimitsSection(BaseModel):
+    """``[apps."{app}/{env}"]``: limits of one app (unset = the ``[server]`` default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
+    cpu_percent: int | None = Field(default=None, ge=1, le=100_000)
+    pids_max: int | None = Field(default=None, ge=8, le=1_000_000)
+
 
 
 def _default_workers() -> int:
@@ -106,6 +125,13 @@ class ServerSettings(BaseSettings):
     container_socket: Path = Path("/run/podman/podman.sock")
     container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
     container_pids_limit: int = Field(default=512, ge=8, le=1_000_000)
+    # per-app users and limits (docs/server.md, "Security"): "auto" = when running as root
+    app_users: Literal["auto", "on", "off"] = "auto"
+    app_memory_mb: int = Field(default=1024, ge=16, le=1024 * 1024)
+    app_cpu_percent: int = Field(default=200, ge=1, le=100_000)
+    app_pids_max: int = Field(default=1024, ge=8, le=1_000_000)
+    #: per-app overrides of the three limits, keyed ``{app}/{env}`` (``[apps."web/production"]``)
+    app_limits: dict[str, AppLimitsSection] = Field(default_factory=dict)
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
@@ -164,6 +190,10 @@ class _ServerSection(BaseModel):
     client_connections: int | None = None
     send_timeout: float | None = None
     upgrade_drain: float | None = None
+    app_users: Literal["auto", "on", "off"] | None = None
+    app_memory_mb: int | None = None
+    app_cpu_percent: int | None = None
+    app_pids_max: int | None = None
 
 
 class _AcmeSection(BaseModel):
@@ -185,6 +215,7 @@ class _ConfigFile(BaseModel):
     server: _ServerSection = Field(default_factory=_ServerSection)
     acme: _AcmeSection = Field(default_factory=_AcmeSection)
     storage: _StorageSection = Field(default_factory=_StorageSection)
+    apps: dict[AppKey, AppLimitsSection] = Field(default_factory=dict)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -218,6 +249,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"acme_{key}"] = value
     for key, value in parsed.storage.model_dump(exclude_none=True).items():
         flat[f"storage_{key}"] = value
+    if parsed.apps:
+        flat["app_limits"] = dict(parsed.apps)
     return flat
 
 

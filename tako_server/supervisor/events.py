@@ -48,6 +48,7 @@ class Exited:
 
     instance_id: int
     returncode: int | None
+    oom: bool = False  # the kernel's OOM killer ended it (the app's cgroup memory limit)
 
 
 @dataclass(frozen=True)

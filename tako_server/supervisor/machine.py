@@ -209,6 +209,11 @@ class AppMachine:
             return
         self._forget_activity(inst.id)
         reason = describe_exit(event.returncode)
+        if event.oom:
+            limit = inst.spec.isolation.memory_mb if inst.spec.isolation else None
+            reason = "killed by the OOM killer" + (
+                f" (the app's memory limit is {limit} MiB)" if limit else ""
+            )
         if inst.state in (InstanceState.DRAINING, InstanceState.FAILED):
             out.log(inst.id, f"stopped ({reason})")
             if self.deploying is not None:

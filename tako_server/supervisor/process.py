@@ -8,6 +8,9 @@ Rules:
   a restart or a ``kill -9`` of tako-server leaves it running, and the next daemon
   adopts it from its record (:mod:`tako_server.supervisor.adopt`); a plain stop of the
   daemon stops every instance itself;
+- with an :class:`~tako_server.supervisor.spec.Isolation`, the child joins the app's
+  cgroup, drops to the app's uid/gid (no supplementary groups) and sets
+  ``no_new_privs`` before ``exec`` (:func:`child_setup`);
 - environment = the spec's (composed once, by :func:`tako_server.launch.instance_environ`)
   + ``HOST``, ``PORT``, ``TAKO_INSTANCE``; nothing is read from the daemon's own
   environment (a spec without ``PATH`` gets :data:`FALLBACK_PATH`); stdin is ``/dev/null``;
@@ -27,16 +30,19 @@ import ctypes.util
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from tako_server import cgroups
 from tako_server.supervisor.adopt import InstanceRecord, write_record
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.outputs import InstanceFiles, InstanceOutput
+from tako_server.supervisor.spec import Isolation
 from tako_server.takeover import read_proc_stat
 
 FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
 
 _libc_name = ctypes.util.find_library("c")
 _libc = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
@@ -60,6 +66,25 @@ def instance_env(environ: Mapping[str, str], port: int, instance_id: int) -> dic
     env = {"PATH": FALLBACK_PATH, **environ}
     env.update({"HOST": "127.0.0.1", "PORT": str(port), "TAKO_INSTANCE": str(instance_id)})
     return env
+
+
+def child_setup(isolation: Isolation | None) -> Callable[[], None] | None:
+    """What the child does before ``exec``: join the app's cgroup, then drop to the app's
+    user with ``no_new_privs`` (None: nothing to do, the server's own user)."""
+    if isolation is None or (isolation.uid is None and isolation.cgroup is None):
+        return None
+
+    def setup() -> None:
+        if isolation.cgroup is not None:
+            cgroups.join(isolation.cgroup)
+        if isolation.uid is not None and isolation.gid is not None:
+            os.setgroups([])
+            os.setgid(isolation.gid)
+            os.setuid(isolation.uid)
+        if _prctl is not None:
+            _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+    return setup
 
 
 class InstanceProcess:
@@ -98,6 +123,7 @@ class InstanceProcess:
         log: AppLog,
         *,
         version: str = "",
+        isolation: Isolation | None = None,
     ) -> InstanceProcess:
         """Start the instance; raises ``OSError`` when the command cannot be executed."""
         if not command:
@@ -114,6 +140,7 @@ class InstanceProcess:
                 stdout=out_fd,
                 stderr=err_fd,
                 start_new_session=True,
+                preexec_fn=child_setup(isolation),
             )
         except BaseException:
             files.remove()

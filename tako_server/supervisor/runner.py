@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tako_common.tasks import spawn
+from tako_server.cgroups import read_oom_kills
 from tako_server.supervisor.adopt import InstanceRecord, Verdict, judge, read_records
 from tako_server.supervisor.container import ContainerInstance
 from tako_server.supervisor.events import (
@@ -84,6 +85,7 @@ class AppRunner:
         self._procs: dict[int, InstanceProcess | ContainerInstance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._oom_seen: dict[int, int] = {}  # per instance: the app's OOM kills at its start
         self._tokens = itertools.count(1)
         self._closed = False
         self._ticker = self._task(self._tick_forever(), f"tako-tick-{key}")
@@ -158,12 +160,14 @@ class AppRunner:
                     spec.environ,
                     self.log,
                     version=spec.version,
+                    isolation=spec.isolation,
                 )
         except (OSError, ValueError) as exc:
             what = spec.container.image if spec.container is not None else spec.command[:1]
             self.feed(SpawnFailed(action.instance_id, f"{what}: {exc}"))
             return
         self._procs[action.instance_id] = handle
+        self._oom_seen[action.instance_id] = self._oom_count(spec)
         if self._closed:
             handle.signal_group(signal.SIGKILL)
         self._task(self._watch(handle), f"tako-exit-{self.key}-{action.instance_id}")
@@ -176,7 +180,15 @@ class AppRunner:
         except (OSError, TimeoutError) as exc:
             logger.warning("output of instance %d of %s: %s", handle.instance_id, self.key, exc)
         self._procs.pop(handle.instance_id, None)
-        self.feed(Exited(handle.instance_id, code))
+        seen = self._oom_seen.pop(handle.instance_id, None)
+        oom = code in (None, -signal.SIGKILL) and seen is not None and self._oom_count() > seen
+        self.feed(Exited(handle.instance_id, code, oom=oom))
+
+    def _oom_count(self, spec: LaunchSpec | None = None) -> int:
+        """OOM kills in the app's cgroup so far (0 without one)."""
+        spec = spec or self.machine.spec
+        cgroup = spec.isolation.cgroup if spec is not None and spec.isolation else None
+        return read_oom_kills(cgroup) if cgroup is not None else 0
 
     # ------------------------------------------------------------------ adoption
 
@@ -197,6 +209,7 @@ class AppRunner:
                 self._task(self._retire(handle), f"tako-retire-{self.key}-{record.instance_id}")
             else:
                 self._procs[record.instance_id] = handle
+                self._oom_seen[record.instance_id] = self._oom_count(spec)
                 self._task(self._watch(handle), f"tako-exit-{self.key}-{record.instance_id}")
                 adopted.append(Adopted(record.instance_id, record.pid, record.port))
         if records:
