@@ -206,6 +206,8 @@ class Daemon:
         for staging in [] if takeover else layout.incoming_dir.glob(".extract-*"):
             shutil.rmtree(staging, ignore_errors=True)
         state = StateStore.open(layout.state_db)
+        for db_file in layout.data_dir.glob(layout.state_db.name + "*"):
+            db_file.chmod(0o600)  # variables in plaintext; the -wal/-shm files too
         locks = DeployLocks(layout)
         self.supervisor = Supervisor(
             self.supervisor_settings, routing=self.routing, on_change=self._change_seen.set
