@@ -16,7 +16,14 @@
 #      starts it, or reloads it when already active (zero-downtime takeover on SIGHUP);
 #      without systemd (containers, test hosts): starts tako-server as `tako` in the
 #      background (pidfile /var/run/tako/tako-server.pid, log /var/log/tako-server.log),
-#      with CAP_NET_BIND_SERVICE as an ambient capability, or sends SIGHUP to the running one.
+#      with CAP_NET_BIND_SERVICE as an ambient capability, or sends SIGHUP to the running one;
+#   7. container releases (docs/containers.md): installs Podman when missing (apt-get) and
+#      serves its Docker-compatible API as root on /var/run/tako/podman.sock, group `tako`,
+#      mode 0660 (systemd: tako-podman.socket + tako-podman.service, socket-activated;
+#      without systemd: a background `podman system service`, pidfile
+#      /var/run/tako/podman-service.pid, log /var/log/tako-podman.log).
+#      Rootful, not rootless: memory and pids limits need cgroups that rootless Podman only
+#      gets on cgroup v2 with systemd delegation; see docs/containers.md for the trade-off.
 #
 # Variables:
 #   TAKO_SERVER_ARTIFACT  path of a local release tarball; its checksum comes from
@@ -30,6 +37,7 @@
 #   TAKO_RESTART=1        without systemd: restart the running server instead of SIGHUP;
 #                         with systemd: `systemctl restart` instead of `reload`
 #   TAKO_NO_SYSTEMD=1     behave as if systemd were not running (containers, tests)
+#   TAKO_CONTAINERS=0     skip step 7 (no Podman: the host runs native releases only)
 set -eu
 
 BIN=/usr/local/bin/tako-server
@@ -49,6 +57,10 @@ TAKO_SERVER_SHA256=${TAKO_SERVER_SHA256:-}
 TAKO_SSH_PUBKEY=${TAKO_SSH_PUBKEY:-}
 TAKO_RESTART=${TAKO_RESTART:-0}
 TAKO_NO_SYSTEMD=${TAKO_NO_SYSTEMD:-0}
+TAKO_CONTAINERS=${TAKO_CONTAINERS:-1}
+PODMAN_SOCKET=$RUN_DIR/podman.sock
+PODMAN_PIDFILE=$RUN_DIR/podman-service.pid
+PODMAN_UNIT=/etc/systemd/system/tako-podman
 
 say() { echo "install-server: $*"; }
 die() {
@@ -392,6 +404,79 @@ run_direct() {
   fi
 }
 
+ensure_podman() {
+  command -v podman >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    say "installing Podman (apt-get install podman uidmap slirp4netns)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      podman uidmap slirp4netns >/dev/null || { say "warning: Podman could not be installed"; return 1; }
+    return 0
+  fi
+  say "warning: podman is not installed and there is no apt-get: container releases are off"
+  return 1
+}
+
+podman_service_pid() {
+  [ -f "$PODMAN_PIDFILE" ] || return 1
+  pid=$(cat "$PODMAN_PIDFILE")
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  grep -q podman "/proc/$pid/cmdline" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+write_podman_units() {
+  cat >"$PODMAN_UNIT.socket" <<UNIT
+# Podman's Docker-compatible API for tako-server (container releases); root-owned,
+# readable by group tako only. Installed by install-server.sh.
+[Unit]
+Description=Podman API socket for tako-server
+
+[Socket]
+ListenStream=$PODMAN_SOCKET
+SocketUser=root
+SocketGroup=tako
+SocketMode=0660
+
+[Install]
+WantedBy=sockets.target
+UNIT
+  cat >"$PODMAN_UNIT.service" <<UNIT
+[Unit]
+Description=Podman API for tako-server
+Requires=tako-podman.socket
+After=tako-podman.socket
+
+[Service]
+Type=exec
+ExecStart=$(command -v podman) system service --time=0
+UNIT
+  chmod 0644 "$PODMAN_UNIT.socket" "$PODMAN_UNIT.service"
+}
+
+setup_containers() {
+  [ "$TAKO_CONTAINERS" = 0 ] && { say "containers: skipped (TAKO_CONTAINERS=0)"; return 0; }
+  ensure_podman || return 0
+  if has_systemd; then
+    write_podman_units
+    systemctl daemon-reload
+    systemctl enable --now tako-podman.socket >/dev/null
+    say "containers: Podman API on $PODMAN_SOCKET (tako-podman.socket, group tako)"
+    return 0
+  fi
+  if ! podman_service_pid >/dev/null; then
+    rm -f "$PODMAN_SOCKET"
+    setsid podman system service --time=0 "unix://$PODMAN_SOCKET" \
+      >>/var/log/tako-podman.log 2>&1 </dev/null &
+    echo $! >"$PODMAN_PIDFILE"
+  fi
+  tries=0
+  while [ ! -S "$PODMAN_SOCKET" ] && [ $tries -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
+  [ -S "$PODMAN_SOCKET" ] || { say "warning: the Podman API socket did not appear"; return 0; }
+  chgrp tako "$PODMAN_SOCKET"
+  chmod 0660 "$PODMAN_SOCKET"
+  say "containers: Podman API on $PODMAN_SOCKET (pid $(cat "$PODMAN_PIDFILE"), group tako)"
+}
+
 main() {
   check_host
   work=$(mktemp -d)
@@ -402,6 +487,7 @@ main() {
   ensure_user
   ensure_authorized_keys
   ensure_dirs
+  setup_containers
   if has_systemd; then
     run_with_systemd
   else

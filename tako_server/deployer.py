@@ -37,7 +37,7 @@ from typing import Any
 from tako_common.errors import TakoError, ValidationError
 from tako_common.protocol import DeployRequest, ReleaseManifest, StorageBinding
 from tako_common.routes import RouteConflictError, find_conflicts, parse_route, route_hosts
-from tako_server import podman, releases, runtimes
+from tako_server import pinned, podman, releases, runtimes
 from tako_server.context import ServerContext
 from tako_server.edge.snapshot import ImageRules
 from tako_server.isolation import isolation_for
@@ -203,11 +203,23 @@ async def _prepare_release(ctx: ServerContext, req: DeployRequest, release: Rele
     }
     releases.write_app_json(release.workdir, manifest.model_dump(mode="json"), extra)
     ensure_data_dirs(release, req.storages)
+    python = None
+    if manifest.runtime_version and manifest.runtime in pinned.PINNABLE:  # before any instance
+        pinned_bin = await pinned.provision(
+            manifest.runtime, manifest.runtime_version, ctx.layout.data_dir,
+            ctx.settings.runtime_registry,
+        )
+        python = str(pinned_bin / "python3") if manifest.runtime == "python" else None
     environ = instance_environ(
         release, req.vars, req.secrets, ctx.settings.inherited_env, storages=req.storages
     )
     await runtimes.prepare(
-        manifest.runtime, manifest.install, release.workdir, environ, manifest.package_manager
+        manifest.runtime,
+        manifest.install,
+        release.workdir,
+        environ,
+        manifest.package_manager,
+        python=python,
     )
 
 
@@ -351,6 +363,8 @@ async def restore_all(ctx: ServerContext) -> list[str]:
         if record.state != "running":
             continue
         try:
+            if record.manifest.get("runtime") == "container":  # a crash left them running
+                await podman.remove_app_containers(ctx.settings.container_socket, record.key)
             await register(ctx, record)
         except (TakoError, OSError) as exc:
             problems.append(f"{record.key}: {exc}")

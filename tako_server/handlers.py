@@ -104,7 +104,7 @@ from tako_common.protocol import (
     ok,
 )
 from tako_common.routes import route_hosts
-from tako_server import deployer, podman, releases
+from tako_server import deployer, pinned, podman, releases
 from tako_server.apps import AppService
 from tako_server.backups.service import BackupService
 from tako_server.context import ServerContext, utc_iso
@@ -217,6 +217,7 @@ class Handlers:
             predecessor_running=record.predecessor_running(),
             takeover=record.status,
             containers=await podman.engine_status(s.container_socket),
+            runtimes=pinned.installed(s.data_dir),
         )
 
     async def on_has_artifact(self, req: HasArtifactRequest, connection: int) -> ArtifactData:

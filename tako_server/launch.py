@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from tako_common.errors import TakoError
 from tako_common.layout import ServerLayout
 from tako_common.protocol import ReleaseManifest, StorageBinding
 from tako_common.storages import DATA_DIR_VAR, binding_environ
-from tako_server import releases, runtimes
+from tako_server import pinned, releases, runtimes
 from tako_server.supervisor.spec import ContainerRun, LaunchSpec
 
 
@@ -48,6 +49,8 @@ class ReleaseRef:
     manifest: ReleaseManifest
     #: ``apps/{app}/{env}/data`` (set by :meth:`locate`; None for a bare release)
     data_root: Path | None = None
+    #: the bin directory of a pinned runtime (``runtime = "bun@1.2.3"``), first on PATH
+    runtime_bin: Path | None = None
 
     @property
     def key(self) -> str:
@@ -60,7 +63,11 @@ class ReleaseRef:
         release_dir = layout.release_dir(app, env, version)
         workdir = releases.workdir_of(release_dir, manifest.app_subdir)
         data_root = layout.data_root(app, env)
-        return cls(app, env, version, release_dir, workdir, manifest, data_root)
+        runtime_bin = None
+        tool, pin = manifest.runtime, manifest.runtime_version
+        if pin and tool in pinned.PINNABLE:  # go/binary: the pin is the local build's
+            runtime_bin = pinned.bin_dir(layout.data_dir, tool, pin)
+        return cls(app, env, version, release_dir, workdir, manifest, data_root, runtime_bin)
 
     @property
     def data_dir(self) -> Path | None:
@@ -126,6 +133,8 @@ def instance_environ(
         environ = runtimes.base_environ(release.workdir, dict(server_env))
         if "LANG" in server_env:
             environ["LANG"] = server_env["LANG"]
+        if release.runtime_bin is not None:  # the pinned runtime before the host's
+            environ["PATH"] = f"{release.runtime_bin}{os.pathsep}{environ['PATH']}"
     if runtime in runtimes.JS_RUNTIMES:
         environ["NODE_ENV"] = "production"
     if runtime == "python":

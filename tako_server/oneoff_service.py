@@ -27,6 +27,7 @@ import os
 import secrets as random_tokens
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from tako_common.errors import TakoError
@@ -43,9 +44,11 @@ from tako_common.protocol import (
 )
 from tako_server import deployer, releases
 from tako_server.context import ServerContext
-from tako_server.launch import ReleaseRef, ensure_data_dirs, instance_environ
+from tako_server.launch import ReleaseRef, container_run, ensure_data_dirs, instance_environ
 from tako_server.oneoff import OneOffProcess, OneOffSession, OneOffSpec
 from tako_server.staging import StagedRelease
+from tako_server.supervisor.container import host_ulimits
+from tako_server.supervisor.spec import ContainerRun
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,9 @@ class OneOffService:
         storages = staged.request.storages
         environ = _environ(ctx, release, staged.request.vars, staged.request.secrets, storages)
         label = f"release command of {req.key}@{req.version}"
-        spec = OneOffSpec([SHELL, "-c", req.run], release.workdir, environ, label)
+        spec = self._in_container(
+            release, OneOffSpec([SHELL, "-c", req.run], release.workdir, environ, label)
+        )
         process = await OneOffProcess.start(spec)
         log.info("%s started (pid %d, timeout %ds)", label, process.pid, timeout)
         return OneOffSession(
@@ -133,13 +138,63 @@ class OneOffService:
             cols=req.cols,
             rows=req.rows,
         )
-        process = await OneOffProcess.start(spec)
+        process = await OneOffProcess.start(self._in_container(release, spec))
         log.info("%s started (pid %d, tty %s)", label, process.pid, req.tty)
         return OneOffSession(
             process,
             _started(release, process, tty=req.tty),
             on_exit=lambda result: _log_exit(label, result),
         )
+
+
+    def _in_container(self, release: ReleaseRef, spec: OneOffSpec) -> OneOffSpec:
+        """A container release runs its one-offs in a new container of the release's image,
+        through Podman's remote client on the same API socket (sessions, terminals and
+        signals then work exactly as for a process)."""
+        if release.manifest.container is None:
+            return spec
+        host = deployer.container_host(self.ctx)
+        run = container_run(release, host)
+        assert run is not None
+        keys = [name for name in spec.environ if name != "PATH"]  # the client needs the host's
+        argv = container_oneoff_argv(
+            release.key, run, spec.argv, keys, tty=spec.tty, stdin=spec.stdin
+        )
+        inherited = self.ctx.settings.inherited_env
+        client_env = {**inherited, **spec.environ, "PATH": inherited["PATH"]}
+        return replace(spec, argv=argv, environ=client_env)
+
+
+def container_oneoff_argv(
+    key: str,
+    run: ContainerRun,
+    argv: Sequence[str],
+    env_keys: Sequence[str],
+    *,
+    tty: bool,
+    stdin: bool,
+) -> list[str]:
+    """``podman --url ... run --rm ...`` for a one-off of a container release (pure).
+
+    Values of the environment never appear in the argv (``-e KEY`` takes them from the
+    client's environment), so ``ps`` shows no secret."""
+    out = ["podman", "--url", f"unix://{run.socket}", "run", "--rm", "--label", f"tako.app={key}"]
+    out += ["--label", "tako.oneoff=1", "--memory", f"{run.memory_mb}m"]
+    out += ["--pids-limit", str(run.pids_limit)]
+    for limit in host_ulimits(run.pids_limit):  # what the instances get
+        out += ["--ulimit", f"{limit['Name']}={limit['Soft']}:{limit['Hard']}"]
+    if run.read_only:
+        out += ["--read-only", "--tmpfs", "/tmp"]
+    if tty or stdin:
+        out.append("-i")
+    if tty:
+        out.append("-t")
+    for path in run.mounts:
+        out += ["-v", f"{path}:{path}"]
+    for name in env_keys:
+        out += ["-e", name]
+    out += ["--entrypoint", argv[0], run.image, *argv[1:]]
+    return out
 
 
 def discard_connection(ctx: ServerContext, connection: int) -> None:

@@ -78,6 +78,8 @@ async def load_image(socket: Path, archive: Path, ref: str) -> str:
         repo, _, tag = ref.rpartition(":")
         await docker.images.tag(loaded, repo, tag=tag)
         info = await docker.images.inspect(ref)
+        if not loaded.startswith("sha256:") and _normal(loaded) != ref:
+            await docker.images.delete(loaded, noprune=True)  # the builder's tag: untag only
         return str(info["Id"])
 
 
@@ -94,6 +96,10 @@ def _loaded_name(result: Any) -> str | None:
         if item.get("error"):
             raise ContainerEngineError(f"loading the image failed: {item['error']}")
     return None
+
+
+def _normal(name: str) -> str:
+    return name if "/" in name.split(":")[0] else f"localhost/{name}"
 
 
 async def image_exists(socket: Path, ref: str) -> bool:

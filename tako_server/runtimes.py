@@ -63,13 +63,18 @@ def python_interpreter() -> str:
 
 
 def prep_commands(
-    runtime: str, install: str | None, workdir: Path, package_manager: str | None = None
+    runtime: str,
+    install: str | None,
+    workdir: Path,
+    package_manager: str | None = None,
+    python: str | None = None,
 ) -> list[list[str]]:
-    """The commands that prepare ``workdir`` (pure apart from looking at which files exist)."""
+    """The commands that prepare ``workdir`` (pure apart from looking at which files exist);
+    ``python`` is a pinned interpreter for the venv (default: :func:`python_interpreter`)."""
     if install:
         return [["/bin/sh", "-c", install]]
     if runtime == "python":
-        return _python_prep(workdir)
+        return _python_prep(workdir, python)
     if runtime in package_managers.RUNTIME_DEFAULTS:
         manager = package_manager or package_managers.RUNTIME_DEFAULTS[runtime]
         files = package_managers.ProjectFiles.read(workdir)
@@ -78,7 +83,7 @@ def prep_commands(
     return []
 
 
-def _python_prep(workdir: Path) -> list[list[str]]:
+def _python_prep(workdir: Path, python: str | None = None) -> list[list[str]]:
     pip = [str(workdir / ".venv" / "bin" / "python"), "-m", "pip", "install"]
     pip += ["--disable-pip-version-check", "--no-input"]
     if (workdir / "requirements.txt").exists():
@@ -87,7 +92,7 @@ def _python_prep(workdir: Path) -> list[list[str]]:
         deps = [*pip, "."]
     else:
         return []
-    return [[python_interpreter(), "-m", "venv", ".venv"], deps]
+    return [[python or python_interpreter(), "-m", "venv", ".venv"], deps]
 
 
 async def prepare(
@@ -96,9 +101,11 @@ async def prepare(
     workdir: Path,
     environ: dict[str, str],
     package_manager: str | None = None,
+    *,
+    python: str | None = None,
 ) -> None:
     """Run every prep command in ``workdir``; raise PrepError with the output tail."""
-    for command in prep_commands(runtime, install, workdir, package_manager):
+    for command in prep_commands(runtime, install, workdir, package_manager, python):
         await _run(command, workdir, environ)
 
 
@@ -159,7 +166,10 @@ def start_command(manifest: dict[str, Any], workdir: Path) -> list[str]:
         return ["deno", "run", "-A", main]
     if runtime == "python":
         venv_python = workdir / ".venv" / "bin" / "python"
-        return [str(venv_python) if venv_python.exists() else python_interpreter(), main]
+        if venv_python.exists():
+            return [str(venv_python), main]
+        # a pinned python is first on PATH (tako_server.pinned); else the server's
+        return ["python3" if manifest.get("runtime_version") else python_interpreter(), main]
     if runtime in ("go", "binary"):
         return [str(workdir / main)]
     raise TakoError(f"unsupported runtime {runtime!r}: use bun, node, deno, python, go or binary")

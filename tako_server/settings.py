@@ -121,8 +121,10 @@ class ServerSettings(BaseSettings):
     client_connections: int = Field(default=512, ge=0)
     send_timeout: float = Field(default=60.0, gt=0)
     upgrade_drain: float = Field(default=20.0, ge=0)
+    #: where pinned bun/deno/node versions are downloaded from (an npm registry or mirror)
+    runtime_registry: str = "https://registry.npmjs.org"
     # container releases (docs/containers.md): the Podman API socket and per-instance limits
-    container_socket: Path = Path("/run/podman/podman.sock")
+    container_socket: Path = Path("/var/run/tako/podman.sock")
     container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
     container_pids_limit: int = Field(default=512, ge=8, le=1_000_000)
     # per-app users and limits (docs/server.md, "Security"): "auto" = when running as root
@@ -194,6 +196,7 @@ class _ServerSection(BaseModel):
     app_memory_mb: int | None = None
     app_cpu_percent: int | None = None
     app_pids_max: int | None = None
+    runtime_registry: str | None = None
 
 
 class _AcmeSection(BaseModel):
@@ -210,12 +213,20 @@ class _StorageSection(BaseModel):
     ca_bundle: Path | None = None
 
 
+class _ContainerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    socket: Path | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: _ServerSection = Field(default_factory=_ServerSection)
     acme: _AcmeSection = Field(default_factory=_AcmeSection)
     storage: _StorageSection = Field(default_factory=_StorageSection)
     apps: dict[AppKey, AppLimitsSection] = Field(default_factory=dict)
+    container: _ContainerSection = Field(default_factory=_ContainerSection)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -251,6 +262,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"storage_{key}"] = value
     if parsed.apps:
         flat["app_limits"] = dict(parsed.apps)
+    for key, value in parsed.container.model_dump(exclude_none=True).items():
+        flat[f"container_{key}"] = value
     return flat
 
 

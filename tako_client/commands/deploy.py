@@ -21,6 +21,7 @@ from tako_client import output, release
 from tako_client.appctx import AppContext, build_plan, load_app, select_servers
 from tako_client.build import build_artifact
 from tako_client.build.artifacts import BuiltArtifact
+from tako_client.build.container import build_container_artifact, pick_builder
 from tako_client.build.plan import Target, target_label
 from tako_client.build.presets import load_preset
 from tako_client.credentials import load_credentials
@@ -70,6 +71,12 @@ def deploy_command(
         min=1,
         help="Seconds the release command may run (default: the server's, 10 minutes).",
     ),
+    builder: str | None = typer.Option(
+        None,
+        "--builder",
+        help="Container releases: build the image with podman or docker (default: whichever "
+        "is installed, podman first).",
+    ),
 ) -> None:
     ctx = load_app(config, directory, env)
     for warning in ctx.loaded.warnings:
@@ -91,7 +98,10 @@ def deploy_command(
         if not typer.confirm(f"Deploy {ctx.app} to production now?", default=False):
             output.line("Deployment cancelled.")
             raise typer.Exit(1)
-    artifacts = _build(ctx, selection.servers)
+    if ctx.loaded.config.container is not None:
+        artifacts = _build_container(ctx, selection.servers, builder)
+    else:
+        artifacts = _build(ctx, selection.servers)
     targets = {
         entry.name: DeployTarget(
             app=ctx.app,
@@ -163,6 +173,28 @@ def _build(ctx: AppContext, servers: list[ServerEntry]) -> dict[str, BuiltArtifa
             output.success(f"{how} {built.version} ({built.size / 1024:.0f} KiB, {label})")
         result[entry.name] = by_label[label]
     return result
+
+
+def _build_container(
+    ctx: AppContext, servers: list[ServerEntry], builder: str | None
+) -> dict[str, BuiltArtifact]:
+    """One image archive for every server (docs/containers.md)."""
+    config = ctx.loaded.config
+    assert config.container is not None
+    tool = pick_builder(builder)
+    output.section("Build")
+    with output.spinner(f"Building the image of {ctx.app} with {tool}..."):
+        built = build_container_artifact(
+            ctx.app_dir,
+            config.container,
+            app=ctx.app,
+            builder=tool,
+            read_only=config.container_read_only is not False,
+            on_output=output.detail,
+        )
+    how = "cached" if built.cache_hit else "built"
+    output.success(f"{how} image {built.version} ({built.size / 1024:.0f} KiB, {tool})")
+    return {entry.name: built for entry in servers}
 
 
 async def _deploy_all(

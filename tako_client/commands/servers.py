@@ -243,7 +243,14 @@ def server_line(report: ServerReport) -> str:
     if report.info.upgrade_owner:
         mode += f" (by {report.info.upgrade_owner})"
     apps = len(report.status.apps)
-    return f"reachable, tako-server {report.hello.server_version}, mode {mode}, {apps} app(s)"
+    containers = report.info.containers or "unknown (older tako-server)"
+    line = (
+        f"reachable, tako-server {report.hello.server_version}, mode {mode}, {apps} app(s), "
+        f"containers: {containers}"
+    )
+    if report.info.runtimes:
+        line += f", pinned runtimes: {', '.join(report.info.runtimes)}"
+    return line
 
 
 def app_line(app: AppStatus) -> str:

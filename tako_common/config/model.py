@@ -251,6 +251,8 @@ class TakoConfig(_Model):
     start: Command | None = None
     assets: list[NonEmpty] | None = None
     container: NonEmpty | None = None
+    #: container releases: ``false`` gives the container a writable root file system
+    container_read_only: bool | None = None
     release: str | None = None
     envs: dict[str, EnvConfig] = Field(default_factory=dict)
     vars: VarsConfig = Field(default_factory=VarsConfig)

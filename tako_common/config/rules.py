@@ -155,6 +155,9 @@ def _check_backup(config: TakoConfig, path: tuple[str, ...], storage: str) -> li
 
 def _check_container(config: TakoConfig) -> list[Issue]:
     if config.container is None:
+        if config.container_read_only is not None:
+            return [Issue(("container_read_only",),
+                          "'container_read_only' needs 'container' (a container release)")]
         return []
     present = [
         key for key in ("main", "start", "assets", "build", "build_stages")

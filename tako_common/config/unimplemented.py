@@ -25,11 +25,9 @@ from tako_common.config.model import EnvConfig, TakoConfig
 
 #: Options accepted and validated but not implemented yet: id -> the option as written.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "container": "container",
     "workflows": "[workflows]",
     "source_ip": "source_ip",
     "ssl_cloudflare": 'ssl = "cloudflare"',
-    "runtime_version": 'runtime = "name@version"',
 }
 
 NOTE = "not implemented yet in this version: validated, ignored"

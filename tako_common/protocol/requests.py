@@ -104,7 +104,8 @@ class ReleaseManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runtime: Literal["bun", "node", "deno", "python", "go", "binary", "container"]
-    runtime_version: str | None = None
+    #: a pinned version (``bun@1.2.3``); the server provisions it (docs/runtimes.md)
+    runtime_version: str | None = Field(default=None, pattern=r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
     main: str = Field(min_length=1, max_length=1024)
     start: list[str] | None = None
     install: str | None = None

@@ -94,6 +94,8 @@ class ServerInfoData(Data):
     takeover: TakeoverStatus = Field(default_factory=TakeoverStatus)
     #: ``podman 4.3.1`` when container releases can run here, else ``unavailable: why``
     containers: str | None = None
+    #: pinned runtimes provisioned on this host (``bun@1.1.38``); see docs/runtimes.md
+    runtimes: list[str] = Field(default_factory=list)
 
 
 class ArtifactData(Data):

@@ -733,7 +733,7 @@ class ClientHome:
         keep = {
             k: v
             for k, v in os.environ.items()
-            if k in ("PATH", "LANG", "LC_ALL", "TERM", "PYENV_VERSION")
+            if k in ("PATH", "LANG", "LC_ALL", "TERM", "PYENV_VERSION", "PYTHONPATH")
         }
         return {**keep, "HOME": str(self.home), "TAKO_HOME": str(self.tako_home), "NO_COLOR": "1"}
 

@@ -85,6 +85,33 @@ def ensure_base_image(workdir: Path) -> str:
     return BASE_IMAGE
 
 
+BOOKWORM_IMAGE = "localhost/tako-test/bookworm:1"
+BOOKWORM_CACHE = Path("/var/cache/tako-tests/debootstrap/bookworm-1.tar")
+BOOKWORM_PACKAGES = "ca-certificates,python3,python3-venv,python3-pip,libpython3.11,binutils"
+
+
+def ensure_bookworm_image(workdir: Path) -> str:
+    """A Debian 12 base image made with ``debootstrap`` (no registry), with Python 3.11 and
+    binutils; the root file system is cached machine-wide as a tar, so the suite pays for
+    debootstrap once per machine, then ``podman import`` takes seconds."""
+    if image_exists(BOOKWORM_IMAGE):
+        return BOOKWORM_IMAGE
+    if not BOOKWORM_CACHE.is_file():
+        root = workdir / "bookworm-root"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={BOOKWORM_PACKAGES}", "bookworm",
+             str(root), "http://deb.debian.org/debian"],
+            check=True, capture_output=True, timeout=900,
+        )
+        BOOKWORM_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        partial = BOOKWORM_CACHE.with_suffix(".tmp")
+        subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
+        partial.rename(BOOKWORM_CACHE)
+        shutil.rmtree(root, ignore_errors=True)
+    podman("import", "--change", "CMD [\"/bin/bash\"]", str(BOOKWORM_CACHE), BOOKWORM_IMAGE)
+    return BOOKWORM_IMAGE
+
+
 def ensure_cgroups() -> None:
     """crun refuses a hybrid cgroup layout whose v2 hierarchy still holds controllers
     (a v1 host with e.g. ``hugetlb`` left on v2): mount those on v1, as scripts/setup does."""
@@ -99,6 +126,24 @@ def ensure_cgroups() -> None:
             check=False,
             capture_output=True,
         )
+
+
+def cgroup_mount_script() -> str:
+    """Shell commands that mount this machine's cgroup hierarchies again (in a namespace
+    whose ``/sys`` is a fresh sysfs, as ``ip netns exec`` makes)."""
+    commands = ["mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup"]
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, fstype, options, *_ = line.split()
+        if not target.startswith("/sys/fs/cgroup/") or fstype not in ("cgroup", "cgroup2"):
+            continue
+        wanted = [
+            o
+            for o in options.split(",")
+            if o not in ("rw", "relatime", "nosuid", "nodev", "noexec")
+        ]
+        opts = f"-o {','.join(wanted)} " if wanted and fstype == "cgroup" else ""
+        commands.append(f"mkdir -p {target} && mount -t {fstype} {opts}cgroup {target}")
+    return " && ".join(commands)
 
 
 @contextlib.contextmanager

@@ -181,5 +181,17 @@ def test_container_release_survives_a_server_restart(server: ServerProcess, tmp_
     server.restart()
     with server.client() as control:
         assert get(control, "/v.txt").strip() == "r1"
+    # a crashed server leaves its containers running: the next start removes them
+    before = pm.podman("ps", "-q", "--filter", f"label=tako.app={KEY}").split()
+    assert len(before) == 1
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait(timeout=10)
+    assert pm.podman("ps", "-q", "--filter", f"label=tako.app={KEY}").split() == before
+    server.start()
+    with server.client() as control:
+        assert get(control, "/v.txt").strip() == "r1"
+        after = pm.podman("ps", "-q", "--filter", f"label=tako.app={KEY}").split()
+        assert len(after) == 1 and after != before
         control.ok({"command": "delete", **APP})
     assert os.path.exists(server.data_dir)

@@ -117,7 +117,12 @@ class IsolatedHost:
     def install(self, **env: str) -> subprocess.CompletedProcess[str]:
         binds = " && ".join(f"mount -n --bind {self.path(m)} {m}" for m in MOUNTS)
         shell = f"{binds} && exec sh {SCRIPT}"
-        full_env = {"PATH": os.environ["PATH"], "TAKO_NO_SYSTEMD": "1", **env}
+        full_env = {
+            "PATH": os.environ["PATH"],
+            "TAKO_NO_SYSTEMD": "1",
+            "TAKO_CONTAINERS": "0",  # test_containers_* turn it on
+            **env,
+        }
         argv = ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", shell]
         return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=120)
 
@@ -143,7 +148,23 @@ class IsolatedHost:
                 return line.split(":")
         return None
 
+    def podman_pid(self) -> int | None:
+        """PID of the Podman API service the installer started, if it is alive."""
+        pidfile = self.path("/var/run/tako/podman-service.pid")
+        if not pidfile.exists():
+            return None
+        pid = int(pidfile.read_text().strip())
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return None
+        return pid if b"podman" in cmdline and not _is_zombie(pid) else None
+
     def stop_server(self) -> None:
+        podman = self.podman_pid()
+        if podman is not None:
+            os.kill(podman, signal.SIGTERM)
+            wait_for(lambda: self.podman_pid() is None, f"podman pid {podman} to stop")
         pid = self.server_pid()
         if pid is None:
             return
@@ -252,6 +273,26 @@ def test_fresh_install_creates_user_dirs_keys_and_starts_server_as_tako(
     pid = host.server_pid()
     assert pid is not None and _uid_of(pid) == uid
     assert "args run --data-dir /opt/tako --socket /var/run/tako/tako.sock" in host.log()
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman (scripts/setup)")
+def test_containers_serve_the_podman_api_as_root_to_group_tako_once(
+    host: IsolatedHost, tmp_path: Path
+) -> None:
+    tarball = make_release(tmp_path / "rel", "0.0.0-fake1")
+    result = host.install(TAKO_SERVER_ARTIFACT=str(tarball), TAKO_CONTAINERS="1")
+    assert result.returncode == 0, result.stderr
+    assert "containers: Podman API on /var/run/tako/podman.sock" in result.stdout
+    podman = host.podman_pid()
+    assert podman is not None and _uid_of(podman) == 0
+    user = host.passwd_entry("tako")
+    assert user is not None
+    sock = host.path("/var/run/tako/podman.sock").stat()
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert (stat.S_IMODE(sock.st_mode), sock.st_gid) == (0o660, int(user[3]))
+    again = host.install(TAKO_SERVER_ARTIFACT=str(tarball), TAKO_CONTAINERS="1")
+    assert again.returncode == 0, again.stderr
+    assert host.podman_pid() == podman, "a re-run keeps the running service"
 
 
 def test_rerun_upgrades_binary_in_place_keeps_config_and_sends_sighup(

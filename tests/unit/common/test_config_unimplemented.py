@@ -24,8 +24,8 @@ def warnings_of(text: str) -> list[str]:
 
 def test_the_list_names_what_is_not_implemented_and_each_entry_can_be_found() -> None:
     assert set(NOT_IMPLEMENTED) == {
-        "container", "workflows", "source_ip",
-        "ssl_cloudflare", "runtime_version",
+        "workflows", "source_ip",
+        "ssl_cloudflare",
     }
     assert set(NOT_IMPLEMENTED) <= set(unimplemented.FINDERS)
 
@@ -37,9 +37,6 @@ def message(option: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('container = "Dockerfile"\n' + PROD, f"tako.toml:1 container: {message('container')}"),
-        ('runtime = "bun@1.2.3"\n' + PROD,
-         "tako.toml:1 runtime: " + message('runtime = "name@version"')),
         (PROD + "[workflows]\nworkers = 1\n", f"tako.toml:3 workflows: {message('[workflows]')}"),
         (PROD + "[servers.la.workflows]\nworkers = 1\n",
          f"tako.toml:3 servers.la.workflows: {message('[workflows]')}"),
@@ -59,6 +56,7 @@ def test_a_set_option_that_is_not_implemented_warns_with_its_line(
     "text",
     [
         'runtime = "bun"\n' + PROD,
+        'runtime = "bun@1.2.3"\n' + PROD,  # pinned runtimes are provisioned (docs/runtimes.md)
         PROD + 'release = ""\n',
         'release = "migrate"\n' + PROD,  # release commands are implemented
         PROD + 'release = "seed"\n',
@@ -67,6 +65,7 @@ def test_a_set_option_that_is_not_implemented_warns_with_its_line(
         PROD + 'storages = { uploads = "local" }\n',  # storages and backups are implemented
         PROD + "[images]\nsizes = [320]\n",  # the image optimizer is implemented
         'dev = ["bun", "dev"]\n' + PROD,  # tako dev runs it
+        'container = "Dockerfile"\ncontainer_read_only = false\n' + PROD,  # docs/containers.md
         PROD + S3,
         PROD + 'backup = { storage = "media", keep_daily = 14 }\n' + S3,
     ],
@@ -77,7 +76,7 @@ def test_implemented_or_neutral_settings_do_not_warn(text: str) -> None:
 
 def test_the_complete_reference_example_warns_for_each_unimplemented_option_it_sets() -> None:
     found = warnings_of(COMPLETE_EXAMPLE)
-    absent = {"container", "ssl_cloudflare"}  # not in the reference's example
+    absent = {"ssl_cloudflare"}  # not in the reference's example
     for option_id, option in NOT_IMPLEMENTED.items():
         hits = [line for line in found if message(option) in line]
         assert bool(hits) is (option_id not in absent), option
@@ -86,9 +85,9 @@ def test_the_complete_reference_example_warns_for_each_unimplemented_option_it_s
 def test_an_entry_removed_from_the_list_stops_warning_and_loses_its_template_note(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert unimplemented.template_note("container") == (
-        "# not implemented yet in this version: validated, ignored (container)"
+    assert unimplemented.template_note("ssl_cloudflare") == (
+        '# not implemented yet in this version: validated, ignored (ssl = "cloudflare")'
     )
-    monkeypatch.delitem(NOT_IMPLEMENTED, "container")
-    assert warnings_of('container = "Dockerfile"\n' + PROD) == []
-    assert unimplemented.template_note("container") == ""
+    monkeypatch.delitem(NOT_IMPLEMENTED, "ssl_cloudflare")
+    assert warnings_of(PROD + 'ssl = "cloudflare"\n') == []
+    assert unimplemented.template_note("ssl_cloudflare") == ""
