@@ -209,6 +209,7 @@ class AppLog:
 
     def _open(self) -> None:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_dir.chmod(0o700)
         self._file = _private_append(self.current)
         self._size = self._file.tell()
 
@@ -258,6 +259,7 @@ class AppLog:
 def _private_append(path: Path) -> IO[bytes]:
     """Open for appending; a new file is 0600 (the log may hold what apps print)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # a log of an older server was 0644
     return os.fdopen(fd, "ab")
 
 

@@ -102,7 +102,9 @@ class _Tail:
 
     def __init__(self, path: Path, stream: Stream, offset: int) -> None:
         self.stream = stream
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_CREAT: an adopted instance whose file was deleted keeps running (its output
+        # is lost, it is not a reason to kill it)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.offset = offset
         self.punched = offset
 
@@ -146,6 +148,8 @@ class InstanceOutput:
 
     def pump(self, final: bool = False) -> int:
         """Copy what is there to the app log, then record the offsets; lines copied."""
+        if self._pos_fd < 0:
+            return 0  # closed (the instance exited or was released)
         count = 0
         for tail in self._tails:
             lines = tail.read_lines(final)

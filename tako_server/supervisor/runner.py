@@ -266,6 +266,9 @@ class AppRunner:
 
     async def _probe(self, action: ProbeHealth) -> None:
         result = await probe(LOOPBACK, action.port, self.settings.probe_timeout)
+        handle = self._procs.get(action.instance_id)
+        if isinstance(handle, InstanceProcess):
+            handle.output.pump()  # what the app printed comes before the [tako] verdict
         self.feed(ProbeDone(action.instance_id, result.ok, result.detail))
 
     def _signal(self, action: Signal) -> None:
