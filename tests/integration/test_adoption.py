@@ -271,6 +271,32 @@ def test_a_restart_keeps_the_apps_and_a_stop_stops_them(
     wait_for(lambda: not any(pid_alive(p) for p in pids), "the instances to stop", 30)
 
 
+def test_an_instance_that_died_while_no_server_ran_is_replaced(
+    make_server: Callable[..., ServerProcess], tmp_path: Path, seen_pids: set[int]
+) -> None:
+    server = make_server(0)
+    deploy(server, tmp_path, "alpha")
+    [pid] = healthy_pids_of(server, "alpha")
+    seen_pids.add(pid)
+    assert server.proc is not None
+    server.proc.kill()  # kill -9: the app keeps running
+    server.proc.wait(10)
+    server.proc = None
+    assert pid_alive(pid)
+    os.killpg(pid, signal.SIGKILL)  # and dies while no server watches
+    wait_for(lambda: not pid_alive(pid), "the instance to die", 10)
+
+    server.start()
+    new = healthy_pids_of(server, "alpha")
+    seen_pids.update(new)
+    assert pid not in new
+    lines = app_lines(server, "alpha")
+    assert any(
+        f"pid {pid} exited while no tako-server watched it: replacing it" in line for line in lines
+    )
+    assert numbers(lines, "out", "tick", 1), "the dead instance's output was copied to the log"
+
+
 def healthy_pids_of(server: ServerProcess, name: str, timeout: float = 30) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
