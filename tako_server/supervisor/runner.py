@@ -232,7 +232,8 @@ class AppRunner:
     async def _retire(self, handle: InstanceProcess) -> None:
         """Stop an instance not worth adopting (another version, or the app is stopped)."""
         self.log.write(
-            f"pid {handle.pid} runs a version that is not restored: stopping it",
+            f"pid {handle.pid} is not adopted (another version, or the app is stopped): "
+            "stopping it",
             stream="tako",
             instance=handle.instance_id,
         )
