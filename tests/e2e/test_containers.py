@@ -16,7 +16,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,19 +92,24 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def app(host: TestHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     app = tmp_path_factory.mktemp("apps") / "container-app"
     shutil.copytree(EXAMPLE, app)
     containerfile = app / "Containerfile"
     text = containerfile.read_text().replace("docker.io/library/busybox:1.36", pm.BASE_IMAGE)
     containerfile.write_text(text)
-    toml = (app / "tako.toml").read_text().split("[envs.production]")[0]
+    toml = 'release = "echo release-step $GREETING $TAKO_BUILD; ls /app"\n'
+    toml += (app / "tako.toml").read_text().split("[envs.production]")[0]
     toml += (
         f'[envs.production]\nroute = "{ROUTE}"\nservers = {json.dumps([host.name])}\n'
         "idle_timeout = 2\n"
     )
     (app / "tako.toml").write_text(toml)
-    return app
+    yield app
+    # the images `tako deploy` built on this machine (the builder keeps them, as docker does)
+    for ref in pm.podman("images", "--format", "{{.Repository}}:{{.Tag}}").split():
+        if ref.startswith("localhost/tako-build/hello-container:"):
+            pm.podman("rmi", ref)
 
 
 def tako(cli: ClientHome, app: Path, *args: str) -> str:
@@ -126,6 +131,7 @@ def test_deploy_serves_the_container_over_https_and_status_shows_podman(
 ) -> None:
     out = tako(cli, app, "deploy", "--yes")
     assert "built image" in out and "podman" in out, out
+    assert "release-step Hello nogit_" in out and "serve.sh" in out, out  # in the image
     page = fetch(host)
     assert page.startswith("Hello from hello-container (production, build nogit_"), page
     status = ok(cli.run_tako("servers", "status"))

@@ -85,7 +85,8 @@ def ensure_base_image(workdir: Path) -> str:
     return BASE_IMAGE
 
 
-BOOKWORM_IMAGE = "localhost/tako-test/bookworm:1"
+BOOKWORM_IMAGE = "localhost/tako-test/bookworm:2"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BOOKWORM_CACHE = Path("/var/cache/tako-tests/debootstrap/bookworm-1.tar")
 BOOKWORM_PACKAGES = "ca-certificates,python3,python3-venv,python3-pip,libpython3.11,binutils"
 
@@ -108,7 +109,18 @@ def ensure_bookworm_image(workdir: Path) -> str:
         subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
         partial.rename(BOOKWORM_CACHE)
         shutil.rmtree(root, ignore_errors=True)
-    podman("import", "--change", "CMD [\"/bin/bash\"]", str(BOOKWORM_CACHE), BOOKWORM_IMAGE)
+    plain = BOOKWORM_IMAGE + "-plain"
+    podman("import", "--change", "CMD [\"/bin/bash\"]", str(BOOKWORM_CACHE), plain)
+    # the builds inside reach PyPI and Debian through this machine's network: trust the same
+    # roots as this machine (a TLS-inspecting egress proxy has its own CA)
+    context = workdir / "bookworm-ca"
+    context.mkdir(exist_ok=True)
+    shutil.copy(HOST_CA_BUNDLE, context / "ca-certificates.crt")
+    (context / "Containerfile").write_text(
+        f"FROM {plain}\nCOPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
+    )
+    podman("build", "--pull=never", "-q", "-t", BOOKWORM_IMAGE, str(context))
+    podman("untag", plain)
     return BOOKWORM_IMAGE
 
 
