@@ -252,9 +252,12 @@ write_unit() {
 #   child of its bootloader, and on `systemctl reload` (SIGHUP) a NEW process takes over
 #   and announces itself with MAINPID=<pid> + READY=1 before the old one exits; with
 #   NotifyAccess=main systemd would drop both messages.
-# - KillMode=control-group: on stop every process of the service (daemon and app
-#   instances) gets SIGTERM, then SIGKILL after TimeoutStopSec; no app outlives the
-#   service. (The original Tako used KillMode=mixed; this is deliberate.)
+# - KillMode=process + ExecStop=tako-server prepare-stop: systemd signals the daemon only.
+#   On `systemctl restart` prepare-stop sees the queued restart job and leaves a marker:
+#   the daemon exits leaving the app instances running and the next daemon adopts them.
+#   On `systemctl stop` there is no marker: the daemon stops every instance (drain,
+#   SIGTERM, SIGKILL) before it exits. A `kill -9` of the daemon leaves them running too;
+#   Restart=always starts a daemon that adopts them (docs/upgrade.md).
 # - Hardening keeps apps working: they run as `tako` inside this unit and may need to
 #   write $HOME (/home/tako: npm/bun/pip caches) and run JITs, so there is no
 #   ProtectHome, no MemoryDenyWriteExecute and no system call filter.
@@ -273,9 +276,10 @@ Group=tako
 WorkingDirectory=/opt/tako
 ExecStart=/usr/local/bin/tako-server run --data-dir /opt/tako --socket /var/run/tako/tako.sock
 ExecReload=/bin/kill -HUP $MAINPID
+ExecStop=/usr/local/bin/tako-server prepare-stop --data-dir /opt/tako
 Restart=always
 RestartSec=1
-KillMode=control-group
+KillMode=process
 TimeoutStopSec=30min
 RuntimeDirectory=tako
 RuntimeDirectoryMode=0700

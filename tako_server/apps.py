@@ -47,7 +47,7 @@ from tako_common.protocol import (
     UpdateSecretsRequest,
 )
 from tako_common.routes import route_hosts
-from tako_server import deployer, releases
+from tako_server import deployer, isolation, releases
 from tako_server.context import ServerContext, utc_iso
 from tako_server.launch import ReleaseRef
 from tako_server.oneoff_service import OneOffService
@@ -213,6 +213,7 @@ class AppService:
         app_dir = ctx.layout.app_dir(req.app, req.env)
         existed = existed or app_dir.exists()
         await asyncio.to_thread(shutil.rmtree, app_dir, True)
+        await asyncio.to_thread(isolation.forget_app, ctx.settings, ctx.cgroups, req.app, req.env)
         await deployer.remove_app_images(ctx, req.app, req.env)
         deployer.remove_if_empty([ctx.layout.apps_dir / req.app])
         ctx.routing.remove_app(req.key)

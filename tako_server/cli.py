@@ -1,4 +1,5 @@
-"""The ``tako-server`` command line: ``run`` (the default) and ``version``.
+"""The ``tako-server`` command line: ``run`` (the default), ``version`` and
+``prepare-stop`` (the unit's ``ExecStop=``: stop or restart, :mod:`tako_server.stopmode`).
 
 Rules: flags only override settings (see :mod:`tako_server.settings` for precedence);
 besides the settings, ``run`` reads exactly two things from the environment, at the
@@ -96,6 +97,30 @@ def run(
         _fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+@app.command("prepare-stop")
+def prepare_stop(
+    data_dir: Annotated[Path, typer.Option(help="Data directory.")] = Path("/opt/tako"),
+    unit: Annotated[str, typer.Option(help="The systemd unit of this server.")] = (
+        "tako-server.service"
+    ),
+    keep_apps: Annotated[
+        bool,
+        typer.Option(
+            "--keep-apps", help="Keep the apps running through the next stop (no systemd check)."
+        ),
+    ] = False,
+) -> None:
+    """Run before the daemon's SIGTERM (systemd ``ExecStop=``): on a restart, the apps
+    keep running and the next tako-server adopts them; on a stop they are stopped."""
+    from tako_server.stopmode import KEEP_APPS_MARKER, systemd_restart_pending, write_keep_marker
+
+    if keep_apps or systemd_restart_pending(unit):
+        write_keep_marker(data_dir / KEEP_APPS_MARKER)
+        typer.echo("restart: the apps keep running for the next tako-server")
+    else:
+        typer.echo("stop: tako-server stops the apps")
 
 
 def _configure_logging(level: str) -> None:

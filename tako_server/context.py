@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from tako_common.layout import ServerLayout
 from tako_common.tasks import TaskGroup
+from tako_server.cgroups import CgroupTree
 from tako_server.credential_store import CredentialStore
 from tako_server.guard import MutationGuard
 from tako_server.locks import DeployLocks
@@ -70,6 +71,8 @@ class ServerContext:
     locks: DeployLocks
     tasks: TaskGroup
     certs: CertsLike | None = None
+    #: the cgroup v2 tree of per-app limits (None: the reduced mode, no limits)
+    cgroups: CgroupTree | None = None
     #: what the edge routes with; the app service sets routes, public dirs, running/stopped
     routing: RoutingState = field(default_factory=RoutingState)
     socket_path: str = ""

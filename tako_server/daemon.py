@@ -16,6 +16,9 @@ Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`
 
 Shutdown on SIGTERM/SIGINT: stop accepting control connections, drain the edge, stop
 every instance (SIGTERM, drain, SIGKILL), cancel background tasks, close the database.
+App processes are left running instead (released, for the next daemon to adopt) after a
+takeover and when the stop is a restart (:mod:`tako_server.stopmode`); a ``kill -9``
+leaves them running too. Start-up adopts whatever a previous daemon left.
 
 SIGHUP = graceful takeover, driven by :mod:`tako_server.takeover` (``docs/upgrade.md``);
 this module only starts one while serving, adopts the listeners when it was started as
@@ -38,9 +41,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tako_common.tasks import TaskGroup
 from tako_server import deployer
+from tako_server.cgroups import CgroupTree
 from tako_server.context import ServerContext, utc_iso
 from tako_server.control import ControlServer
 from tako_server.handlers import Handlers
+from tako_server.isolation import isolation_enabled
 from tako_server.locks import DeployLocks
 from tako_server.notify import Notifier
 from tako_server.observe import Observability, edge_config
@@ -49,6 +54,7 @@ from tako_server.routing import RoutingState
 from tako_server.secrets_store import SecretsStore
 from tako_server.settings import ServerSettings
 from tako_server.state import StateStore
+from tako_server.stopmode import KEEP_APPS_MARKER, take_keep_marker
 from tako_server.supervisor import Supervisor, SupervisorSettings
 from tako_server.takeover import (
     LEGACY_RECORD,
@@ -112,6 +118,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._change_seen = asyncio.Event()
         self._serving = False
+        self._handover_done = False
 
     def __repr__(self) -> str:
         return (
@@ -165,6 +172,7 @@ class Daemon:
         self._serving = True
         if self.inherited is not None:
             complete_handover(self.inherited, self.ctx.state, self.notifier)
+            self._handover_done = True
             return
         pid = os.getpid()
         self.notifier.ready(f"serving (pid {pid})")
@@ -174,7 +182,15 @@ class Daemon:
         def listeners() -> Listeners:
             return self.edge.listeners if self.edge is not None else {}
 
-        hooks = TakeoverHooks(listeners, lambda: ctx.guard.in_flight, self.request_stop)
+        supervisor = self.supervisor
+        assert supervisor is not None
+        hooks = TakeoverHooks(
+            listeners,
+            lambda: ctx.guard.in_flight,
+            self.request_stop,
+            release_apps=supervisor.release,
+            reclaim_apps=supervisor.reclaim,
+        )
         return Takeover(
             self.record,
             hooks,
@@ -194,6 +210,8 @@ class Daemon:
         for staging in [] if takeover else layout.incoming_dir.glob(".extract-*"):
             shutil.rmtree(staging, ignore_errors=True)
         state = StateStore.open(layout.state_db)
+        for db_file in layout.data_dir.glob(layout.state_db.name + "*"):
+            db_file.chmod(0o600)  # variables in plaintext; the -wal/-shm files too
         locks = DeployLocks(layout)
         self.supervisor = Supervisor(
             self.supervisor_settings, routing=self.routing, on_change=self._change_seen.set
@@ -215,6 +233,7 @@ class Daemon:
             log.info("removed stale deploy lock %s", stale)
         if not takeover:
             clear_dead_reload_mode(state)
+        self.ctx.cgroups = self._cgroups()
         if self.with_certs:
             self.ctx.certs = self.certs = self._build_certs()
             self.certs.start()
@@ -265,6 +284,15 @@ class Daemon:
             log.error("workflows API: cannot listen on 127.0.0.1:%d: %s",
                       self.settings.workflows_port, exc)
         workflows.start()
+    def _cgroups(self) -> CgroupTree | None:
+        """Per-app limits need root and a cgroup v2 tree with memory, cpu and pids."""
+        self.settings.data_dir.chmod(0o711)  # crossed by app users, listed by no one
+        if not isolation_enabled(self.settings.app_users, os.geteuid()):
+            return None
+        tree = CgroupTree.detect()
+        if tree is None:
+            log.warning("no cgroup v2 memory/cpu/pids controllers: apps run without limits")
+        return tree
 
     def _connection_closed(self, connection: int) -> None:
         """A control connection closed: its deploy locks and unused staged releases go."""
@@ -398,6 +426,8 @@ class Daemon:
             await self.workflows_api.stop()
             self.workflows_api = None
         if self.ctx is not None:
+            if self.supervisor is not None and self._keeps_apps(handed_over):
+                await self.supervisor.release()  # the next tako-server adopts them
             await self.ctx.supervisor.shutdown()
         if self.certs is not None:
             await self.certs.close()
@@ -406,6 +436,18 @@ class Daemon:
         if self.ctx is not None:
             self.ctx.state.close()
             self.ctx = None
+
+
+    def _keeps_apps(self, handed_over: bool) -> bool:
+        """Leave the app processes running on exit: after a takeover, when this process
+        is a successor that never took over (its predecessor reclaims them), or when the
+        stop is a restart (``tako-server prepare-stop`` left the marker, ``docs/upgrade.md``)."""
+        if handed_over or (self.inherited is not None and not self._handover_done):
+            return True
+        if take_keep_marker(self.settings.data_dir / KEEP_APPS_MARKER):
+            log.info("keeping app processes running for the next tako-server (restart)")
+            return True
+        return False
 
 
 def run_daemon(

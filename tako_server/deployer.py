@@ -24,6 +24,7 @@ share and the start-up restore. Rules (and the original's bugs we do not copy):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets as random_tokens
 import shutil
@@ -39,6 +40,7 @@ from tako_common.routes import RouteConflictError, find_conflicts, parse_route, 
 from tako_server import pinned, podman, releases, runtimes
 from tako_server.context import ServerContext
 from tako_server.edge.snapshot import ImageRules
+from tako_server.isolation import isolation_for
 from tako_server.launch import (
     ContainerHost,
     ReleaseRef,
@@ -96,7 +98,7 @@ def spec_for(
     if storages is None:
         storages = ctx.storage.get(release.app, release.env).storages
     api = ctx.workflows.api_environ(release.app, release.env) if ctx.workflows else {}
-    return launch_spec(
+    spec = launch_spec(
         release,
         variables,
         secrets,
@@ -106,6 +108,9 @@ def spec_for(
         api=api,
         containers=container_host(ctx),
     )
+    if spec.container is not None:
+        return spec
+    return dataclasses.replace(spec, isolation=isolation_for(ctx.settings, release, ctx.cgroups))
 
 
 def container_host(ctx: ServerContext) -> ContainerHost:

@@ -52,7 +52,8 @@ from tako_common.protocol import (
 )
 from tako_common.protocol.session import MAX_CHUNK
 from tako_common.tasks import spawn
-from tako_server.supervisor.process import FALLBACK_PATH, die_with_parent
+from tako_server.supervisor.process import FALLBACK_PATH, child_setup, die_with_parent
+from tako_server.supervisor.spec import Isolation
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class OneOffSpec:
     stdin: bool = False
     cols: int = 80
     rows: int = 24
+    isolation: Isolation | None = None  # the app's user and cgroup (as root; server.md)
 
     def __repr__(self) -> str:  # the environment holds secrets: never shown
         return f"OneOffSpec({self.label}, tty={self.tty}, stdin={self.stdin})"
@@ -153,7 +155,7 @@ class OneOffProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(_as_app, spec.isolation),
             limit=MAX_CHUNK,
         )
         return cls(proc, spec, None)
@@ -170,7 +172,7 @@ class OneOffProcess:
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
-                preexec_fn=functools.partial(_take_terminal, slave),
+                preexec_fn=functools.partial(_take_terminal, slave, spec.isolation),
             )
         except BaseException:
             os.close(master)
@@ -275,11 +277,19 @@ def set_terminal_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _take_terminal(slave: int) -> None:  # runs in the child between fork and exec
-    """New session, the pty as its controlling terminal, and die with the server."""
+def _take_terminal(slave: int, isolation: Isolation | None) -> None:  # in the child
+    """New session, the pty as its controlling terminal, die with the server, run as the app."""
     os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    _as_app(isolation)
+
+
+def _as_app(isolation: Isolation | None) -> None:  # runs in the child between fork and exec
+    """Die with the server; with isolation, the app's cgroup, user and no_new_privs."""
     die_with_parent()
+    setup = child_setup(isolation)
+    if setup is not None:
+        setup()
 
 
 async def _read_pipe(stream: asyncio.StreamReader | None) -> AsyncIterator[bytes]:

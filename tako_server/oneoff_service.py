@@ -44,6 +44,7 @@ from tako_common.protocol import (
 )
 from tako_server import deployer, releases
 from tako_server.context import ServerContext
+from tako_server.isolation import isolation_for
 from tako_server.launch import ReleaseRef, container_run, ensure_data_dirs, instance_environ
 from tako_server.oneoff import OneOffProcess, OneOffSession, OneOffSpec
 from tako_server.staging import StagedRelease
@@ -151,8 +152,9 @@ class OneOffService:
         """A container release runs its one-offs in a new container of the release's image,
         through Podman's remote client on the same API socket (sessions, terminals and
         signals then work exactly as for a process)."""
-        if release.manifest.container is None:
-            return spec
+        if release.manifest.container is None:  # as the app's user when the server is root
+            isolation = isolation_for(self.ctx.settings, release, self.ctx.cgroups)
+            return replace(spec, isolation=isolation)
         host = deployer.container_host(self.ctx)
         run = container_run(release, host)
         assert run is not None

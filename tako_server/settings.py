@@ -32,11 +32,17 @@ The config file is optional; its shape is::
     proxy_protocol = false            # accept PROXY v1/v2 headers from trusted_proxies
     cloudflare_ranges = "/etc/tako/cloudflare-ranges.txt"  # default: the shipped list
 
+    [apps."web/production"]                 # limits of one app ([server] app_* defaults)
+    memory_mb = 512
+    cpu_percent = 100
+    pids_max = 256
+
 Environment names: ``TAKO_DATA_DIR TAKO_SOCKET TAKO_HTTP_PORT TAKO_HTTPS_PORT TAKO_WORKERS
 TAKO_RELEASE_TIMEOUT TAKO_ACME_EMAIL TAKO_ACME_STAGING TAKO_ACME_DIRECTORY_URL TAKO_ACME_CA_BUNDLE
 TAKO_ACME_ENABLED TAKO_STORAGE_CA_BUNDLE TAKO_CLOUDFLARE_API_URL TAKO_CLOUDFLARE_CA_BUNDLE
 TAKO_CLOUDFLARE_DNS_PROPAGATION TAKO_SOURCE_IP_TRUSTED_PROXIES TAKO_SOURCE_IP_PROXY_PROTOCOL
-TAKO_SOURCE_IP_CLOUDFLARE_RANGES TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT``. Rules: unknown keys and bad
+TAKO_SOURCE_IP_CLOUDFLARE_RANGES TAKO_LOG_LEVEL TAKO_WORKFLOWS_PORT TAKO_APP_USERS
+TAKO_APP_MEMORY_MB TAKO_APP_CPU_PERCENT TAKO_APP_PIDS_MAX``. Rules: unknown keys and bad
 values are refused with the file, line and key path (:class:`ConfigError`); nothing is
 silently fixed.
 """
@@ -47,9 +53,16 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -62,8 +75,21 @@ from tako_common.errors import ConfigError
 from tako_common.layout import DEFAULT_DATA_DIR, DEFAULT_SOCKET, ServerLayout
 
 Port = int
+#: ``{app}/{env}`` (the names' rules of :mod:`tako_common.names`)
+_NAME = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+AppKey = Annotated[str, StringConstraints(pattern=rf"^{_NAME}/{_NAME}$")]
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+class AppLimitsSection(BaseModel):
+    """``[apps."{app}/{env}"]``: limits of one app (unset = the ``[server]`` default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    memory_mb: int | None = Field(default=None, ge=16, le=1024 * 1024)
+    cpu_percent: int | None = Field(default=None, ge=1, le=100_000)
+    pids_max: int | None = Field(default=None, ge=8, le=1_000_000)
+
 
 
 def _default_workers() -> int:
@@ -132,6 +158,13 @@ class ServerSettings(BaseSettings):
     container_socket: Path = Path("/var/run/tako/podman.sock")
     container_memory_mb: int = Field(default=512, ge=16, le=1024 * 1024)
     container_pids_limit: int = Field(default=512, ge=8, le=1_000_000)
+    # per-app users and limits (docs/server.md, "Security"): "auto" = when running as root
+    app_users: Literal["auto", "on", "off"] = "auto"
+    app_memory_mb: int = Field(default=1024, ge=16, le=1024 * 1024)
+    app_cpu_percent: int = Field(default=200, ge=1, le=100_000)
+    app_pids_max: int = Field(default=1024, ge=8, le=1_000_000)
+    #: per-app overrides of the three limits, keyed ``{app}/{env}`` (``[apps."web/production"]``)
+    app_limits: dict[str, AppLimitsSection] = Field(default_factory=dict)
     # what app processes inherit from the server's own environment (PATH, HOME, LANG only)
     inherited_path: str = Field(default_factory=_inherited_path)
     inherited_home: str | None = Field(default_factory=_inherited_home)
@@ -201,6 +234,10 @@ class _ServerSection(BaseModel):
     client_connections: int | None = None
     send_timeout: float | None = None
     upgrade_drain: float | None = None
+    app_users: Literal["auto", "on", "off"] | None = None
+    app_memory_mb: int | None = None
+    app_cpu_percent: int | None = None
+    app_pids_max: int | None = None
     runtime_registry: str | None = None
 
 
@@ -244,6 +281,7 @@ class _ConfigFile(BaseModel):
     storage: _StorageSection = Field(default_factory=_StorageSection)
     cloudflare: _CloudflareSection = Field(default_factory=_CloudflareSection)
     source_ip: _SourceIpSection = Field(default_factory=_SourceIpSection)
+    apps: dict[AppKey, AppLimitsSection] = Field(default_factory=dict)
     container: _ContainerSection = Field(default_factory=_ContainerSection)
 
 
@@ -282,6 +320,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         flat[f"cloudflare_{key}"] = value
     for key, value in parsed.source_ip.model_dump(exclude_none=True).items():
         flat[f"source_ip_{key}"] = value
+    if parsed.apps:
+        flat["app_limits"] = dict(parsed.apps)
     for key, value in parsed.container.model_dump(exclude_none=True).items():
         flat[f"container_{key}"] = value
     return flat

@@ -5,10 +5,12 @@ beside it in :mod:`tako_server.upgrade`; ``docs/upgrade.md`` tells the whole sto
 
 Old side (:class:`Takeover`): one takeover at a time; upgrading mode is entered unless a
 client holds it; running mutating commands finish first (at most ``MUTATIONS_WAIT``);
-the successor is started with this process's listeners and awaited; on success the
-daemon is told to drain and exit; on failure everything is rolled back: the successor
-is stopped, ``tako.sock`` points at this process again (:func:`reclaim_control`), the
-upgrading mode it took is left, systemd hears why, and this process keeps serving.
+the app processes are released (left running, their records and log offsets on disk)
+for the successor to adopt, and reclaimed if it fails; the successor is started with
+this process's listeners and awaited; on success the daemon is told to drain and exit;
+on failure everything is rolled back: the successor is stopped, ``tako.sock`` points at
+this process again (:func:`reclaim_control`), the upgrading mode it took is left, systemd
+hears why, and this process keeps serving.
 
 New side (:func:`complete_handover`): once the successor serves it tells systemd and the
 old process, and leaves the upgrading mode the old process took for it.
@@ -32,7 +34,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,6 +246,12 @@ class TakeoverHooks:
     listeners: Callable[[], Listeners]
     in_flight: Callable[[], int]
     handed_over: Callable[[], None]
+    release_apps: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+    reclaim_apps: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+
+
+async def _nothing() -> None:
+    return None
 
 
 class Takeover:
@@ -306,16 +314,19 @@ class Takeover:
         try:
             await self._wait_mutations()
             listeners = self.hooks.listeners()
+            await self.hooks.release_apps()  # the successor adopts the app processes
             successor = self.start_successor(current_successor_argv(), listeners, self.timeout)
             pid = await successor.start()
         except (TakoError, OSError) as exc:
             reason = exc.message if isinstance(exc, TakoError) else f"{type(exc).__name__}: {exc}"
             started = successor is not None and successor.pid is not None
+            await self.hooks.reclaim_apps()
             self._roll_back(owner, owns_mode, reason, started)
             return
         except asyncio.CancelledError:
             if successor is not None:  # stopping mid-takeover: the successor must not stay
                 await successor.abort()
+            await self.hooks.reclaim_apps()
             self._leave_mode(owner, owns_mode)
             self._publish(ended(self.record.status, self.clock(), error="this server stopped"))
             raise

@@ -44,8 +44,11 @@ class ProbeDone:
 
 @dataclass(frozen=True)
 class Exited:
+    """The process ended; ``returncode`` is None for an adopted process (not our child)."""
+
     instance_id: int
-    returncode: int
+    returncode: int | None
+    oom: bool = False  # the kernel's OOM killer ended it (the app's cgroup memory limit)
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,21 @@ class Deploy:
 
 
 @dataclass(frozen=True)
+class Adopted:
+    """A running instance of the restored version that a previous daemon started."""
+
+    instance_id: int
+    pid: int
+    port: int
+
+
+@dataclass(frozen=True)
 class Restore:
     spec: LaunchSpec
     desired: int
     idle_timeout: int
     stopped: bool = False
+    adopted: tuple[Adopted, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,11 @@ class Instance:
         )
 
 
-def describe_exit(returncode: int) -> str:
-    """``exit code 3`` or ``killed by SIGKILL`` (asyncio reports signals as negative codes)."""
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGKILL`` (asyncio reports signals as negative codes);
+    None: an adopted process (not a child of this daemon, so its code is unknown)."""
+    if returncode is None:
+        return "exit status unknown: adopted from an earlier tako-server"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name

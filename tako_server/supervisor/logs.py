@@ -7,7 +7,8 @@ Line format: ``<ISO8601 UTC, ms, Z> [out|err|tako] [<instance or ->] <text>``. R
 - ``current.log`` is rotated to ``previous.log`` (replacing it) before it would pass
   ``max_bytes`` (10 MiB), so the log of an app takes at most about twice that;
 - a line longer than ``MAX_LINE_BYTES`` (64 KiB) is cut and marked ``…[truncated]``;
-- ``history(n)`` reads the last ``n`` lines from both files (previous first).
+- ``history(n)`` reads the last ``n`` lines from both files (previous first);
+- the files are 0600 in a 0700 directory (the daemon's; apps never write them).
 """
 
 from __future__ import annotations
@@ -207,15 +208,16 @@ class AppLog:
         self._size += len(data)
 
     def _open(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.current, "ab")  # noqa: SIM115 - kept open, closed in close()
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_dir.chmod(0o700)
+        self._file = _private_append(self.current)
         self._size = self._file.tell()
 
     def _rotate(self) -> None:
         assert self._file is not None
         self._file.close()
         os.replace(self.current, self.previous)
-        self._file = open(self.current, "ab")  # noqa: SIM115
+        self._file = _private_append(self.current)
         self._size = 0
 
     def close(self) -> None:
@@ -252,6 +254,13 @@ class AppLog:
 
     def __repr__(self) -> str:
         return f"AppLog({str(self.log_dir)!r}, size={self._size}, followers={self.followers})"
+
+
+def _private_append(path: Path) -> IO[bytes]:
+    """Open for appending; a new file is 0600 (the log may hold what apps print)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # a log of an older server was 0644
+    return os.fdopen(fd, "ab")
 
 
 def _tail(path: Path, n: int) -> list[str]:

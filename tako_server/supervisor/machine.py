@@ -28,6 +28,7 @@ from tako_server.supervisor.coldstart import ColdStartQueue
 from tako_server.supervisor.events import (
     Action,
     ActivityReport,
+    Adopted,
     ColdStartJoin,
     ColdStartLeave,
     Deploy,
@@ -220,6 +221,11 @@ class AppMachine:
             return
         self._forget_activity(inst.id)
         reason = describe_exit(event.returncode)
+        if event.oom:
+            limit = inst.spec.isolation.memory_mb if inst.spec.isolation else None
+            reason = "killed by the OOM killer" + (
+                f" (the app's memory limit is {limit} MiB)" if limit else ""
+            )
         if inst.state in (InstanceState.DRAINING, InstanceState.FAILED):
             out.log(inst.id, f"stopped ({reason})")
             if self.deploying is not None:
@@ -369,6 +375,19 @@ class AppMachine:
         self.stopped, self.warm, self.last_activity = event.stopped, False, now
         what = "stopped" if event.stopped else f"with {event.desired} instance(s)"
         out.log(None, f"restoring version {event.spec.version} {what}")
+        for adopted in event.adopted:
+            self._adopt(event.spec, adopted, now, out)
+        self.warm = self.desired == 0 and bool(event.adopted)
+
+    def _adopt(self, spec: LaunchSpec, adopted: Adopted, now: float, out: Outbox) -> None:
+        """A running instance a previous daemon started: healthy at once (the old daemon
+        routed to it), probed from now on like any other."""
+        inst = Instance(adopted.instance_id, spec, created_at=now, state=InstanceState.HEALTHY)
+        inst.pid, inst.port = adopted.pid, adopted.port
+        inst.ready_at = inst.healthy_since = inst.next_probe_at = now
+        self.instances[inst.id] = inst
+        self.next_id = max(self.next_id, inst.id + 1)
+        out.log(inst.id, f"adopted version {spec.version}: pid {adopted.pid}, port {adopted.port}")
 
     def _on_scale(self, event: Scale, now: float, out: Outbox) -> None:
         if self.spec is None:

@@ -19,9 +19,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tako_common.tasks import spawn
+from tako_server.cgroups import read_oom_kills
+from tako_server.supervisor.adopt import InstanceRecord, Verdict, judge, read_records
 from tako_server.supervisor.container import ContainerInstance
 from tako_server.supervisor.events import (
     Action,
+    Adopted,
     Event,
     Exited,
     Fail,
@@ -41,19 +44,23 @@ from tako_server.supervisor.events import (
 from tako_server.supervisor.health import probe
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.machine import LOOPBACK, AppMachine
+from tako_server.supervisor.outputs import InstanceFiles, InstanceOutput
 from tako_server.supervisor.process import InstanceProcess
 from tako_server.supervisor.spec import (
     ColdStartFailed,
     ColdStartRejected,
     ColdStartTimeout,
+    LaunchSpec,
     RolloutError,
     SupervisorError,
     SupervisorSettings,
 )
+from tako_server.takeover import read_proc_stat
 
 logger = logging.getLogger("tako.supervisor")
 
 _SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL}
+_RETIRE_GRACE = 5.0
 
 
 class AppRunner:
@@ -78,6 +85,7 @@ class AppRunner:
         self._procs: dict[int, InstanceProcess | ContainerInstance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._oom_seen: dict[int, int] = {}  # per instance: the app's OOM kills at its start
         self._tokens = itertools.count(1)
         self._closed = False
         self._wakeup: asyncio.TimerHandle | None = None  # an early Tick (see _arm_wakeup)
@@ -166,13 +174,20 @@ class AppRunner:
                 handle = await ContainerInstance.spawn(action.instance_id, spec, self.log)
             else:
                 handle = await InstanceProcess.spawn(
-                    action.instance_id, spec.command, spec.workdir, spec.environ, self.log
+                    action.instance_id,
+                    spec.command,
+                    spec.workdir,
+                    spec.environ,
+                    self.log,
+                    version=spec.version,
+                    isolation=spec.isolation,
                 )
         except (OSError, ValueError) as exc:
             what = spec.container.image if spec.container is not None else spec.command[:1]
             self.feed(SpawnFailed(action.instance_id, f"{what}: {exc}"))
             return
         self._procs[action.instance_id] = handle
+        self._oom_seen[action.instance_id] = self._oom_count(spec)
         if self._closed:
             handle.signal_group(signal.SIGKILL)
         self._task(self._watch(handle), f"tako-exit-{self.key}-{action.instance_id}")
@@ -180,12 +195,101 @@ class AppRunner:
 
     async def _watch(self, handle: InstanceProcess | ContainerInstance) -> None:
         code = await handle.wait()
-        await handle.close_output(timeout=1.0)
+        try:
+            await handle.close_output(timeout=1.0)
+        except (OSError, TimeoutError) as exc:
+            logger.warning("output of instance %d of %s: %s", handle.instance_id, self.key, exc)
         self._procs.pop(handle.instance_id, None)
-        self.feed(Exited(handle.instance_id, code))
+        seen = self._oom_seen.pop(handle.instance_id, None)
+        oom = code in (None, -signal.SIGKILL) and seen is not None and self._oom_count() > seen
+        self.feed(Exited(handle.instance_id, code, oom=oom))
+
+    def _oom_count(self, spec: LaunchSpec | None = None) -> int:
+        """OOM kills in the app's cgroup so far (0 without one)."""
+        spec = spec or self.machine.spec
+        cgroup = spec.isolation.cgroup if spec is not None and spec.isolation else None
+        return read_oom_kills(cgroup) if cgroup is not None else 0
+
+    # ------------------------------------------------------------------ adoption
+
+    async def adopt(self, spec: LaunchSpec, stopped: bool) -> tuple[Adopted, ...]:
+        """Take over the instances a previous daemon left running (their records):
+        adopt those of ``spec``'s version, stop the others, log the ones that died."""
+        if self._procs or self.machine.instances:
+            return ()  # this daemon supervises the app already
+        adopted = []
+        records = read_records(InstanceFiles(self.log.log_dir, 0).dir)
+        for record in records:
+            verdict = judge(record, read_proc_stat(record.pid), spec.version, stopped)
+            gone = verdict is Verdict.GONE
+            handle = None if gone else InstanceProcess.adopt(record, self.log)
+            if handle is None:
+                await self._bury(record)
+            elif verdict is Verdict.STALE:
+                self._task(self._retire(handle), f"tako-retire-{self.key}-{record.instance_id}")
+            else:
+                self._procs[record.instance_id] = handle
+                self._oom_seen[record.instance_id] = self._oom_count(spec)
+                self._task(self._watch(handle), f"tako-exit-{self.key}-{record.instance_id}")
+                adopted.append(Adopted(record.instance_id, record.pid, record.port))
+        if records:
+            self.machine.next_id = max(self.machine.next_id, records[-1].instance_id + 1)
+        return tuple(adopted)
+
+    async def _bury(self, record: InstanceRecord) -> None:
+        """An instance that ended while no daemon watched: its last output, then a note."""
+        files = InstanceFiles(self.log.log_dir, record.instance_id)
+        try:
+            await InstanceOutput(files, record.instance_id, self.log, resume=True).finish()
+        except OSError:
+            files.remove()
+        self.log.write(
+            f"pid {record.pid} exited while no tako-server watched it: replacing it",
+            stream="tako",
+            instance=record.instance_id,
+        )
+
+    async def _retire(self, handle: InstanceProcess) -> None:
+        """Stop an instance not worth adopting (another version, or the app is stopped)."""
+        self.log.write(
+            f"pid {handle.pid} is not adopted (another version, or the app is stopped): "
+            "stopping it",
+            stream="tako",
+            instance=handle.instance_id,
+        )
+        handle.signal_group(signal.SIGTERM)
+        exited = spawn(handle.wait(), name=f"tako-retire-wait-{handle.pid}")
+        _, pending = await asyncio.wait({exited}, timeout=_RETIRE_GRACE)
+        if pending:
+            handle.signal_group(signal.SIGKILL)
+        await exited
+        await handle.close_output()
+
+    async def release(self) -> bool:
+        """Leave every process running for another daemon (a takeover or a restart that
+        keeps apps): supervision stops here, output offsets and records stay on disk.
+        False (nothing done) when the app has container instances (those are stopped)."""
+        if any(not isinstance(h, InstanceProcess) for h in self._procs.values()):
+            return False
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for handle in list(self._procs.values()):
+            if isinstance(handle, InstanceProcess):
+                await handle.release()
+        self._procs.clear()
+        for token in list(self._futures):
+            self._settle(token, error=SupervisorError(f"app {self.key} was handed over"))
+        self.log.close()
+        return True
 
     async def _probe(self, action: ProbeHealth) -> None:
         result = await probe(LOOPBACK, action.port, self.settings.probe_timeout)
+        handle = self._procs.get(action.instance_id)
+        if isinstance(handle, InstanceProcess):
+            handle.output.pump()  # what the app printed comes before the [tako] verdict
         self.feed(ProbeDone(action.instance_id, result.ok, result.detail))
 
     def _signal(self, action: Signal) -> None:

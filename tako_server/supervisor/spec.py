@@ -38,6 +38,18 @@ class ContainerRun:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """Who an app's processes run as and where (``docs/server.md``, "Security"): its own
+    uid/gid (None: the server's), its cgroup v2 directory with the app's limits (None:
+    no limits), and the memory limit (for the OOM message)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    cgroup: Path | None = None
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """How to run one release of ``{app}/{env}`` (a process, or a container when
     ``container`` is set)."""
@@ -50,6 +62,7 @@ class LaunchSpec:
     environ: dict[str, str]
     log_dir: Path
     container: ContainerRun | None = None
+    isolation: Isolation | None = None
 
     @property
     def key(self) -> str:

@@ -56,6 +56,7 @@ class Supervisor:
         self._on_change = on_change
         self._clock = clock
         self._apps: dict[str, AppRunner] = {}
+        self._released: dict[str, tuple[LaunchSpec, int, int, bool]] = {}
 
     # ------------------------------------------------------------------ commands
 
@@ -77,8 +78,30 @@ class Supervisor:
         idle until a cold start; ``stopped=True`` registers it as stopped."""
         runner = self._runner_for(spec)
         async with runner.lock:
-            runner.feed(Restore(spec, desired, idle_timeout, stopped))
+            adopted = await runner.adopt(spec, stopped)
+            runner.feed(Restore(spec, desired, idle_timeout, stopped, adopted))
         self._publish(spec.key)
+
+    async def release(self) -> None:
+        """Hand every app's processes to the next daemon (a takeover, or a restart that
+        keeps apps): they keep running, unsupervised here, and :meth:`reclaim` (or the
+        next daemon's :meth:`restore`) adopts them. Apps with container instances are
+        kept (:meth:`shutdown` stops them). The routing state keeps its backends."""
+        for key, runner in list(self._apps.items()):
+            m = runner.machine
+            if m.spec is None or m.deploying is not None:
+                continue
+            async with runner.lock:
+                if not await runner.release():
+                    continue
+            self._released[key] = (m.spec, m.desired, m.idle_timeout, m.stopped)
+            del self._apps[key]
+
+    async def reclaim(self) -> None:
+        """Adopt again what :meth:`release` handed over (the takeover failed)."""
+        released, self._released = self._released, {}
+        for spec, desired, idle_timeout, stopped in released.values():
+            await self.restore(spec, desired, idle_timeout, stopped=stopped)
 
     async def scale(self, key: str, desired: int) -> None:
         """Change the desired count; returns once it is reached (0 keeps a warm instance

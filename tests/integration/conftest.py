@@ -127,7 +127,10 @@ class ServerProcess:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAKO_")}
-        env.update({"TAKO_ACME_ENABLED": "false", "PYTHONUNBUFFERED": "1", **self.extra_env})
+        # per-app users stay off (they would be made in this machine's /etc/passwd); the
+        # isolation tests opt in with TAKO_APP_USERS=on
+        defaults = {"TAKO_ACME_ENABLED": "false", "TAKO_APP_USERS": "off", "PYTHONUNBUFFERED": "1"}
+        env.update({**defaults, **self.extra_env})
         self.root.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:

@@ -63,7 +63,8 @@ def unit_directives(text: str) -> dict[tuple[str, str], list[str]]:
         ("Service", "ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Service", "Restart", "always"),
         ("Service", "RestartSec", "1"),
-        ("Service", "KillMode", "control-group"),
+        ("Service", "KillMode", "process"),
+        ("Service", "ExecStop", "/usr/local/bin/tako-server prepare-stop --data-dir /opt/tako"),
         ("Service", "TimeoutStopSec", "30min"),
         ("Service", "RuntimeDirectory", "tako"),
         ("Service", "RuntimeDirectoryMode", "0700"),
@@ -117,7 +118,7 @@ def _verify(root: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 @pytest.mark.parametrize(
     ("mutation", "clean"),
-    [(None, True), (("KillMode=control-group", "KillMode=sometimes"), False)],
+    [(None, True), (("KillMode=process", "KillMode=sometimes"), False)],
 )
 def test_systemd_analyze_verify_accepts_the_real_unit_and_flags_a_broken_one(
     tmp_path: Path, mutation: tuple[str, str] | None, clean: bool

@@ -1,0 +1,90 @@
+"""Instance records: what a later tako-server needs to adopt a running instance.
+
+Each native (process) instance has ``<log_dir>/instances/<id>.json`` (0600), written
+right after the spawn and removed after its exit: pid, the kernel start time of that pid
+(``/proc/<pid>/stat`` field 22, in clock ticks after boot), port and version. A new
+daemon (after a SIGHUP takeover, a restart or a ``kill -9`` of the old one) reads them
+and decides, per record (:func:`judge`, pure):
+
+- ``adopt``: the pid runs, has the same start time (so it is the same process, not a
+  reused pid) and runs the version being restored: it is supervised again without a
+  restart;
+- ``gone``: it exited (or the pid now names another process) while no daemon watched:
+  its remaining output is copied to the app log and the machine replaces it;
+- ``stale``: it runs but is of another version (a rollout was cut short) or the app is
+  stopped: it is stopped (SIGTERM to its group, SIGKILL 5 s later) and not adopted.
+
+Container instances live in Podman and have no record here.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tako_server.takeover import ProcStat
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: int
+    pid: int
+    start_ticks: int
+    port: int
+    version: str
+
+
+class Verdict(enum.Enum):
+    ADOPT = "adopt"
+    GONE = "gone"
+    STALE = "stale"
+
+
+def judge(record: InstanceRecord, stat: ProcStat | None, version: str, stopped: bool) -> Verdict:
+    """What to do with a recorded instance given what the kernel says of its pid (pure)."""
+    if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
+        return Verdict.GONE
+    if stopped or record.version != version:
+        return Verdict.STALE
+    return Verdict.ADOPT
+
+
+def write_record(path: Path, record: InstanceRecord) -> None:
+    """Write the record atomically (a reader sees the old one or the new one)."""
+    tmp = path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(record), handle)
+    os.replace(tmp, path)
+
+
+def parse_record(text: str) -> InstanceRecord | None:
+    """A record from its JSON (None when it is not one: a torn or foreign file)."""
+    try:
+        data = json.loads(text)
+        record = InstanceRecord(
+            instance_id=int(data["instance_id"]),
+            pid=int(data["pid"]),
+            start_ticks=int(data["start_ticks"]),
+            port=int(data["port"]),
+            version=str(data["version"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if record.pid > 1 and record.instance_id > 0 else None
+
+
+def read_records(instances_dir: Path) -> list[InstanceRecord]:
+    """Every valid record in ``instances_dir``, by instance id."""
+    records = []
+    for path in sorted(instances_dir.glob("*.json")) if instances_dir.is_dir() else []:
+        try:
+            record = parse_record(path.read_text())
+        except OSError:
+            continue
+        if record is not None and path.stem == str(record.instance_id):
+            records.append(record)
+    return sorted(records, key=lambda r: r.instance_id)
