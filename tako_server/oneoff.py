@@ -52,7 +52,7 @@ from tako_common.protocol import (
 )
 from tako_common.protocol.session import MAX_CHUNK
 from tako_common.tasks import spawn
-from tako_server.supervisor.process import FALLBACK_PATH, child_setup, die_with_parent
+from tako_server.supervisor.process import FALLBACK_PATH, as_app
 from tako_server.supervisor.spec import Isolation
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class OneOffProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=functools.partial(_as_app, spec.isolation),
+            preexec_fn=functools.partial(as_app, spec.isolation),
             limit=MAX_CHUNK,
         )
         return cls(proc, spec, None)
@@ -281,15 +281,7 @@ def _take_terminal(slave: int, isolation: Isolation | None) -> None:  # in the c
     """New session, the pty as its controlling terminal, die with the server, run as the app."""
     os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    _as_app(isolation)
-
-
-def _as_app(isolation: Isolation | None) -> None:  # runs in the child between fork and exec
-    """Die with the server; with isolation, the app's cgroup, user and no_new_privs."""
-    die_with_parent()
-    setup = child_setup(isolation)
-    if setup is not None:
-        setup()
+    as_app(isolation)
 
 
 async def _read_pipe(stream: asyncio.StreamReader | None) -> AsyncIterator[bytes]:

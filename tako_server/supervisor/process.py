@@ -87,6 +87,15 @@ def child_setup(isolation: Isolation | None) -> Callable[[], None] | None:
     return setup
 
 
+def as_app(isolation: Isolation | None) -> None:  # in the child between fork and exec
+    """Die with the server; with isolation, the app's cgroup, user and no_new_privs (one-off
+    processes and workflow workers: both run as the app's instances do)."""
+    die_with_parent()
+    setup = child_setup(isolation)
+    if setup is not None:
+        setup()
+
+
 class InstanceProcess:
     """One running instance: its process (a child, or adopted), its output and its exit."""
 

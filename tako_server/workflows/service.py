@@ -334,7 +334,7 @@ class WorkflowService:
         prefix = f"{self._boot}.{entry.app}.{entry.env}.{spec.name}.{launch.version}"
         return WorkerGroup(
             spec.name, list(spec.run), launch.workdir, environ, self.log_for(entry.key),
-            id_prefix=prefix, on_exit=exited,
+            id_prefix=prefix, on_exit=exited, isolation=launch.isolation,
         )
 
     def _drain(self, entry: AppWorkflows) -> None:

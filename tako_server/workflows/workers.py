@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from tako_common.tasks import spawn
 from tako_server.supervisor.logs import AppLog, LineSplitter, Stream
-from tako_server.supervisor.process import FALLBACK_PATH, die_with_parent
+from tako_server.supervisor.process import FALLBACK_PATH, as_app
+from tako_server.supervisor.spec import Isolation
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
@@ -81,7 +83,7 @@ class Worker:
                 *group.command, cwd=str(group.workdir), env=environ,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
-                preexec_fn=die_with_parent, limit=_READ_CHUNK,
+                preexec_fn=functools.partial(as_app, group.isolation), limit=_READ_CHUNK,
             )
         except OSError as exc:
             group.log.write(f"[{group.name}] cannot start worker: {exc}")
@@ -135,6 +137,7 @@ class WorkerGroup:
         *,
         id_prefix: str,
         on_exit: Callable[[str], None],
+        isolation: Isolation | None = None,
     ) -> None:
         self.name = name
         self.command = command
@@ -143,6 +146,8 @@ class WorkerGroup:
         self.log = log
         self.id_prefix = id_prefix
         self.on_exit = on_exit
+        #: the app's user and cgroup, as its instances have (None: the server's own user)
+        self.isolation = isolation
         self.workers: list[Worker] = []
         self._next = 0
 

@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -164,3 +165,37 @@ def check_isolation(server: ServerProcess, tmp_path: Path) -> None:
         client.ok({"command": "delete", "app": APP_B, "env": "production"})
     with pytest.raises(KeyError):
         pwd.getpwnam(app_user_name(APP_B, "production"))
+
+
+WORKER = "import os, time\nprint('worker uid', os.getuid(), flush=True)\ntime.sleep(120)\n"
+
+
+def test_workflow_workers_run_as_the_apps_user(
+    server_root: Path, tmp_path: Path, users_cleaned: None
+) -> None:
+    """A worker group's processes get the same user (and no_new_privs) as the instances."""
+    server = ServerProcess(server_root / "server", env={"TAKO_APP_USERS": "on"}).start()
+    try:
+        src = tmp_path / "src-worker"
+        src.mkdir()
+        (src / "app.py").write_text(APP)
+        (src / "worker.py").write_text(WORKER)
+        artifact, digest = place_artifact(tar_zst_from_dir(src), server.incoming)
+        group = {"name": "jobs", "run": ["python3", "worker.py"], "workers": 1}
+        with server.client() as client:
+            client.ok(deploy_message(
+                artifact, digest, app=APP_A, routes=[f"{APP_A}.localhost"],
+                workflows={"groups": [group]},
+            ))  # fmt: skip
+        log = server.data_dir / "apps" / APP_A / "production" / "shared" / "logs" / "current.log"
+        uid = pwd.getpwnam(app_user_name(APP_A, "production")).pw_uid
+        for _ in range(200):
+            if "worker uid" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert f"[jobs] worker uid {uid}" in log.read_text()
+    except BaseException:
+        print(f"----- tako-server output -----\n{server.output()}")
+        raise
+    finally:
+        server.stop()
