@@ -6,7 +6,8 @@ file with many problems reports all of them:
 - environment names are DNS-friendly; ``route`` xor ``routes``; every non-development
   environment has at least one route; no route twice in one environment;
 - ``development`` is reserved for ``tako dev``: routes optional, servers ignored;
-- ``container`` excludes ``main``, ``start``, ``assets``, ``[build]``, ``[[build_stages]]``;
+- ``container`` excludes ``main``, ``start``, ``assets``, ``[build]``, ``[[build_stages]]``
+  and workflow groups (they run natively; not in containers in this version);
   ``[build]`` excludes ``[[build_stages]]``;
 - ``[build].cwd`` stays inside the project (relative, no escaping ``..``); stage ``cwd`` is
   relative (whether its ``..`` stays in the source workspace is checked at build time by
@@ -163,11 +164,16 @@ def _check_container(config: TakoConfig) -> list[Issue]:
         key for key in ("main", "start", "assets", "build", "build_stages")
         if getattr(config, key) is not None
     ]
-    return [
+    issues = [
         Issue((key,), f"'{key}' is invalid with 'container' (container releases build from "
               f"{config.container!r})")
         for key in present
     ]
+    if config.workflows is not None and config.workflows.groups:
+        issues.append(Issue(("workflows",), "workflow groups run natively on the server, so "
+                            "they are invalid with 'container' in this version (run the worker "
+                            "in a native app, or as a process inside the image's own command)"))
+    return issues
 
 
 def _check_build(config: TakoConfig) -> list[Issue]:

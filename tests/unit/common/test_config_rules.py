@@ -50,6 +50,9 @@ def issues_of(tmp_path: Path, text: str) -> list[str]:
          "tako.toml:4 build: 'build' is invalid with 'container'"),
         ('container = "Dockerfile"\n' + PROD + '[[build_stages]]\nrun = "make"\n',
          "tako.toml:4 build_stages: 'build_stages' is invalid with 'container'"),
+        ('container = "Dockerfile"\n' + PROD + '[workflows.jobs]\nrun = ["./work"]\n',
+         "tako.toml:4 workflows: workflow groups run natively on the server, so they are "
+         "invalid with 'container'"),
         (PROD + '[build]\nrun = "make"\n[[build_stages]]\nrun = "make"\n',
          "tako.toml:3 build: use either [build] or [[build_stages]], not both"),
         (PROD + '[build]\ncwd = "/abs"\n',
