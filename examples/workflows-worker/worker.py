@@ -7,6 +7,10 @@ finishes what it holds and exits.
 
 Demo work, driven by the payload: ``{"sleep": 2}`` works 2 seconds, ``{"fail": "why"}``
 fails with that error, anything else is echoed back as the result.
+
+Output goes through ``say()``: the threads share stdout, and ``print()`` from several
+threads at once can glue two lines together (one line's text, then the other's, then
+both newlines), so each line is written whole under a lock.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ WORKER = os.environ.get("TAKO_WORKER_ID", f"pid-{os.getpid()}")
 CONCURRENCY = int(os.environ.get("TAKO_WORKFLOW_CONCURRENCY", "1"))
 HEARTBEAT_EVERY = 10.0
 stopping = threading.Event()
+_output = threading.Lock()
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print one whole line (never mixed with another thread's), flushed at once."""
+    stream = sys.stderr if err else sys.stdout
+    with _output:
+        stream.write(text + "\n")
+        stream.flush()
 
 
 def call(path: str, body: dict[str, Any] | None = None, timeout: float = 40.0) -> tuple[int, Any]:
@@ -60,24 +73,35 @@ def handle(run: dict[str, Any]) -> Any:
 
 def heartbeat(run_id: int, done: threading.Event) -> None:
     while not done.wait(HEARTBEAT_EVERY):
-        call(f"/v1/runs/{run_id}/heartbeat", {"worker": WORKER})
+        try:
+            call(f"/v1/runs/{run_id}/heartbeat", {"worker": WORKER})
+        except OSError as exc:  # missed beats only matter if they go on: keep beating
+            say(f"run {run_id} heartbeat not sent: {exc}", err=True)
 
 
 def work(run: dict[str, Any]) -> None:
     done = threading.Event()
     threading.Thread(target=heartbeat, args=(run["id"], done), daemon=True).start()
-    print(f"run {run['id']} attempt {run['attempts']} (worker {WORKER}, pid {os.getpid()})",
-          flush=True)
+    say(f"run {run['id']} attempt {run['attempts']} (worker {WORKER}, pid {os.getpid()})")
     try:
         result = handle(run)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the queue
         done.set()
-        call(f"/v1/runs/{run['id']}/fail", {"worker": WORKER, "error": repr(exc)})
-        print(f"run {run['id']} failed: {exc!r}", flush=True)
+        report(run["id"], "fail", {"worker": WORKER, "error": repr(exc)}, f"failed: {exc!r}")
         return
     done.set()
-    status, _ = call(f"/v1/runs/{run['id']}/complete", {"worker": WORKER, "result": result})
-    print(f"run {run['id']} done ({status})", flush=True)
+    report(run["id"], "complete", {"worker": WORKER, "result": result}, "done")
+
+
+def report(run_id: int, verb: str, body: dict[str, Any], outcome: str) -> None:
+    """Tell the queue how a run ended. If the server cannot be reached, the run stays
+    claimed and goes back to the queue when its heartbeats stop; this thread goes on."""
+    try:
+        status, _ = call(f"/v1/runs/{run_id}/{verb}", body)
+    except OSError as exc:
+        say(f"run {run_id} {outcome} (not reported: {exc})", err=True)
+        return
+    say(f"run {run_id} {outcome} ({status})")
 
 
 def loop() -> None:
@@ -85,13 +109,13 @@ def loop() -> None:
         try:
             status, body = call("/v1/claim", {"group": GROUP, "worker": WORKER, "wait": 20})
         except OSError as exc:  # the server restarts: try again shortly
-            print(f"queue unreachable: {exc}", file=sys.stderr, flush=True)
+            say(f"queue unreachable: {exc}", err=True)
             time.sleep(1)
             continue
         if status == 200:
             work(body["run"])
         elif status != 204:
-            print(f"claim answered {status}: {body}", file=sys.stderr, flush=True)
+            say(f"claim answered {status}: {body}", err=True)
             time.sleep(1)
 
 
@@ -100,7 +124,7 @@ def main() -> None:
     threads = [threading.Thread(target=loop) for _ in range(max(1, CONCURRENCY))]
     for thread in threads:
         thread.start()
-    print(f"worker {WORKER} of {GROUP}: {len(threads)} at once", flush=True)
+    say(f"worker {WORKER} of {GROUP}: {len(threads)} at once")
     for thread in threads:
         thread.join()
 

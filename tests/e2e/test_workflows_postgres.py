@@ -29,6 +29,9 @@ from tests.helpers import postgres
 REPO = Path(__file__).resolve().parents[2]
 WORKER_APP = REPO / "examples" / "workflows-worker"
 ROUTE = "wfdemo.test"
+#: one app log line: "<time> [out|err|tako] [<instance or ->] <text>"
+LOG_LINE = re.compile(r"(\S+) \[(out|err|tako)\] \[([^\]]+)\] (.*)")
+#: the whole text of a worker's line saying it completed a run (a glued line is no match)
 DONE = re.compile(r"\[(\w+)\] run (\d+) done \(200\)")
 
 ENQUEUE = """
@@ -114,26 +117,66 @@ def query(database: postgres.PostgresServer, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(fetch())
 
 
+def app_log(host: TestHost) -> list[str]:
+    """The app's log lines on one host (every rotated file too, oldest first)."""
+    lines: list[str] = []
+    for log in sorted(host.paths.opt.glob("apps/wfdemo/production/**/*.log"),
+                      key=lambda p: (p.name != "previous.log", str(p))):
+        lines.extend(log.read_text(errors="replace").splitlines())
+    return lines
+
+
 def done_lines(hosts: list[TestHost]) -> dict[str, Counter[tuple[str, int]]]:
     """Per host: (group, run id) -> how often its workers logged completing it."""
     found: dict[str, Counter[tuple[str, int]]] = {}
     for host in hosts:
         counter: Counter[tuple[str, int]] = Counter()
-        for log in host.paths.opt.glob("apps/wfdemo/production/**/*.log"):
-            for match in DONE.finditer(log.read_text(errors="replace")):
-                counter[(match.group(1), int(match.group(2)))] += 1
+        for line in app_log(host):
+            parsed = LOG_LINE.fullmatch(line)
+            done = DONE.fullmatch(parsed.group(4)) if parsed and parsed.group(2) == "out" else None
+            if done:
+                counter[(done.group(1), int(done.group(2)))] += 1
         found[host.name] = counter
     return found
 
 
-def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+def explain_done_lines(hosts: list[TestHost], group: str, run_ids: set[int]) -> str:
+    """What the app logs say about ``group``'s completion lines: counts per host, run ids
+    without (or with several) lines, the log lines naming those runs, and every line of
+    the group that is not a whole line of a known shape (glued output, errors)."""
+    counts = {h: Counter({k[1]: n for k, n in c.items() if k[0] == group})
+              for h, c in done_lines(hosts).items()}
+    total: Counter[int] = sum(counts.values(), Counter())
+    missing = sorted(run_ids - set(total))
+    twice = sorted(r for r, n in total.items() if n > 1)
+    report = [f"{group}: {len(run_ids)} runs; done lines per host "
+              f"{ {h: sum(c.values()) for h, c in counts.items()} }; "
+              f"missing {missing}; more than once {twice}"]
+    wanted = missing + twice
+    named = re.compile(rf"\brun ({'|'.join(map(str, wanted))})\b") if wanted else None
+    known = re.compile(rf"\[{group}\] (run \d+ (attempt \d+ \(worker \S+, pid \d+\)"
+                       rf"|done \(200\))|worker \S+ of {group}: \d+ at once)")
+    for host in hosts:
+        lines = app_log(host)
+        report.append(f"--- {host.name}: {len(lines)} app log lines")
+        odd = [line for line in lines if f"[{group}]" in line and not (
+            (parsed := LOG_LINE.fullmatch(line)) and known.fullmatch(parsed.group(4)))]
+        about = [line for line in lines if named is not None and named.search(line)]
+        report += [f"  unexpected: {line}" for line in odd[:30]]
+        report += [f"  names a missing run: {line}" for line in about[:40]]
+    return "\n".join(report)
+
+
+def until(what: str, check: Callable[[], Any], timeout: float,
+          explain: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    details = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{details}")
 
 
 def test_multi_server_workflows_without_postgres_url_are_refused(
@@ -160,18 +203,20 @@ def test_200_runs_are_each_completed_once_across_both_hosts(
     assert query(database, "SELECT count(*) FROM tako_runs WHERE grp = 'jobs'")[0][0] == 200
     assert query(database, "SELECT max(attempts) FROM tako_runs WHERE grp = 'jobs'")[0][0] == 1
 
-    def jobs_done() -> dict[str, Counter[tuple[str, int]]]:
-        return {
-            host: Counter({k: n for k, n in lines.items() if k[0] == "jobs"})
-            for host, lines in done_lines(hosts).items()
-        }
+    run_ids = {row[0] for row in query(database, "SELECT id FROM tako_runs WHERE grp = 'jobs'")}
+
+    def jobs_done() -> Counter[int]:
+        return sum((Counter({k[1]: n for k, n in lines.items() if k[0] == "jobs"})
+                    for lines in done_lines(hosts).values()), Counter())
+
+    def explain() -> str:
+        return explain_done_lines(hosts, "jobs", run_ids)
 
     # the workers log "done" after the server answered: wait for the lines to land
-    until("200 completion lines", lambda: len(sum(jobs_done().values(), Counter())) >= 200, 30)
-    jobs = jobs_done()
-    total: Counter[tuple[str, int]] = sum(jobs.values(), Counter())
-    assert len(total) == 200 and set(total.values()) == {1}  # each run completed once
-    assert all(jobs[h.name] for h in hosts), {h: len(c) for h, c in jobs.items()}  # both worked
+    until("200 completion lines", lambda: set(jobs_done()) >= run_ids, 30, explain)
+    assert jobs_done() == dict.fromkeys(run_ids, 1), explain()  # each run completed once
+    per_host = done_lines(hosts)
+    assert all(any(k[0] == "jobs" for k in per_host[h.name]) for h in hosts), explain()  # both
     listing = ok(tako(cli, app, "workflows", "ls", "--env", "production"))
     assert "postgres queue" in listing and "jobs" in listing
 
@@ -204,5 +249,8 @@ def test_a_schedule_fires_once_per_tick_across_a_redeploy(
         total = sum(done_lines(hosts).values(), Counter())
         return {run_id: total[("tick", run_id)] for run_id in ids}
 
-    until("a completion line per tick", lambda: all(tick_lines().values()), timeout=30)
-    assert tick_lines() == dict.fromkeys(ids, 1)
+    def explain() -> str:
+        return explain_done_lines(hosts, "tick", ids)
+
+    until("a completion line per tick", lambda: all(tick_lines().values()), 30, explain)
+    assert tick_lines() == dict.fromkeys(ids, 1), explain()

@@ -260,3 +260,41 @@ def test_scale_sets_a_groups_workers_and_refuses_an_unknown_group(
         assert reply["status"] == "error" and "unknown workflow group 'nope'" in reply["message"]
         status = client.ok({"command": "status", **APP})["apps"][0]
         assert status["desired_instances"] == 1  # the app's instances were not touched
+
+
+WORKER_LINE = re.compile(
+    r"\S+ \[out\] \[-\] \[jobs\] (?:run (\d+) attempt 1 \(worker \S+, pid \d+\)"
+    r"|run (\d+) done \(200\)|worker \S+ of jobs: 16 at once)"
+)
+
+
+def test_a_workers_threads_never_mix_their_lines(server: ServerProcess, tmp_path: Path) -> None:
+    """16 runs at once in one worker: every line it prints is whole, so each run's
+    "done" line is in the app log exactly once (threads printing together used to glue
+    lines, and the glued line's second half had no ``[jobs]`` prefix)."""
+    _deploy(server, tmp_path, [_group("jobs", 1, concurrency=16)])
+    total = 400
+    for n in range(total):
+        status, _ = _call(server, "/v1/runs", {"group": "jobs", "payload": {"n": n}})
+        assert status == 201
+    with server.client() as client:
+        _until(f"{total} runs done", lambda: _groups(client)["jobs"]["done"] == total, 60)
+    run_ids = {r["id"] for r in _runs_of(server, total)}
+
+    def done_ids() -> list[int]:
+        return [int(m.group(1)) for m in re.finditer(
+            r"^\S+ \[out\] \[-\] \[jobs\] run (\d+) done \(200\)$", _log(server), re.MULTILINE)]
+
+    deadline = time.monotonic() + 10  # the worker prints "done" after the server answered
+    while len(done_ids()) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [line for line in _log(server).splitlines() if " [out] [-] [jobs] " in line]
+    mixed = [line for line in lines if not WORKER_LINE.fullmatch(line)]
+    missing = sorted(run_ids - set(done_ids()))
+    assert not mixed, f"{len(mixed)} mixed, {len(missing)} runs without done: {mixed[:5]}"
+    assert sorted(done_ids()) == sorted(run_ids), missing
+
+
+def _runs_of(server: ServerProcess, count: int) -> list[dict[str, Any]]:
+    with server.client() as client:
+        return _runs(client, limit=count)
