@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
 import time
 import urllib.request
@@ -195,3 +196,52 @@ def test_container_release_survives_a_server_restart(server: ServerProcess, tmp_
         assert len(after) == 1 and after != before
         control.ok({"command": "delete", **APP})
     assert os.path.exists(server.data_dir)
+
+
+def test_a_takeover_keeps_the_old_container_serving_until_it_ends(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The successor of a SIGHUP takeover must not remove the containers its predecessor
+    still serves with (only a crash leaves containers to clean up): the app answers until
+    the takeover ends, and after it."""
+    from tests.integration.test_upgrade import server_pids, stop_pid
+
+    with server.client() as control:
+        assert deploy(control, server, container_artifact(tmp_path, "t1"), "t1")["status"] == "ok"
+        assert get(control, "/v.txt").strip() == "t1"
+        [port] = [i["port"] for i in status(control)["instances"] if i["state"] == "healthy"]
+    old = server.proc
+    assert old is not None
+    link = os.readlink(server.socket)
+
+    def ended() -> bool:  # the successor serves, or the takeover was given up
+        try:
+            moved = os.readlink(server.socket) != link
+        except FileNotFoundError:  # the link is being replaced
+            moved = False
+        return moved or "takeover failed" in server.output()
+
+    try:
+        old.send_signal(signal.SIGHUP)
+        ok, failures = 0, []
+        deadline = time.monotonic() + 60
+        while not ended() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v.txt", timeout=2) as r:
+                    ok += r.read().strip() == b"t1"
+            except OSError as exc:
+                failures.append(repr(exc))
+            time.sleep(0.05)
+        assert ended(), "the takeover neither completed nor failed within 60 s"
+        assert failures == [] and ok > 0, f"{len(failures)} failed, {ok} ok: {failures[:3]}"
+        deadline = time.monotonic() + 60  # then one of them serves alone
+        while old.poll() is None and "control socket reclaimed" not in server.output():
+            assert time.monotonic() < deadline, "the takeover did not finish"
+            time.sleep(0.1)
+        with server.client() as control:
+            assert get(control, "/v.txt").strip() == "t1"
+            control.ok({"command": "delete", **APP})
+    finally:
+        for pid in server_pids(server.data_dir):
+            if pid != old.pid:
+                stop_pid(pid)
