@@ -248,8 +248,8 @@ class Daemon:
             self.observe.certs = self.certs.store
         if self.with_edge:
             await self._start_edge()
-        elif self.inherited is not None:
-            self.inherited.close()
+        elif self.inherited is not None:  # no edge: its sockets go, the ready pipe stays
+            self.inherited.close_listeners()
         handlers = Handlers(self.ctx)
         self.tasks.spawn(handlers.backups.run_scheduler(), name="backup-scheduler")
         await self._start_workflows_api(self.ctx.workflows)

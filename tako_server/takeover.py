@@ -380,8 +380,10 @@ def complete_handover(inherited: Inheritance, state: StateStore, notifier: Notif
     leave the upgrading mode the old process took for this takeover."""
     pid = os.getpid()
     notifier.ready(f"serving (pid {pid}, took over from pid {inherited.from_pid})")
-    inherited.signal_ready()
-    log.info("tako-server ready (pid %d), took over from pid %d", pid, inherited.from_pid)
+    if inherited.signal_ready():
+        log.info("tako-server ready (pid %d), took over from pid %d", pid, inherited.from_pid)
+    else:  # the predecessor gives the takeover up and stops this process
+        log.error("takeover: pid %d could not be told this process serves", inherited.from_pid)
     mode = state.server_mode()
     if mode.mode == "upgrading" and mode.owner == inherited.owner:
         state.set_server_mode("normal", None, None)

@@ -195,15 +195,20 @@ class Inheritance:
         finally:
             os.close(fd)
 
+    def close_listeners(self) -> None:
+        """Close the inherited sockets nothing adopted (a server without the edge); the
+        ready pipe stays open for :meth:`signal_ready`."""
+        for socks in self.listeners.values():
+            for sock in socks:
+                sock.close()
+        self.listeners.clear()
+
     def close(self) -> None:
         """Give up (start-up failed): the old process sees EOF; unused sockets closed."""
         if self.ready_fd is not None:
             os.close(self.ready_fd)
             self.ready_fd = None
-        for socks in self.listeners.values():
-            for sock in socks:
-                sock.close()
-        self.listeners.clear()
+        self.close_listeners()
 
 
 # --------------------------------------------------------------------------- old side
