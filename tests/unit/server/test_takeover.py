@@ -4,6 +4,7 @@ status record, ``/proc/<pid>/stat`` parsing, and the upgrading mode a dead reloa
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -31,7 +32,14 @@ from tako_server.takeover import (
     reclaim_control,
     start_time,
 )
-from tako_server.upgrade import TakeoverError, reload_owner
+from tako_server.upgrade import (
+    LISTEN_FDS_ENV,
+    READY_FD_ENV,
+    TAKEOVER_FROM_ENV,
+    Inheritance,
+    TakeoverError,
+    reload_owner,
+)
 
 NOW = "2026-01-02T03:04:05Z"
 
@@ -288,3 +296,41 @@ def test_only_a_dead_reloads_upgrading_mode_is_cleared(
     state.set_server_mode("upgrading", owner, "2026-01-01T00:00:00Z")
     clear_dead_reload_mode(state)
     assert state.server_mode().mode == after
+
+
+def inheritance_over_a_pipe() -> tuple[Inheritance, int, socket.socket]:
+    """A successor's inheritance from this process: a real ready pipe, one listener."""
+    read_fd, write_fd = os.pipe()
+    listener = socket.create_server(("127.0.0.1", 0))
+    environ = {
+        TAKEOVER_FROM_ENV: str(os.getpid()),
+        READY_FD_ENV: str(write_fd),
+        LISTEN_FDS_ENV: f"http:{listener.detach()}",
+    }
+    inherited = Inheritance.from_environ(environ)
+    assert inherited is not None and environ == {}
+    return inherited, read_fd, inherited.listeners["http"][0]
+
+
+def test_a_server_without_the_edge_closes_its_listeners_and_still_signals_ready() -> None:
+    inherited, read_fd, listener = inheritance_over_a_pipe()
+    try:
+        inherited.close_listeners()
+        assert listener.fileno() == -1 and inherited.listeners == {}
+        assert inherited.signal_ready() is True
+        assert os.read(read_fd, 100) == f"ready {os.getpid()}\n".encode()
+        assert os.read(read_fd, 100) == b""  # the write end is closed once told
+    finally:
+        inherited.close()
+        os.close(read_fd)
+
+
+def test_giving_up_closes_the_ready_pipe_so_the_predecessor_reads_eof() -> None:
+    inherited, read_fd, listener = inheritance_over_a_pipe()
+    try:
+        inherited.close()
+        assert listener.fileno() == -1
+        assert os.read(read_fd, 100) == b""
+        assert inherited.signal_ready() is False
+    finally:
+        os.close(read_fd)
