@@ -7,10 +7,10 @@ Rules:
   (every ``tick``) hands the batch of lines to the log's writer thread
   (:meth:`AccessLog.hand_off`), which joins them and appends them with one ``write``
   (``O_APPEND``: every edge process appends whole lines to the same file). The thread
-  never formats: a CPU-bound thread beside the event loop makes the loop wait for the
-  GIL after each system call (up to the 5 ms switch interval — the convoy effect), which
-  cost ~15% of HTTPS throughput when it did. Sampling (``sample`` < 1) keeps that fraction
-  of requests, but every 5xx and every request that waited for a cold start is kept.
+  never formats: a CPU-bound thread beside the event loop can make the loop wait for the
+  GIL after a system call (up to the 5 ms switch interval). What the log costs is measured
+  in bench/README.md. Sampling (``sample`` < 1) keeps that fraction of requests, but
+  every 5xx and every request that waited for a cold start is kept.
 - Fields: ``time`` (UTC, ISO 8601 with milliseconds), ``host``, ``method``, ``path``
   (without the query unless ``query`` is set), ``status`` (``499``: the client went away
   before an answer), ``bytes`` (response body bytes sent), ``duration_ms``,
