@@ -157,3 +157,16 @@ def select_servers(ctx: AppContext, inventory: GlobalConfig) -> ServerSelection:
             hint="add them with `tako servers add HOST --name NAME`",
         )
     return ServerSelection([e for n in names if (e := inventory.get(n)) is not None])
+
+
+def servers_of(ctx: AppContext, only: str | None = None) -> list[ServerEntry]:
+    """The environment's servers from the inventory, or just ``only`` (``--server``):
+    an error naming the environment's servers when ``only`` is not one of them."""
+    servers = select_servers(ctx, GlobalConfig.load()).servers
+    if only is None:
+        return servers
+    chosen = [s for s in servers if s.name == only]
+    if not chosen:
+        names = ", ".join(s.name for s in servers)
+        raise TakoError(f"server '{only}' does not serve {ctx.key}; its servers: {names}")
+    return chosen

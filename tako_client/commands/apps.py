@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import typer
 
 from tako_client import output
-from tako_client.appctx import AppContext, app_dir_for, load_app, select_servers
+from tako_client.appctx import app_dir_for, load_app, servers_of
 from tako_client.commands.secrets import secrets_app
 from tako_client.fanout import HostResult, failed
-from tako_client.global_config import GlobalConfig, ServerEntry
+from tako_client.global_config import ServerEntry
 from tako_client.secrets import decrypt_env, list_secrets
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
@@ -51,16 +51,6 @@ def register(app: typer.Typer) -> None:
         sync_command
     )
 
-
-def _servers(ctx: AppContext, only: str | None = None) -> list[ServerEntry]:
-    servers = select_servers(ctx, GlobalConfig.load()).servers
-    if only is None:
-        return servers
-    chosen = [s for s in servers if s.name == only]
-    if not chosen:
-        names = ", ".join(s.name for s in servers)
-        raise TakoError(f"server '{only}' does not serve {ctx.key}; its servers: {names}")
-    return chosen
 
 
 def _run(
@@ -103,7 +93,7 @@ def logs_command(
     config: str | None = ConfigOpt,
 ) -> None:
     ctx = load_app(config, directory, env)
-    servers = _servers(ctx)
+    servers = servers_of(ctx)
 
     async def one(session: Session) -> int:
         prefix = f"[{session.entry.name}] "
@@ -142,7 +132,7 @@ def releases_ls(
     async def one(session: Session) -> ReleasesData:
         return await session.remote.list_releases(ctx.app, env)
 
-    results = _run(_servers(ctx), one)
+    results = _run(servers_of(ctx), one)
     for result in results:
         output.section(result.server)
         if result.value is None:
@@ -176,7 +166,7 @@ def releases_rollback(
     async def one(session: Session) -> DeployData:
         return await session.remote.rollback(ctx.app, env, version)
 
-    results = _run(_servers(ctx), one)
+    results = _run(servers_of(ctx), one)
     _report(results, "rollback", lambda d: f"now running {d.version}")
 
 
@@ -198,7 +188,7 @@ def scale_command(
     async def one(session: Session) -> int:
         return (await session.remote.scale(ctx.app, env, instances, group)).instances
 
-    results = _run(_servers(ctx, server), one)
+    results = _run(servers_of(ctx, server), one)
     if group is not None:
         _report(
             results, "scale", lambda n: f"{group}: {n} worker(s)" if n else f"{group}: on demand"
@@ -221,7 +211,7 @@ def delete_command(
     config: str | None = ConfigOpt,
 ) -> None:
     ctx = load_app(config, directory, env)
-    servers = _servers(ctx)
+    servers = servers_of(ctx)
     _confirm_or_exit(
         f"Delete {ctx.key} from {', '.join(s.name for s in servers)} (with its data "
         "directory and local storages; backups in the bucket are kept)?",
@@ -274,5 +264,5 @@ def _sync_env(config: str | None, env: str) -> None:
     async def one(session: Session) -> int:
         return (await session.remote.update_secrets(ctx.app, env, values)).count
 
-    results = _run(_servers(ctx), one)
+    results = _run(servers_of(ctx), one)
     _report(results, "secrets sync", lambda n: f"{n} secret(s) synced; instances restarted")

@@ -29,10 +29,9 @@ from typing import Any
 import typer
 
 from tako_client import output
-from tako_client.appctx import AppContext, load_app, select_servers
+from tako_client.appctx import AppContext, load_app, servers_of
 from tako_client.commands.servers import align
 from tako_client.fanout import HostResult, failed
-from tako_client.global_config import GlobalConfig, ServerEntry
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
 from tako_client.storage_secrets import load_backup_keys
@@ -75,16 +74,6 @@ def _context(config: str | None, env: str) -> AppContext:
     return ctx
 
 
-def _servers(ctx: AppContext, only: str | None) -> list[ServerEntry]:
-    servers = select_servers(ctx, GlobalConfig.load()).servers
-    if only is None:
-        return servers
-    chosen = [s for s in servers if s.name == only]
-    if not chosen:
-        names = ", ".join(s.name for s in servers)
-        raise TakoError(f"server '{only}' does not serve {ctx.key}; its servers: {names}")
-    return chosen
-
 
 def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
@@ -118,14 +107,14 @@ def now(env: str = EnvOpt, server: str | None = ServerOpt, config: str | None = 
         return data
 
     with output.spinner(f"Backing up {ctx.key}..."):
-        results = asyncio.run(on_servers(SshClient.from_env(), _servers(ctx, server), one))
+        results = asyncio.run(on_servers(SshClient.from_env(), servers_of(ctx, server), one))
     _fail_if_any(results, "backup")
 
 
 def ls(env: str = EnvOpt, server: str | None = ServerOpt, config: str | None = ConfigOpt) -> None:
     """List the environment's backups (every server's), asking one server."""
     ctx = _context(config, env)
-    servers = _servers(ctx, server)[:1]
+    servers = servers_of(ctx, server)[:1]
 
     async def one(session: Session) -> BackupListData:
         return await session.remote.backup_list(ctx.app, env)
@@ -180,7 +169,7 @@ def status(
     async def one(session: Session) -> BackupStatusData:
         return await session.remote.backup_status(ctx.app, env)
 
-    results = asyncio.run(on_servers(SshClient.from_env(), _servers(ctx, server), one))
+    results = asyncio.run(on_servers(SshClient.from_env(), servers_of(ctx, server), one))
     failing = [
         r.server for r in results if r.value is not None and _print_status(r.server, r.value)
     ]
@@ -233,7 +222,7 @@ def download(
             await session.remote.backup_fetch_done(ctx.app, env, backup_id)
         return data
 
-    results = asyncio.run(on_servers(SshClient.from_env(), _servers(ctx, server)[:1], one))
+    results = asyncio.run(on_servers(SshClient.from_env(), servers_of(ctx, server)[:1], one))
     _fail_if_any(results, "download")
     if not decrypt:
         output.success(f"downloaded backup {backup_id} (encrypted) to {dest}")
@@ -257,7 +246,7 @@ def restore(
 ) -> None:
     """Stop the app on one server, replace its data with a backup, start it again."""
     ctx = _context(config, env)
-    servers = _servers(ctx, server)
+    servers = servers_of(ctx, server)
     if len(servers) > 1:
         raise TakoError(
             f"{ctx.key} runs on {len(servers)} servers; each has its own data",

@@ -14,8 +14,8 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError as PydanticValidationError
 
-from tako_client.appctx import load_app
-from tako_client.commands.apps import ConfigOpt, DirArg, EnvOpt, _report, _run, _servers
+from tako_client.appctx import load_app, servers_of
+from tako_client.commands.apps import ConfigOpt, DirArg, EnvOpt, _report, _run
 from tako_client.sessions import Session
 from tako_common.errors import TakoError
 from tako_common.protocol import MaintenanceData, MaintenanceRequest
@@ -49,7 +49,7 @@ def maintenance_command(
     async def one(session: Session) -> MaintenanceData:
         return await session.remote.maintenance(ctx.app, env, enabled, message)
 
-    results = _run(_servers(ctx, server), one)
+    results = _run(servers_of(ctx, server), one)
     _report(results, f"maintenance {state}", describe)
 
 

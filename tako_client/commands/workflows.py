@@ -23,14 +23,14 @@ from typing import Any, TypeVar
 import typer
 
 from tako_client import output
-from tako_client.appctx import AppContext, load_app, select_servers
+from tako_client.appctx import AppContext, load_app, servers_of
 from tako_client.commands.servers import align
 from tako_client.fanout import HostResult, failed
-from tako_client.global_config import GlobalConfig, ServerEntry
+from tako_client.global_config import ServerEntry
 from tako_client.sessions import Session, on_servers
 from tako_client.ssh import SshClient
 from tako_common.config import workflow_groups
-from tako_common.errors import TakoError, ValidationError
+from tako_common.errors import ValidationError
 from tako_common.protocol import (
     WorkflowEnqueueRequest,
     WorkflowRunData,
@@ -54,16 +54,6 @@ def register(app: typer.Typer) -> None:
     workflows_app.command("enqueue", help="Enqueue a run of a group.")(enqueue)
     app.add_typer(workflows_app, name="workflows")
 
-
-def _servers(ctx: AppContext, only: str | None) -> list[ServerEntry]:
-    servers = select_servers(ctx, GlobalConfig.load()).servers
-    if only is None:
-        return servers
-    chosen = [s for s in servers if s.name == only]
-    if not chosen:
-        names = ", ".join(s.name for s in servers)
-        raise TakoError(f"server '{only}' does not serve {ctx.key}; its servers: {names}")
-    return chosen
 
 
 def _run(
@@ -91,7 +81,7 @@ def ls(env: str = EnvOpt, server: str | None = ServerOpt, config: str | None = C
     async def one(session: Session) -> WorkflowsData:
         return await session.remote.workflows(ctx.app, env)
 
-    for result in _run(_servers(ctx, server), one, "listing"):
+    for result in _run(servers_of(ctx, server), one, "listing"):
         assert result.value is not None
         output.section(f"{result.server} ({result.value.storage} queue)")
         rows: list[tuple[str, ...]] = [
@@ -133,7 +123,7 @@ def runs(
     async def one(session: Session) -> WorkflowRunsData:
         return await session.remote.workflow_runs(ctx.app, env, group, only_failed, limit)
 
-    data = _run(_servers(ctx, server)[:1], one, "listing runs")[0].value
+    data = _run(servers_of(ctx, server)[:1], one, "listing runs")[0].value
     assert data is not None
     if not data.runs:
         output.line("No runs." if not only_failed else "No failed runs.")
@@ -156,7 +146,7 @@ def retry(
     async def one(session: Session) -> WorkflowRunData:
         return await session.remote.workflow_retry(ctx.app, env, run_id)
 
-    data = _run(_servers(ctx, server)[:1], one, "retry")[0].value
+    data = _run(servers_of(ctx, server)[:1], one, "retry")[0].value
     assert data is not None
     output.success(f"run {data.run.id} of {data.run.group} is queued again")
 
@@ -186,7 +176,7 @@ def enqueue(
         )
         return await session.remote.workflow_enqueue(request)
 
-    data = _run(_servers(ctx, server)[:1], one, "enqueue")[0].value
+    data = _run(servers_of(ctx, server)[:1], one, "enqueue")[0].value
     assert data is not None
     if data.created:
         output.success(f"run {data.run.id} of {group} enqueued")
