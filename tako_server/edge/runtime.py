@@ -61,7 +61,7 @@ class EdgeConfig:
     connect_timeout: float = 5.0
     response_timeout: float = 300.0
     max_body: int = MAX_BODY
-    max_idle_upstream: int = 256
+    max_idle_upstream: int = 4096  # per backend; idle ones close after 30 s (upstream.py)
     buffer_limit: int = 256 * 1024
     tick: float = 0.25
     report_interval: float = 0.25
@@ -274,6 +274,7 @@ class EdgeRuntime:
         if self.access is not None and self.access.lines:
             self.access.hand_off()
         self._send_meter(now)
+        self.pool.expire(time.monotonic())
         self._collect_closed(now)
 
     def _collect_closed(self, now: float) -> None:

@@ -3,8 +3,13 @@
 Rules:
 
 - :class:`UpstreamPool` keeps idle connections per backend ``(host, port)`` (LIFO, at
-  most ``max_idle`` each) and closes idle ones to backends that left the snapshot; a
-  busy connection finishes its request first (drain).
+  most ``max_idle`` each, closed after :data:`IDLE_TIMEOUT` unused, so the pool grows
+  to a burst's concurrency and shrinks back after it) and closes idle ones to backends
+  that left the snapshot; a busy connection finishes its request first (drain).
+- At most :data:`MAX_CONNECTING` connects are under way to one backend at once: a burst
+  of thousands of new requests does not open thousands of connections in the same
+  instant (the app's listen queue overflows, connects time out, 502s); a request over
+  the bound takes the first connection another request releases or the next free slot.
 - :class:`UpstreamConnection` parses responses with ``httptools.HttpResponseParser`` and
   hands every event to the exchange it serves (:class:`~.links.ExchangeLink`); it never
   buffers a body. The exchange also names the client's :class:`~.links.Sink`: writes are
@@ -21,12 +26,16 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 
 import httptools
 
 from .links import ExchangeLink, Pause, Sink
 
 Address = tuple[str, int]
+MAX_CONNECTING = 64  # connects under way to one backend at once (more requests wait)
+IDLE_TIMEOUT = 30.0  # an idle upstream connection unused this long is closed
 _UPSTREAM_FULL = Pause.UPSTREAM_FULL.value
 
 
@@ -206,53 +215,150 @@ class UpstreamConnection(asyncio.Protocol):
         ex.upstream_complete(self, self.parser.should_keep_alive())
 
 
-class UpstreamPool:
-    """Idle keep-alive connections per backend address."""
+def _reused(conn: UpstreamConnection) -> UpstreamConnection:
+    """``conn`` serves another request (a failure on it may be a stale connection)."""
+    conn.reused = True
+    return conn
 
-    def __init__(self, connect_timeout: float, max_idle: int) -> None:
+
+class UpstreamPool:
+    """Idle keep-alive connections per backend, and the connects under way to each."""
+
+    def __init__(
+        self,
+        connect_timeout: float,
+        max_idle: int,
+        *,
+        max_connecting: int = MAX_CONNECTING,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
-        self._idle: dict[Address, list[UpstreamConnection]] = {}
+        self.max_connecting = max_connecting
+        self.idle_timeout = idle_timeout
+        # per address, oldest first (a dict as an ordered set: O(1) forget)
+        self._idle: dict[Address, dict[UpstreamConnection, float]] = {}
+        self._connecting: dict[Address, int] = {}
+        self._waiters: dict[Address, deque[asyncio.Future[UpstreamConnection | None]]] = {}
         self._live: set[Address] | None = None
 
     def __repr__(self) -> str:
         idle = sum(len(v) for v in self._idle.values())
-        return f"UpstreamPool(idle={idle}, backends={len(self._idle)})"
+        return f"UpstreamPool(idle={idle}, connecting={sum(self._connecting.values())})"
 
     def take(self, addr: Address) -> UpstreamConnection | None:
-        """An idle connection to ``addr``, or None."""
+        """The most recently used idle connection to ``addr``, or None."""
         idle = self._idle.get(addr)
         while idle:
-            conn = idle.pop()
+            conn, _ = idle.popitem()
             if not conn.closed:
-                conn.reused = True
-                return conn
+                return _reused(conn)
         return None
 
     async def connect(self, addr: Address) -> UpstreamConnection:
-        """A new connection (raises ``OSError``/``TimeoutError``)."""
+        """A connection for a request that found none idle (raises ``OSError`` or
+        ``TimeoutError``): a new one while fewer than ``max_connecting`` are being opened
+        to ``addr``; over that, the first connection another request releases or the next
+        free connect slot, whichever comes first. All of it within ``connect_timeout``."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(lambda: UpstreamConnection(self, addr), *addr)
+            while self._connecting.get(addr, 0) >= self.max_connecting:
+                conn = await self._wait(loop, addr)
+                if conn is not None:
+                    return conn
+            self._connecting[addr] = self._connecting.get(addr, 0) + 1
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(self, addr), *addr
+                )
+            finally:
+                self._connect_done(addr)
         return conn
 
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, addr: Address
+    ) -> UpstreamConnection | None:
+        """Wait for a released connection (returned) or a free connect slot (None)."""
+        waiter: asyncio.Future[UpstreamConnection | None] = loop.create_future()
+        self._waiters.setdefault(addr, deque()).append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # timed out (or abandoned) just as it was served: pass on what it was given
+            if waiter.done() and not waiter.cancelled():
+                given = waiter.result()
+                if given is not None:
+                    self.put(given)
+                else:
+                    self._wake(addr, None)
+            raise
+
+    def connecting(self, addr: Address) -> int:
+        """Connects under way to ``addr``."""
+        return self._connecting.get(addr, 0)
+
+    def idle(self, addr: Address) -> int:
+        """Idle connections kept for ``addr``."""
+        return len(self._idle.get(addr, ()))
+
+    def _connect_done(self, addr: Address) -> None:
+        left = self._connecting[addr] - 1
+        if left:
+            self._connecting[addr] = left
+        else:
+            del self._connecting[addr]
+        self._wake(addr, None)
+
+    def _wake(self, addr: Address, conn: UpstreamConnection | None) -> bool:
+        """Give ``conn`` (or a connect slot: None) to the oldest live waiter for ``addr``."""
+        waiters = self._waiters.get(addr)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        if waiters is not None:
+            del self._waiters[addr]
+        return False
+
     def put(self, conn: UpstreamConnection) -> None:
-        """Return a connection that finished a clean keep-alive exchange."""
+        """Return a connection that finished a clean keep-alive exchange: to a request
+        waiting for one, else idle (at most ``max_idle`` per address), else closed."""
         conn.ex = conn.out = None
         if conn.closed:
             return
         if conn.paused:
             conn.set_reading(True)
-        idle = self._idle.setdefault(conn.addr, [])
-        if len(idle) >= self.max_idle or (self._live is not None and conn.addr not in self._live):
+        addr = conn.addr
+        if self._live is not None and addr not in self._live:
             conn.close()
             return
-        idle.append(conn)
+        if addr in self._waiters and self._wake(addr, _reused(conn)):
+            return
+        idle = self._idle.setdefault(addr, {})
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        idle[conn] = time.monotonic()
 
     def forget(self, conn: UpstreamConnection) -> None:
         idle = self._idle.get(conn.addr)
-        if idle and conn in idle:
-            idle.remove(conn)
+        if idle:
+            idle.pop(conn, None)
+
+    def expire(self, now: float) -> int:
+        """Close connections idle for ``idle_timeout`` (the pool shrinks back after a
+        burst); ``now`` is ``time.monotonic()``. Returns how many it closed."""
+        cutoff, closed = now - self.idle_timeout, 0
+        for idle in self._idle.values():
+            while idle:
+                conn, since = next(iter(idle.items()))
+                if since > cutoff:
+                    break
+                del idle[conn]
+                conn.close()
+                closed += 1
+        return closed
 
     def prune(self, live: set[Address]) -> None:
         """Close idle connections to addresses not in ``live``; refuse them from now on."""
