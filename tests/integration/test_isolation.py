@@ -396,6 +396,16 @@ def test_a_memory_hog_is_killed_by_its_cgroup_limit_and_others_keep_serving(
     assert_in_app_cgroup(third, dirs)
     assert get(steady["port"], "/") == "ok"
 
+    assert server.proc is not None  # a daemon killed: the next adopts the instance
+    server.proc.kill()  # in its cgroup, and still tells an OOM kill from another death
+    server.stop()
+    server.start()
+    assert [i["pid"] for i in status(server, HOG)["instances"]] == [third]
+    assert_in_app_cgroup(third, dirs)
+    hog(server, third, status(server, HOG)["instances"][0]["port"])
+    log = (server.data_dir / "apps" / HOG / "production/shared/logs/current.log").read_text()
+    assert log.count(f"exited unexpectedly ({OOM})") == 3
+
     with server.client() as client:
         client.ok({"command": "delete", "app": HOG, "env": "production"})
     assert not any(path.exists() for path in dirs.values())
