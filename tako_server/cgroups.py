@@ -29,7 +29,7 @@ Reduced mode: when neither works (containers without delegation, a non-root serv
 hierarchy missing or read-only), :meth:`CgroupTree.detect` returns None, the daemon logs it
 once, and apps run without these limits (``docs/server.md``).
 
-Pure: :func:`limit_files`, :func:`limit_files_v1`, :func:`memory_v1_order`,
+Pure: :func:`limit_files`, :func:`limit_files_v1`, :func:`memory_v1_order`, :func:`cap_cpu_quota`,
 :func:`own_cgroup`, :func:`own_cgroups_v1`, :func:`v1_mounts`, :func:`v1_dir`,
 :func:`oom_kills`. I/O: the tree classes, :func:`join`, :func:`read_oom_kills`.
 """
@@ -98,6 +98,16 @@ def memory_v1_order(current: int, new: int) -> tuple[str, str]:
     """v1 refuses ``memory.limit_in_bytes`` above ``memory.memsw.limit_in_bytes``: raising
     writes memsw first, lowering the memory limit first (pure)."""
     return (MEMSW, MEMORY_V1) if new > current else (MEMORY_V1, MEMSW)
+
+
+def cap_cpu_quota(quota_us: int, ancestors: list[tuple[int, int]]) -> int:
+    """v1 refuses a CFS quota above an ancestor's (per period, e.g. a systemd ``CPUQuota=``
+    of the unit): the app's quota capped at the ancestors' (``(quota, period)`` pairs,
+    quota -1: none; pure)."""
+    for quota, period in ancestors:
+        if quota > 0 and period > 0:
+            quota_us = min(quota_us, quota * CPU_PERIOD_US // period)
+    return quota_us
 
 
 def own_cgroup(proc_self_cgroup: str) -> str | None:
@@ -264,6 +274,8 @@ class CgroupV1(CgroupTree):
             path.mkdir(exist_ok=True)
             if MEMORY_V1 in files:
                 files = _memory_v1_files(path, files)
+            if "cpu.cfs_quota_us" in files:
+                files = _cpu_v1_files(path, files)
             for name, value in files.items():
                 (path / name).write_text(value)
         return AppCgroup(dirs, dirs[0] / "memory.oom_control")
@@ -277,6 +289,23 @@ def _memory_v1_files(path: Path, files: dict[str, str]) -> dict[str, str]:
     first, second = memory_v1_order(current, int(files[MEMORY_V1]))
     rest = {k: v for k, v in files.items() if k not in (MEMSW, MEMORY_V1)}
     return {first: files[first], second: files[second], **rest}
+
+
+def _cpu_v1_files(path: Path, files: dict[str, str]) -> dict[str, str]:
+    """The CPU quota capped at the ancestors' (the kernel refuses more)."""
+    ancestors = []
+    for parent in path.parents:
+        try:
+            quota = int((parent / "cpu.cfs_quota_us").read_text())
+            period = int((parent / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            break  # above the hierarchy's root
+        ancestors.append((quota, period))
+    wanted = int(files["cpu.cfs_quota_us"])
+    quota = cap_cpu_quota(wanted, ancestors)
+    if quota < wanted:
+        log.warning("%s: CPU quota %d us capped at %d us (a parent's)", path, wanted, quota)
+    return {**files, "cpu.cfs_quota_us": str(quota)}
 
 
 def read_oom_kills(cgroup: AppCgroup) -> int:

@@ -365,6 +365,7 @@ def assert_in_app_cgroup(pid: int, dirs: dict[str, Path]) -> None:
 def test_a_memory_hog_is_killed_by_its_cgroup_limit_and_others_keep_serving(
     isolated_server: Callable[..., CgroupServer], server_cgroups: list[Path], tmp_path: Path
 ) -> None:
+    (server_cgroups[1] / "cpu.cfs_quota_us").write_text("150000")  # like a unit's CPUQuota=
     server = isolated_server(HOG_CONFIG, edge=True)
     assert "per-app limits in cgroup v1" in server.output()
     steady, first = deploy(server, tmp_path, STEADY), deploy(server, tmp_path, HOG)
@@ -380,6 +381,8 @@ def test_a_memory_hog_is_killed_by_its_cgroup_limit_and_others_keep_serving(
     assert (dirs["pids"] / "pids.max").read_text().strip() == "64"
     assert_in_app_cgroup(first["pid"], dirs)
     assert v1_hierarchies(steady["pid"])["memory"].name == f"{STEADY}-production"
+    steady_cpu = server_cgroups[1] / "apps" / f"{STEADY}-production" / "cpu.cfs_quota_us"
+    assert steady_cpu.read_text().strip() == "150000"  # its 200 % capped: more is refused
 
     with EdgeLoop(server.http_port, f"{STEADY}.localhost") as loop:
         second = hog(server, first["pid"], first["port"])

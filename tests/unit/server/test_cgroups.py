@@ -16,6 +16,7 @@ from tako_server.cgroups import (
     CgroupV1,
     CgroupV2,
     Limits,
+    cap_cpu_quota,
     limit_files_v1,
     memory_v1_order,
     oom_kills,
@@ -116,6 +117,22 @@ def test_v1_memory_files_are_written_in_an_order_the_kernel_accepts(
 
 
 @pytest.mark.parametrize(
+    ("ancestors", "quota"),
+    [
+        ([], 200_000),
+        ([(-1, 100_000), (-1, 100_000)], 200_000),  # no quota above
+        ([(-1, 100_000), (100_000, 100_000)], 100_000),  # the unit's CPUQuota=100%
+        ([(50_000, 200_000)], 25_000),  # 25 % in another period
+        ([(300_000, 100_000)], 200_000),  # more above: the app's own
+    ],
+)
+def test_a_v1_cpu_quota_is_capped_at_the_ancestors(
+    ancestors: list[tuple[int, int]], quota: int
+) -> None:
+    assert cap_cpu_quota(200_000, ancestors) == quota
+
+
+@pytest.mark.parametrize(
     ("text", "count"),
     [
         ("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", 3),  # v1 memory.oom_control
@@ -201,3 +218,16 @@ def test_v2_is_preferred_when_the_root_offers_the_three_controllers(tmp_path: Pa
     assert app.dirs == (base / "apps" / "web-production",)
     assert app.oom_file == base / "apps" / "web-production" / "memory.events"
     assert (app.dirs[0] / "memory.max").read_text() == str(64 << 20)
+
+
+def test_a_v1_app_gets_no_more_cpu_than_the_daemons_cgroup_allows(tmp_path: Path) -> None:
+    root, proc = fake_hybrid(tmp_path)
+    cpu = root / "cpu,cpuacct" / SERVICE.lstrip("/")
+    (cpu / "cpu.cfs_quota_us").write_text("100000\n")  # the unit's CPUQuota=100%
+    (cpu / "cpu.cfs_period_us").write_text("100000\n")
+    tree = CgroupTree.detect(root, proc)
+    assert tree is not None
+    (cpu / "apps" / "cpu.cfs_quota_us").write_text("-1\n")  # as the kernel makes it
+    (cpu / "apps" / "cpu.cfs_period_us").write_text("100000\n")
+    tree.app_dir("web", "production", Limits(64, 200, 100))
+    assert (cpu / "apps" / "web-production" / "cpu.cfs_quota_us").read_text() == "100000"
