@@ -37,6 +37,7 @@ Pure: :func:`limit_files`, :func:`limit_files_v1`, :func:`memory_v1_order`, :fun
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -276,8 +277,10 @@ class CgroupV1(CgroupTree):
                 files = _memory_v1_files(path, files)
             if "cpu.cfs_quota_us" in files:
                 files = _cpu_v1_files(path, files)
+            kept = False  # a memory limit that could not be lowered: memsw stays above it
             for name, value in files.items():
-                (path / name).write_text(value)
+                if not (kept and name == MEMSW):
+                    kept = not _write_v1(path / name, value) or kept
         return AppCgroup(dirs, dirs[0] / "memory.oom_control")
 
 
@@ -289,6 +292,20 @@ def _memory_v1_files(path: Path, files: dict[str, str]) -> dict[str, str]:
     first, second = memory_v1_order(current, int(files[MEMORY_V1]))
     rest = {k: v for k, v in files.items() if k not in (MEMSW, MEMORY_V1)}
     return {first: files[first], second: files[second], **rest}
+
+
+def _write_v1(path: Path, value: str) -> bool:
+    """Write a limit (False: kept). A memory limit below what the app's processes use now
+    (that the kernel cannot reclaim: EBUSY) stays as it was, with a warning, until the
+    app's next deploy or the next daemon start writes it again."""
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        log.warning("%s: cannot lower it to %s while the app uses more: kept", path, value)
+        return False
+    return True
 
 
 def _cpu_v1_files(path: Path, files: dict[str, str]) -> dict[str, str]:
