@@ -68,6 +68,9 @@ class AppCgroup:
 
     dirs: tuple[Path, ...]
     oom_file: Path
+    #: the memory limit in force when it differs from the app's setting (v1 keeps a
+    #: higher one it cannot lower while the app uses more), for the OOM message
+    memory_mb: int | None = None
 
 
 def limit_files(limits: Limits) -> dict[str, str]:
@@ -281,7 +284,9 @@ class CgroupV1(CgroupTree):
             for name, value in files.items():
                 if not (kept and name == MEMSW):
                     kept = not _write_v1(path / name, value) or kept
-        return AppCgroup(dirs, dirs[0] / "memory.oom_control")
+        memory = int((dirs[0] / MEMORY_V1).read_text()) >> 20
+        in_force = memory if memory != limits.memory_mb else None
+        return AppCgroup(dirs, dirs[0] / "memory.oom_control", in_force)
 
 
 def _memory_v1_files(path: Path, files: dict[str, str]) -> dict[str, str]:

@@ -54,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
 
 data = os.environ["TAKO_DATA_DIR"]
+HELD = []
 with open(os.path.join(data, "private.txt"), "w") as f:
     f.write("data of " + os.environ["TAKO_APP_NAME"])
 
@@ -73,6 +74,9 @@ class H(BaseHTTPRequestHandler):
         elif url.path == "/hog":  # more than the 64 MiB limit, every page touched
             hog = b"x" * (200 << 20)
             body = str(len(hog))
+        elif url.path == "/hold":  # 40 MiB kept: under 64, over 32
+            HELD.append(b"x" * (40 << 20))
+            body = "held"
         elif url.path == "/whoami":
             body = json.dumps({"uid": os.getuid(), "pid": os.getpid(), "cwd": os.getcwd(),
                                "data": data})
@@ -399,15 +403,21 @@ def test_a_memory_hog_is_killed_by_its_cgroup_limit_and_others_keep_serving(
     assert_in_app_cgroup(third, dirs)
     assert get(steady["port"], "/") == "ok"
 
-    assert server.proc is not None  # a daemon killed: the next adopts the instance
-    server.proc.kill()  # in its cgroup, and still tells an OOM kill from another death
+    # a daemon killed: the next adopts the instance in its cgroup and still tells an OOM
+    # kill from another death; the limit lowered below what the app holds stays until later
+    assert get(status(server, HOG)["instances"][0]["port"], "/hold") == "held"
+    (server.data_dir / "server-config.toml").write_text(HOG_CONFIG.replace("= 64", "= 32"))
+    assert server.proc is not None
+    server.proc.kill()
     server.stop()
     server.start()
     assert [i["pid"] for i in status(server, HOG)["instances"]] == [third]
     assert_in_app_cgroup(third, dirs)
+    assert "cannot lower it to 33554432 while the app uses more: kept" in server.output()
+    assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
     hog(server, third, status(server, HOG)["instances"][0]["port"])
     log = (server.data_dir / "apps" / HOG / "production/shared/logs/current.log").read_text()
-    assert log.count(f"exited unexpectedly ({OOM})") == 3
+    assert log.count(f"exited unexpectedly ({OOM})") == 3  # the limit in force: 64 MiB
 
     with server.client() as client:
         client.ok({"command": "delete", "app": HOG, "env": "production"})
