@@ -178,12 +178,13 @@ def remove_cgroup_tree(top: Path, timeout: float = 10.0) -> None:
 @pytest.fixture
 def isolated_server(
     server_root: Path,
-    server_cgroups: list[Path],
     users_cleaned: None,
+    server_cgroups: list[Path],
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., CgroupServer]]:
     """Start servers with per-app users (as root) in this test's cgroups; at teardown
-    they stop (with their apps) before the cgroups and users go."""
+    they stop (with their apps), then the cgroups go (killing what is left in them),
+    then the users (``userdel`` refuses a user whose processes run)."""
     servers: list[CgroupServer] = []
 
     def start(config: str = "", **kwargs: Any) -> CgroupServer:
