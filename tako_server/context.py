@@ -71,7 +71,7 @@ class ServerContext:
     locks: DeployLocks
     tasks: TaskGroup
     certs: CertsLike | None = None
-    #: the cgroup v2 tree of per-app limits (None: the reduced mode, no limits)
+    #: the cgroup tree (v2 or v1) of per-app limits (None: the reduced mode, no limits)
     cgroups: CgroupTree | None = None
     #: what the edge routes with; the app service sets routes, public dirs, running/stopped
     routing: RoutingState = field(default_factory=RoutingState)

@@ -285,13 +285,18 @@ class Daemon:
                       self.settings.workflows_port, exc)
         workflows.start()
     def _cgroups(self) -> CgroupTree | None:
-        """Per-app limits need root and a cgroup v2 tree with memory, cpu and pids."""
+        """Per-app limits need root and a writable cgroup tree (v2, or v1 hierarchies) with
+        memory, cpu and pids."""
         self.settings.data_dir.chmod(0o711)  # crossed by app users, listed by no one
         if not isolation_enabled(self.settings.app_users, os.geteuid()):
             return None
         tree = CgroupTree.detect()
         if tree is None:
-            log.warning("no cgroup v2 memory/cpu/pids controllers: apps run without limits")
+            log.warning(
+                "no writable cgroup v2 or v1 memory/cpu/pids controllers: apps run without limits"
+            )
+        else:
+            log.info("per-app limits in cgroup v%d: %r", tree.version, tree)
         return tree
 
     def _connection_closed(self, connection: int) -> None:

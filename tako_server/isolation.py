@@ -131,7 +131,8 @@ def isolation_for(
     secure_release(settings.data_dir, release, identity)
     limits = limits_for(settings, release.app, release.env)
     cgroup = cgroups.app_dir(release.app, release.env, limits) if cgroups else None
-    return Isolation(identity.uid, identity.gid, cgroup, limits.memory_mb)
+    memory_mb = (cgroup.memory_mb if cgroup else None) or limits.memory_mb
+    return Isolation(identity.uid, identity.gid, cgroup, memory_mb)
 
 
 def secure_release(data_dir: Path, release: ReleaseRef, identity: AppIdentity) -> None:

@@ -20,6 +20,7 @@ from tako_common.protocol import (
     AppState,  # the one definition (status replies)
     InstanceStatus,
 )
+from tako_server.cgroups import AppCgroup
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,12 @@ class ContainerRun:
 @dataclass(frozen=True)
 class Isolation:
     """Who an app's processes run as and where (``docs/server.md``, "Security"): its own
-    uid/gid (None: the server's), its cgroup v2 directory with the app's limits (None:
-    no limits), and the memory limit (for the OOM message)."""
+    uid/gid (None: the server's), its cgroup with the app's limits (v2 or v1; None: no
+    limits), and the memory limit (for the OOM message)."""
 
     uid: int | None = None
     gid: int | None = None
-    cgroup: Path | None = None
+    cgroup: AppCgroup | None = None
     memory_mb: int | None = None
 
 

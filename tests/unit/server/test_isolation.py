@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tako_common.errors import ConfigError
-from tako_server.cgroups import Limits, limit_files, oom_kills, own_cgroup
+from tako_server.cgroups import AppCgroup, Limits, limit_files, oom_kills, own_cgroup
 from tako_server.isolation import MAX_USER_NAME, app_user_name, isolation_enabled, limits_for
 from tako_server.settings import load_settings
 from tako_server.supervisor.events import Exited, Log, Restore, Spawned
@@ -95,6 +95,9 @@ def test_bad_limit_settings_are_refused(tmp_path: Path, text: str) -> None:
         load_settings(data_dir=tmp_path)
 
 
+CGROUP = AppCgroup((Path("/sys/fs/cgroup/x"),), Path("/sys/fs/cgroup/x/memory.events"))
+
+
 def test_an_oom_kill_is_the_exit_reason_with_the_apps_limit() -> None:
     spec = LaunchSpec(
         "hog",
@@ -104,7 +107,7 @@ def test_an_oom_kill_is_the_exit_reason_with_the_apps_limit() -> None:
         ["app"],
         {},
         Path("/srv/logs"),
-        isolation=Isolation(uid=990, gid=990, cgroup=Path("/sys/fs/cgroup/x"), memory_mb=64),
+        isolation=Isolation(uid=990, gid=990, cgroup=CGROUP, memory_mb=64),
     )
     machine = AppMachine("hog/prod", SupervisorSettings())
     machine.handle(Restore(spec, 1, 300), 0.0)
