@@ -193,6 +193,69 @@ def start(argv: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
 
 
+def start_tako(
+    name: str,
+    work: Path,
+    up: int,
+    workers: int,
+    access_log: str,
+    procs: list[subprocess.Popen[bytes]],
+) -> Proxy:
+    """tako's edge as ``name``: ``tako`` (this checkout), ``tako-nolog`` (its access log
+    off) or ``tako@REF`` (the edge of git commit REF, from a detached worktree, started by
+    that commit's own bench launcher: a before/after comparison in one interleaved run)."""
+    root, launcher_src = ROOT, EDGE_LAUNCHER
+    if name.startswith("tako@"):
+        root = checkout(name[5:], work)
+        launcher_src = launcher_of(root)
+    p = Proxy(name, free_port(), free_port())
+    launcher = work / f"edge_launcher-{name.replace('@', '-')}.py"
+    launcher.write_text(launcher_src)
+    log = work / f"{name.replace('@', '-')}.log"
+    p.proc = subprocess.Popen(
+        [sys.executable, str(launcher), str(up), str(p.http), str(p.https),
+         str(work / "certs"), str(workers), access_log],
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    procs.append(p.proc)
+    line = p.proc.stdout.readline().decode().split()  # type: ignore[union-attr]
+    if not line or line[0] != "READY":
+        raise RuntimeError(f"{name} edge did not start: see {log}")
+    return p
+
+
+def checkout(ref: str, work: Path) -> Path:
+    """A detached copy of commit ``ref``'s files under ``work`` (``git archive``: no
+    worktree to clean up in the repository)."""
+    dest = work / f"src-{ref}"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def launcher_of(root: Path) -> str:
+    """The ``EDGE_LAUNCHER`` of a checkout's bench (in proxies.py, or run.py before the
+    split): it matches that commit's edge API."""
+    import ast
+
+    for rel in ("bench/proxies.py", "bench/run.py"):
+        path = root / rel
+        if not path.exists():
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "EDGE_LAUNCHER" for t in node.targets
+            ):
+                return ast.literal_eval(node.value)  # type: ignore[no-any-return]
+    raise RuntimeError(f"no EDGE_LAUNCHER in {root}/bench")
+
+
 def start_proxies(
     work: Path,
     up: int,
@@ -206,31 +269,10 @@ def start_proxies(
     cert, key, pem = make_cert(work)
     proxies: list[Proxy] = []
     fmt = {"dir": work, "up": up, "cert": cert, "key": key, "pem": pem, "workers": workers}
-    if "tako" in names:
-        p = Proxy("tako", free_port(), free_port())
-        launcher = work / "edge_launcher.py"
-        launcher.write_text(EDGE_LAUNCHER)
-        p.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(launcher),
-                str(up),
-                str(p.http),
-                str(p.https),
-                str(work / "certs"),
-                str(workers),
-                str(work / "access.log") if access_log else "",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=(work / "tako.log").open("wb"),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        procs.append(p.proc)
-        line = p.proc.stdout.readline().decode().split()  # type: ignore[union-attr]
-        if not line or line[0] != "READY":
-            raise RuntimeError(f"tako edge did not start: see {work / 'tako.log'}")
-        proxies.append(p)
+    for name in names:
+        if name == "tako" or name == "tako-nolog" or name.startswith("tako@"):
+            log = str(work / "access.log") if access_log and name != "tako-nolog" else ""
+            proxies.append(start_tako(name, work, up, workers, log, procs))
     if "nginx" in names and shutil.which("nginx"):
         p = Proxy("nginx", free_port(), free_port())
         conf = work / "nginx.conf"

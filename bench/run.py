@@ -326,7 +326,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--conns", default="64,256,1000,5000")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--proxies", default="tako,nginx,haproxy,caddy")
+    ap.add_argument(
+        "--proxies",
+        default="tako,nginx,haproxy,caddy",
+        help="also tako-nolog (access log off) and tako@REF (the edge of git commit REF)",
+    )
     ap.add_argument("--idle-conns", type=int, default=5000, help="idle TLS connections (0: skip)")
     ap.add_argument("--source-addresses", type=int, default=64, help="loopback client addresses")
     ap.add_argument("--json", type=Path, default=None, help="results file")

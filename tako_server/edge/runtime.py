@@ -271,7 +271,7 @@ class EdgeRuntime:
                 conn.close()
         if self.activity.has_pending():
             self.flush_activity()
-        if self.access is not None and self.access.lines:
+        if self.access is not None and self.access.rows:
             self.access.hand_off()
         self._send_meter(now)
         self.pool.expire(time.monotonic())

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from tako_server.edge.accesslog import AccessLog, Row, format_row, rotate
+from tako_server.edge.accesslog import BATCH, MAX_BATCH, AccessLog, Row, format_row, rotate
 
 ROW: Row = (
     1_800_000_000.123,
@@ -57,8 +57,8 @@ def test_sampling_keeps_errors_and_cold_starts(tmp_path: Path) -> None:
     cold = (*ROW[:9], 1.5, *ROW[10:])
     log.add(server_error)
     log.add(cold)
-    assert log.lines[-2:] == [format_row(server_error, False), format_row(cold, False)]
-    assert len(log.lines) < 10
+    assert log.rows[-2:] == [server_error, cold]
+    assert len(log.rows) < 10
 
 
 def test_flush_appends_and_follows_a_rotation(tmp_path: Path) -> None:
@@ -89,4 +89,34 @@ def test_an_unwritable_log_drops_lines_without_raising(tmp_path: Path) -> None:
     log = AccessLog(blocker / "access.log")  # its directory is a file
     log.add(ROW)
     log.flush()
-    assert log.lines == []
+    assert log.rows == []
+
+
+def test_rows_are_formatted_and_written_in_batches(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path)
+    for _ in range(BATCH - 1):
+        log.add(ROW)
+    assert len(log.rows) == BATCH - 1  # nothing formatted yet
+    log.add(ROW)
+    assert log.rows == []  # the batch went to the writer thread
+    log.add(ROW)
+    log.close()  # the writer finishes, the rest is written here
+    lines = path.read_text().splitlines()
+    assert len(lines) == BATCH + 1
+    assert all(json.loads(line) == json.loads(format_row(ROW, False)) for line in lines)
+
+
+def test_a_stalled_writer_holds_at_most_max_batch_lines(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path / "access.log")
+    log._written = -MAX_BATCH  # as if MAX_BATCH more lines were still waiting for the disk
+    log._handed = 0
+    for _ in range(BATCH):
+        log.add(ROW)
+    assert log.rows == [] and log._handed == 0  # dropped, not queued
+    log._written = 0
+    for _ in range(BATCH):
+        log.add(ROW)
+    assert log._handed == BATCH
+    log.close()
+    assert len((tmp_path / "access.log").read_text().splitlines()) == BATCH
