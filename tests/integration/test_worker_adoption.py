@@ -4,8 +4,9 @@ A SIGHUP takeover and a ``kill -9`` + restart of the daemon: the same worker pid
 and after, exactly the group's count (no doubles), a run claimed before the hand-over is
 finished by the worker that claimed it (one attempt, the lease is not handed to another
 worker), each worker's numbered output lines are in the app log exactly once, a worker
-that died while no daemon ran is replaced (its run goes back to the queue at once), and a
-plain stop (``systemctl stop``) stops the workers.
+that died while no daemon ran is replaced (its run goes back to the queue at once), a
+``systemctl restart`` (``prepare-stop --keep-apps`` + SIGTERM) keeps them and a plain stop
+(``systemctl stop``) stops them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,7 +184,7 @@ def test_workers_survive_a_takeover_and_a_kill_9_restart_and_are_adopted(
     assert sum("adopted worker" in line for line in lines) == 4, "2 workers, 2 adoptions"
 
 
-def test_a_worker_that_died_while_no_server_ran_is_replaced_and_stop_stops_workers(
+def test_a_dead_worker_is_replaced_a_restart_keeps_workers_and_a_stop_stops_them(
     make_server: Callable[..., ServerProcess], tmp_path: Path, seen_pids: set[int]
 ) -> None:
     server = workflows_server(make_server)
@@ -205,6 +208,18 @@ def test_a_worker_that_died_while_no_server_ran_is_replaced_and_stop_stops_worke
                for line in lines)
     # its run went back to the queue at once (not after its 30 s lease) and runs again
     wait_for(lambda: run_of(server, run_id)["attempts"] == 2, "the run retried", 15)
+
+    # what systemctl restart does (prepare-stop --keep-apps, SIGTERM) keeps them
+    done = subprocess.run(
+        [sys.executable, "-m", "tako_server.cli", "prepare-stop", "--data-dir",
+         str(server.data_dir), "--keep-apps"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    server.stop()
+    assert worker_pids(server) == now
+    server.start()
+    assert settled_pids(server, 2) == now
 
     server.stop()  # SIGTERM without the keep-apps marker: a stop stops the workers too
     wait_for(lambda: not worker_pids(server), "the workers to stop", 30)
