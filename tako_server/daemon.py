@@ -251,7 +251,7 @@ class Daemon:
             self.certs.start()
         running = {r.key for r in state.list_apps() if r.state == "running"}
         await self.ctx.workflows.restore_all(running)
-        problems = await deployer.restore_all(self.ctx, successor=self.inherited is not None)
+        problems = await deployer.restore_all(self.ctx)
         for problem in problems:
             log.error("restore: %s", problem)
         await self._wait_restored(self.supervisor_settings.startup_timeout)
