@@ -433,13 +433,16 @@ class Daemon:
                 await self.edge.stop(self.drain_timeout)
             self.edge = None
         keeps = self.ctx is not None and self._keeps_apps(handed_over)
-        if self.ctx is not None and self.ctx.workflows is not None:
+        workflows = self.ctx.workflows if self.ctx is not None else None
+        if workflows is not None:
             if keeps:
-                await self.ctx.workflows.release()  # the next tako-server adopts them
-            await self.ctx.workflows.shutdown()  # workers first: they finish through the API
+                await workflows.release()  # the next tako-server adopts them
+            await workflows.stop_workers()  # workers first: they finish through the API
         if self.workflows_api is not None:
             await self.workflows_api.stop()
             self.workflows_api = None
+        if workflows is not None:
+            await workflows.close()  # after the API: no request finds a closed store
         if self.ctx is not None:
             if self.supervisor is not None and keeps:
                 await self.supervisor.release()  # the next tako-server adopts them

@@ -238,11 +238,13 @@ async def app_containers(socket: Path, key: str) -> list[FoundContainer]:
     return result
 
 
-async def remove_container(socket: Path, container_id: str) -> None:
-    """Force-remove one container (gone already: nothing to do)."""
+async def remove_container(socket: Path, container_id: str, log_dir: Path) -> None:
+    """Force-remove one container (gone already: nothing to do) and its log cursor."""
     with contextlib.suppress(aiodocker.DockerError, OSError):
         async with aiodocker.Docker(url=f"unix://{socket}") as docker:
             await docker.containers.container(container_id).delete(force=True)
+    with contextlib.suppress(FileNotFoundError):
+        (log_dir / CURSORS_DIR / f"{container_id}.cursor").unlink()
 
 
 class _CursorFile:

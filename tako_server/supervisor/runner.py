@@ -262,7 +262,7 @@ class AppRunner:
             if verdict is ContainerVerdict.STALE or box.instance_id in self._procs:
                 self.log.write(f"container {box.id[:12]} is not adopted (another version, "
                                "or the app is stopped): removing it", stream="tako")
-                await remove_container(socket, box.id)
+                await remove_container(socket, box.id, self.log.log_dir)
                 continue
             try:
                 handle = await ContainerInstance.adopt(box, socket, self.log, self.key)

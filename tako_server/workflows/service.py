@@ -149,6 +149,7 @@ class WorkflowService:
         self._boot = f"{socket.gethostname()}.{secrets.token_hex(3)}"
         #: workers told to stop: their long polls end at once (they claim nothing new)
         self.draining: set[str] = set()
+        self.closed = False  # the stores are closing: no claim reaches them any more
         #: ids of the workers this daemon watches (their records are not adopted again)
         self.owned: set[str] = set()
         #: apps whose workers were released to another daemon (reclaimed if it fails)
@@ -244,12 +245,25 @@ class WorkflowService:
             await running.scale(workers, GRACE)
 
     async def shutdown(self) -> None:
+        await self.stop_workers()
+        await self.close()
+
+    async def stop_workers(self) -> None:
+        """Daemon exit, part 1: stop this daemon's workers (they finish through the API),
+        then answer every long poll at once with nothing (the queue API stops next)."""
         for entry in self.apps.values():
             for group in entry.groups.values():
                 self._stopping(entry, group.workers)
         groups = [g for entry in self.apps.values() for g in entry.groups.values()]
         await asyncio.gather(*(g.stop(5.0) for g in groups), return_exceptions=True)
         await self.tasks.cancel_all()
+        self.closed = True
+        for event in self._wakeups.values():
+            event.set()
+
+    async def close(self) -> None:
+        """Daemon exit, part 2 (after the queue API stopped): close the stores."""
+        self.closed = True
         for store in self._pg.values():
             with contextlib.suppress(Exception):
                 await store.close()
@@ -490,7 +504,7 @@ class WorkflowService:
         poll = 0.25 if entry.spec.shared else 1.0  # other servers enqueue without telling us
         while True:
             event.clear()
-            if worker in self.draining:
+            if worker in self.draining or self.closed:
                 return None
             run = await entry.store.claim(
                 entry.app, entry.env, group, worker, self.clock(), LEASE_SECONDS
