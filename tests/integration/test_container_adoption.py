@@ -3,7 +3,8 @@
 A SIGHUP takeover and a ``kill -9`` + restart of the daemon: the same container (by ID)
 before and after, no second container, the instance healthy and answering, its numbered
 output lines in the app log exactly once; a container that died while no daemon ran is
-replaced; a plain stop (``systemctl stop``) stops and removes it.
+replaced; a ``systemctl restart`` (``prepare-stop --keep-apps`` + SIGTERM) keeps it and a
+plain stop (``systemctl stop``) stops and removes it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,13 +128,25 @@ def test_a_container_survives_a_takeover_and_a_kill_9_restart_and_is_adopted(
     assert log_text(server).count("adopted version a1") == 2
 
 
-def test_a_dead_container_is_replaced_and_a_stop_removes_it(
+def test_a_restart_keeps_a_container_a_dead_one_is_replaced_and_a_stop_removes_it(
     server: ServerProcess, tmp_path: Path, cleanup: None
 ) -> None:
     with server.client() as control:
         reply = deploy(control, server, container_artifact(tmp_path, "d1", TICKING), "d1")
         assert reply["status"] == "ok", reply
+    kept = settled_containers(server)
+    # what systemctl restart does (prepare-stop --keep-apps, SIGTERM) keeps it
+    done = subprocess.run(
+        [sys.executable, "-m", "tako_server.cli", "prepare-stop", "--data-dir",
+         str(server.data_dir), "--keep-apps"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    server.stop()
+    assert containers() == kept
+    server.start()
     [before] = settled_containers(server)
+    assert [before] == kept
     assert server.proc is not None
     kill_daemon(server, server.proc.pid)
     pm.podman("kill", before)  # dies while no server watches
