@@ -1,6 +1,7 @@
 """Workflow workers outlive tako-server, as app instances do (``test_adoption.py``).
 
-A SIGHUP takeover and a ``kill -9`` + restart of the daemon: the same worker pids before
+A failed takeover (the old server takes its workers back), a SIGHUP takeover and a
+``kill -9`` + restart of the daemon: the same worker pids before
 and after, exactly the group's count (no doubles), a run claimed before the hand-over is
 finished by the worker that claimed it (one attempt, the lease is not handed to another
 worker), each worker's numbered output lines are in the app log exactly once, a worker
@@ -153,6 +154,15 @@ def test_workers_survive_a_takeover_and_a_kill_9_restart_and_are_adopted(
     before = settled_pids(server, 2)
     seen_pids.update(before)
 
+    # 0. a takeover whose successor cannot start: the old server takes its workers back
+    config = server.data_dir / "server-config.toml"
+    config.write_text("[server]\nno_such_setting = 1\n")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "takeover failed" in server.output(), "the failed takeover", 30)
+    config.unlink()
+    assert settled_pids(server, 2) == before
+
     # 1. SIGHUP takeover while a run is in flight
     run_id = start_run(server, 3)
     worker = run_of(server, run_id)["worker"]
@@ -181,7 +191,7 @@ def test_workers_survive_a_takeover_and_a_kill_9_restart_and_are_adopted(
     lines = app_lines(server, "web")
     for pid in before:
         assert_contiguous(ticks(lines, pid), f"worker {pid}")
-    assert sum("adopted worker" in line for line in lines) == 4, "2 workers, 2 adoptions"
+    assert sum("adopted worker" in line for line in lines) == 6, "2 workers, 3 adoptions"
 
 
 def test_a_dead_worker_is_replaced_a_restart_keeps_workers_and_a_stop_stops_them(
