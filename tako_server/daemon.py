@@ -16,9 +16,10 @@ Once serving, systemd hears ``READY=1`` + ``MAINPID`` (:mod:`tako_server.notify`
 
 Shutdown on SIGTERM/SIGINT: stop accepting control connections, drain the edge, stop
 every instance (SIGTERM, drain, SIGKILL), cancel background tasks, close the database.
-App processes are left running instead (released, for the next daemon to adopt) after a
-takeover and when the stop is a restart (:mod:`tako_server.stopmode`); a ``kill -9``
-leaves them running too. Start-up adopts whatever a previous daemon left.
+App processes (instances and workflow workers) are left running instead (released, for
+the next daemon to adopt) after a takeover and when the stop is a restart
+(:mod:`tako_server.stopmode`); a ``kill -9`` leaves them running too. Start-up adopts
+whatever a previous daemon left.
 
 SIGHUP = graceful takeover, driven by :mod:`tako_server.takeover` (``docs/upgrade.md``);
 this module only starts one while serving, adopts the listeners when it was started as
@@ -184,12 +185,23 @@ class Daemon:
 
         supervisor = self.supervisor
         assert supervisor is not None
+
+        async def release_apps() -> None:  # instances and workflow workers
+            if ctx.workflows is not None:
+                await ctx.workflows.release()
+            await supervisor.release()
+
+        async def reclaim_apps() -> None:
+            await supervisor.reclaim()
+            if ctx.workflows is not None:
+                await ctx.workflows.reclaim()
+
         hooks = TakeoverHooks(
             listeners,
             lambda: ctx.guard.in_flight,
             self.request_stop,
-            release_apps=supervisor.release,
-            reclaim_apps=supervisor.reclaim,
+            release_apps=release_apps,
+            reclaim_apps=reclaim_apps,
         )
         return Takeover(
             self.record,
@@ -239,7 +251,7 @@ class Daemon:
             self.certs.start()
         running = {r.key for r in state.list_apps() if r.state == "running"}
         await self.ctx.workflows.restore_all(running)
-        problems = await deployer.restore_all(self.ctx, successor=self.inherited is not None)
+        problems = await deployer.restore_all(self.ctx)
         for problem in problems:
             log.error("restore: %s", problem)
         await self._wait_restored(self.supervisor_settings.startup_timeout)
@@ -425,13 +437,19 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.edge.stop(self.drain_timeout)
             self.edge = None
-        if self.ctx is not None and self.ctx.workflows is not None:
-            await self.ctx.workflows.shutdown()  # workers first: they finish through the API
+        keeps = self.ctx is not None and self._keeps_apps(handed_over)
+        workflows = self.ctx.workflows if self.ctx is not None else None
+        if workflows is not None:
+            if keeps:
+                await workflows.release()  # the next tako-server adopts them
+            await workflows.stop_workers()  # workers first: they finish through the API
         if self.workflows_api is not None:
             await self.workflows_api.stop()
             self.workflows_api = None
+        if workflows is not None:
+            await workflows.close()  # after the API: no request finds a closed store
         if self.ctx is not None:
-            if self.supervisor is not None and self._keeps_apps(handed_over):
+            if self.supervisor is not None and keeps:
                 await self.supervisor.release()  # the next tako-server adopts them
             await self.ctx.supervisor.shutdown()
         if self.certs is not None:

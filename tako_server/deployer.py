@@ -364,12 +364,13 @@ def release_app_json(
     raise NotDeployed(f"release {version!r} of {record.key} has no app.json; it cannot be started")
 
 
-async def restore_all(ctx: ServerContext, *, successor: bool = False) -> list[str]:
+async def restore_all(ctx: ServerContext) -> list[str]:
     """Register every persisted running app with the supervisor (after a restart).
 
-    Containers a crashed server left running are removed first; not by the ``successor``
-    of a SIGHUP takeover: its predecessor still serves with them, and stops them when it
-    exits after the hand-over."""
+    Containers (and processes) a previous server left running are adopted by the
+    supervisor (:meth:`~tako_server.supervisor.runner.AppRunner.adopt`), never removed
+    here: after a SIGHUP takeover they are the ones the predecessor released to this
+    successor; containers of another version are removed there."""
     problems = []
     for key, mode in ctx.state.all_maintenance().items():  # before any app is routed
         ctx.routing.set_maintenance(key, mode.message)
@@ -377,8 +378,6 @@ async def restore_all(ctx: ServerContext, *, successor: bool = False) -> list[st
         if record.state != "running":
             continue
         try:
-            if record.manifest.get("runtime") == "container" and not successor:
-                await podman.remove_app_containers(ctx.settings.container_socket, record.key)
             await register(ctx, record)
         except (TakoError, OSError) as exc:
             problems.append(f"{record.key}: {exc}")

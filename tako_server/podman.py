@@ -138,7 +138,7 @@ async def app_images(socket: Path, app: str, env: str) -> list[str]:
 
 
 async def remove_app_containers(socket: Path, key: str) -> int:
-    """Force-remove every container labelled with the app (leftovers of a crash)."""
+    """Force-remove every container labelled with the app (``tako delete``)."""
     async with engine(socket) as docker:
         containers = await docker.containers.list(
             all=True, filters=json.dumps({"label": [f"{LABEL_APP}={key}"]})

@@ -14,6 +14,11 @@ and decides, per record (:func:`judge`, pure):
 - ``stale``: it runs but is of another version (a rollout was cut short) or the app is
   stopped: it is stopped (SIGTERM to its group, SIGKILL 5 s later) and not adopted.
 
+Workflow workers (:mod:`tako_server.workflows.workers`) have the same kind of record,
+``<log_dir>/workers/<worker id>.json`` (:class:`WorkerRecord`: worker id, pid, start
+time, group, version), judged by the same rule (a worker of a group the release no
+longer has is ``stale``).
+
 Container instances live in Podman and have no record here.
 """
 
@@ -37,13 +42,24 @@ class InstanceRecord:
     version: str
 
 
+@dataclass(frozen=True)
+class WorkerRecord:
+    worker_id: str
+    pid: int
+    start_ticks: int
+    group: str
+    version: str
+
+
 class Verdict(enum.Enum):
     ADOPT = "adopt"
     GONE = "gone"
     STALE = "stale"
 
 
-def judge(record: InstanceRecord, stat: ProcStat | None, version: str, stopped: bool) -> Verdict:
+def judge(
+    record: InstanceRecord | WorkerRecord, stat: ProcStat | None, version: str, stopped: bool
+) -> Verdict:
     """What to do with a recorded instance given what the kernel says of its pid (pure)."""
     if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
         return Verdict.GONE
@@ -52,7 +68,7 @@ def judge(record: InstanceRecord, stat: ProcStat | None, version: str, stopped: 
     return Verdict.ADOPT
 
 
-def write_record(path: Path, record: InstanceRecord) -> None:
+def write_record(path: Path, record: InstanceRecord | WorkerRecord) -> None:
     """Write the record atomically (a reader sees the old one or the new one)."""
     tmp = path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -88,3 +104,32 @@ def read_records(instances_dir: Path) -> list[InstanceRecord]:
         if record is not None and path.stem == str(record.instance_id):
             records.append(record)
     return sorted(records, key=lambda r: r.instance_id)
+
+
+def parse_worker_record(text: str) -> WorkerRecord | None:
+    """A worker's record from its JSON (None when it is not one)."""
+    try:
+        data = json.loads(text)
+        record = WorkerRecord(
+            worker_id=str(data["worker_id"]),
+            pid=int(data["pid"]),
+            start_ticks=int(data["start_ticks"]),
+            group=str(data["group"]),
+            version=str(data["version"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if record.pid > 1 and record.worker_id else None
+
+
+def read_worker_records(workers_dir: Path) -> list[WorkerRecord]:
+    """Every valid worker record in ``workers_dir``, by worker id."""
+    records = []
+    for path in sorted(workers_dir.glob("*.json")) if workers_dir.is_dir() else []:
+        try:
+            record = parse_worker_record(path.read_text())
+        except OSError:
+            continue
+        if record is not None and path.stem == record.worker_id:
+            records.append(record)
+    return records

@@ -1,7 +1,8 @@
 """Instance output through files the daemon tails, so logs survive the daemon.
 
-An instance's stdout and stderr are not pipes to tako-server (a pipe dies with the
-process that holds its read end, and the app would get ``SIGPIPE``): they are two
+An instance's (and a workflow worker's) stdout and stderr are not pipes to tako-server
+(a pipe dies with the process that holds its read end, and the app would get
+``SIGPIPE``): they are two
 append-only files, ``<log_dir>/instances/<id>.out`` and ``.err`` (0600), opened with
 ``O_APPEND`` before the spawn. The daemon tails them into the app log
 (:class:`~tako_server.supervisor.logs.AppLog`) and records how far it read in
@@ -21,6 +22,9 @@ Rules:
   holes the files grow until the instance exits;
 - when the instance exits, the rest (an unterminated last line too) is written and the
   files are removed (:meth:`InstanceOutput.finish`).
+
+Workflow workers (:mod:`tako_server.workflows.workers`) use the same files under
+``<log_dir>/workers/<worker id>.*``; their lines carry the ``[group]`` prefix.
 """
 
 from __future__ import annotations
@@ -49,15 +53,19 @@ _libc = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
 
 
 class InstanceFiles:
-    """The paths of one instance's files under ``<log_dir>/instances``."""
+    """The paths of one instance's files under ``<log_dir>/instances`` (a worker's:
+    ``subdir="workers"``, named by its worker id)."""
 
-    def __init__(self, log_dir: Path, instance_id: int) -> None:
-        self.dir = log_dir / "instances"
+    def __init__(
+        self, log_dir: Path, instance_id: int, *, subdir: str = "instances", stem: str = ""
+    ) -> None:
+        self.dir = log_dir / subdir
         self.instance_id = instance_id
-        self.record = self.dir / f"{instance_id}.json"
-        self.out = self.dir / f"{instance_id}.out"
-        self.err = self.dir / f"{instance_id}.err"
-        self.pos = self.dir / f"{instance_id}.pos"
+        stem = stem or str(instance_id)
+        self.record = self.dir / f"{stem}.json"
+        self.out = self.dir / f"{stem}.out"
+        self.err = self.dir / f"{stem}.err"
+        self.pos = self.dir / f"{stem}.pos"
 
     def create_outputs(self) -> tuple[int, int]:
         """Fresh output files; returns write fds (the caller hands them to the child and
@@ -135,11 +143,18 @@ class InstanceOutput:
     """Tails one instance's two output files into the app log."""
 
     def __init__(
-        self, files: InstanceFiles, instance_id: int, log: AppLog, *, resume: bool = False
+        self,
+        files: InstanceFiles,
+        instance_id: int | None,
+        log: AppLog,
+        *,
+        resume: bool = False,
+        prefix: str = "",
     ) -> None:
         self.files = files
-        self.instance_id = instance_id
+        self.instance_id = instance_id  # None: a worker (its lines show ``[-]``)
         self.log = log
+        self.prefix = prefix
         out_at, err_at = read_offsets(files.pos) if resume else (0, 0)
         self._pos_fd = os.open(files.pos, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._tails = [_Tail(files.out, "out", out_at), _Tail(files.err, "err", err_at)]
@@ -154,7 +169,10 @@ class InstanceOutput:
         for tail in self._tails:
             lines = tail.read_lines(final)
             if lines:
-                text = [line.decode("utf-8", errors="replace").rstrip("\r") for line in lines]
+                text = [
+                    self.prefix + line.decode("utf-8", errors="replace").rstrip("\r")
+                    for line in lines
+                ]
                 self.log.write_lines(text, stream=tail.stream, instance=self.instance_id)
                 count += len(lines)
         if count:
@@ -164,7 +182,7 @@ class InstanceOutput:
         return count
 
     def start(self) -> None:
-        self._task = spawn(self._follow(), name=f"tako-output-{self.instance_id}")
+        self._task = spawn(self._follow(), name=f"tako-output-{self.files.record.stem}")
 
     async def _follow(self) -> None:
         while not self._stop.is_set():

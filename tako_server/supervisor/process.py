@@ -89,7 +89,7 @@ def child_setup(isolation: Isolation | None) -> Callable[[], None] | None:
 
 def as_app(isolation: Isolation | None) -> None:  # in the child between fork and exec
     """Die with the server; with isolation, the app's cgroup, user and no_new_privs (one-off
-    processes and workflow workers: both run as the app's instances do)."""
+    processes: they run as the app's instances do, but end with the server)."""
     die_with_parent()
     setup = child_setup(isolation)
     if setup is not None:

@@ -21,7 +21,15 @@ from typing import Any
 from tako_common.tasks import spawn
 from tako_server.cgroups import read_oom_kills
 from tako_server.supervisor.adopt import InstanceRecord, Verdict, judge, read_records
-from tako_server.supervisor.container import ContainerInstance
+from tako_server.supervisor.container import (
+    ContainerError,
+    ContainerInstance,
+    ContainerVerdict,
+    FoundContainer,
+    app_containers,
+    judge_container,
+    remove_container,
+)
 from tako_server.supervisor.events import (
     Action,
     Adopted,
@@ -217,6 +225,8 @@ class AppRunner:
         adopt those of ``spec``'s version, stop the others, log the ones that died."""
         if self._procs or self.machine.instances:
             return ()  # this daemon supervises the app already
+        if spec.container is not None:
+            return await self._adopt_containers(spec, stopped)
         adopted = []
         records = read_records(InstanceFiles(self.log.log_dir, 0).dir)
         for record in records:
@@ -235,6 +245,50 @@ class AppRunner:
         if records:
             self.machine.next_id = max(self.machine.next_id, records[-1].instance_id + 1)
         return tuple(adopted)
+
+    async def _adopt_containers(self, spec: LaunchSpec, stopped: bool) -> tuple[Adopted, ...]:
+        """Containers a previous daemon left (found by label): adopt the running ones of
+        ``spec``'s version; copy the last output of those that exited, remove the rest."""
+        assert spec.container is not None
+        socket = spec.container.socket
+        try:
+            found = await app_containers(socket, self.key)
+        except ContainerError as exc:
+            logger.warning("adoption of %s: %s", self.key, exc)
+            return ()
+        adopted = []
+        for box in sorted(found, key=lambda f: f.id):
+            verdict = judge_container(box.state, box.labels, spec.version, stopped)
+            if verdict is ContainerVerdict.STALE or box.instance_id in self._procs:
+                self.log.write(f"container {box.id[:12]} is not adopted (another version, "
+                               "or the app is stopped): removing it", stream="tako")
+                await remove_container(socket, box.id, self.log.log_dir)
+                continue
+            try:
+                handle = await ContainerInstance.adopt(box, socket, self.log, self.key)
+            except ContainerError as exc:
+                logger.warning("adoption of %s: %s", self.key, exc)
+                continue
+            if verdict is ContainerVerdict.GONE:
+                await self._bury_container(handle, box)
+                continue
+            self._procs[box.instance_id] = handle
+            self._task(self._watch(handle), f"tako-exit-{self.key}-{box.instance_id}")
+            adopted.append(Adopted(box.instance_id, handle.pid, box.port))
+        ids = [box.instance_id for box in found]
+        self.machine.next_id = max([self.machine.next_id, *(i + 1 for i in ids)])
+        return tuple(adopted)
+
+    async def _bury_container(self, handle: ContainerInstance, box: FoundContainer) -> None:
+        """A container that ended while no daemon watched: its last output, then it goes."""
+        code = await handle.wait()
+        await handle.close_output(timeout=2.0)
+        self.log.write(
+            f"container {box.id[:12]} exited with {code} while no tako-server watched it:"
+            " replacing it",
+            stream="tako",
+            instance=box.instance_id,
+        )
 
     async def _bury(self, record: InstanceRecord) -> None:
         """An instance that ended while no daemon watched: its last output, then a note."""
@@ -266,19 +320,16 @@ class AppRunner:
         await handle.close_output()
 
     async def release(self) -> bool:
-        """Leave every process running for another daemon (a takeover or a restart that
-        keeps apps): supervision stops here, output offsets and records stay on disk.
-        False (nothing done) when the app has container instances (those are stopped)."""
-        if any(not isinstance(h, InstanceProcess) for h in self._procs.values()):
-            return False
+        """Leave every process and container running for another daemon (a takeover or a
+        restart that keeps apps): supervision stops here, output offsets, records and log
+        cursors stay on disk."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in list(self._procs.values()):
-            if isinstance(handle, InstanceProcess):
-                await handle.release()
+            await handle.release()
         self._procs.clear()
         for token in list(self._futures):
             self._settle(token, error=SupervisorError(f"app {self.key} was handed over"))

@@ -85,8 +85,8 @@ class Supervisor:
     async def release(self) -> None:
         """Hand every app's processes to the next daemon (a takeover, or a restart that
         keeps apps): they keep running, unsupervised here, and :meth:`reclaim` (or the
-        next daemon's :meth:`restore`) adopts them. Apps with container instances are
-        kept (:meth:`shutdown` stops them). The routing state keeps its backends."""
+        next daemon's :meth:`restore`) adopts them, container instances included. The
+        routing state keeps its backends."""
         for key, runner in list(self._apps.items()):
             m = runner.machine
             if m.spec is None or m.deploying is not None:

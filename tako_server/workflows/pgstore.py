@@ -167,6 +167,13 @@ class PgStore:
     async def expire(self, now: float, rand: float) -> int:
         return len(await self._fail_locked("lease_until < $1", (now,), LOST_LEASE, True, now, rand))
 
+    async def renew_worker(self, worker: str, now: float, lease: float) -> int:
+        status = await self.pool.execute(
+            "UPDATE tako_runs SET lease_until = $1 WHERE state = 'running' AND worker = $2",
+            now + lease, worker,
+        )
+        return int(str(status).rsplit(" ", 1)[-1])
+
     async def release_worker(self, worker: str, now: float, rand: float) -> int:
         done = await self._fail_locked("worker = $1", (worker,), WORKER_EXITED, True, now, rand)
         return len(done)

@@ -16,7 +16,14 @@ Rules:
 - every second: leases that ran out go back to the queue (or fail), each schedule's
   latest tick is enqueued with the idempotency key ``schedule:<tick>`` (once per
   environment, even when several servers or a restarted one enqueue it), and groups with
-  ``workers = 0`` are started when runs are ready and stopped after ``idle_timeout``.
+  ``workers = 0`` are started when runs are ready and stopped after ``idle_timeout``;
+- workers outlive the daemon as instances do (``docs/upgrade.md``): on a takeover or a
+  restart that keeps apps they are released (:meth:`WorkflowService.release`), and when
+  a group starts, the workers a previous daemon left (their records) are judged
+  (:func:`~tako_server.supervisor.adopt.judge`): one of the release's version and group
+  is adopted (the leases of its runs are renewed, so no other worker gets them), another
+  is stopped, one that died while no daemon ran is noted in the log and its runs go back
+  to the queue at once; then the group is topped up to its count.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import logging
 import os
 import random
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -46,8 +54,12 @@ from tako_common.protocol import (
     WorkflowsSpec,
 )
 from tako_common.tasks import TaskGroup
+from tako_server.supervisor.adopt import Verdict, WorkerRecord, judge, read_worker_records
 from tako_server.supervisor.logs import AppLog
+from tako_server.supervisor.outputs import InstanceOutput
+from tako_server.supervisor.process import InstanceProcess
 from tako_server.supervisor.spec import LaunchSpec
+from tako_server.takeover import read_proc_stat
 from tako_server.workflows.pgstore import PgStore
 from tako_server.workflows.policy import (
     LEASE_SECONDS,
@@ -56,7 +68,13 @@ from tako_server.workflows.policy import (
     scale_to_zero,
 )
 from tako_server.workflows.store import NewRun, QueueStore, Run, SqliteStore
-from tako_server.workflows.workers import Worker, WorkerGroup
+from tako_server.workflows.workers import (
+    WORKERS_DIR,
+    Worker,
+    WorkerGroup,
+    adopt_worker,
+    worker_files,
+)
 
 GRACE = 30.0
 TICK = 1.0
@@ -131,6 +149,11 @@ class WorkflowService:
         self._boot = f"{socket.gethostname()}.{secrets.token_hex(3)}"
         #: workers told to stop: their long polls end at once (they claim nothing new)
         self.draining: set[str] = set()
+        self.closed = False  # the stores are closing: no claim reaches them any more
+        #: ids of the workers this daemon watches (their records are not adopted again)
+        self.owned: set[str] = set()
+        #: apps whose workers were released to another daemon (reclaimed if it fails)
+        self._released: set[str] = set()
         self.tasks = TaskGroup()
 
     def __repr__(self) -> str:
@@ -222,16 +245,46 @@ class WorkflowService:
             await running.scale(workers, GRACE)
 
     async def shutdown(self) -> None:
+        await self.stop_workers()
+        await self.close()
+
+    async def stop_workers(self) -> None:
+        """Daemon exit, part 1: stop this daemon's workers (they finish through the API),
+        then answer every long poll at once with nothing (the queue API stops next)."""
         for entry in self.apps.values():
             for group in entry.groups.values():
                 self._stopping(entry, group.workers)
         groups = [g for entry in self.apps.values() for g in entry.groups.values()]
         await asyncio.gather(*(g.stop(5.0) for g in groups), return_exceptions=True)
         await self.tasks.cancel_all()
+        self.closed = True
+        for event in self._wakeups.values():
+            event.set()
+
+    async def close(self) -> None:
+        """Daemon exit, part 2 (after the queue API stopped): close the stores."""
+        self.closed = True
         for store in self._pg.values():
             with contextlib.suppress(Exception):
                 await store.close()
         await self.local.close()
+
+    async def release(self) -> None:
+        """Leave every worker running for the next daemon (a takeover, or a restart that
+        keeps apps): their records and output offsets stay on disk for it to adopt."""
+        for entry in self.apps.values():
+            groups, entry.groups = entry.groups, {}
+            await asyncio.gather(*(g.release() for g in groups.values()))
+            if groups:
+                self._released.add(entry.key)
+
+    async def reclaim(self) -> None:
+        """Adopt again what :meth:`release` handed over (the takeover failed)."""
+        released, self._released = self._released, set()
+        for key in sorted(released):
+            entry = self.apps.get(key)
+            if entry is not None and entry.launch is not None and not entry.groups:
+                await self._start_groups(entry)
 
     def kill_all(self) -> None:
         for entry in self.apps.values():
@@ -309,10 +362,70 @@ class WorkflowService:
     async def _start_groups(self, entry: AppWorkflows) -> None:
         if entry.launch is None:
             return
+        left = await self._left_running(entry, entry.launch)
         for spec in entry.spec.groups:
             group = self._make_group(entry, entry.launch, spec)
             entry.groups[spec.name] = group
-            await group.scale(entry.workers_wanted(spec), GRACE)
+            for record, handle in left.get(spec.name, []):
+                group.adopt(record.worker_id, handle)
+                await entry.store.renew_worker(record.worker_id, self.clock(), LEASE_SECONDS)
+            wanted = entry.workers_wanted(spec)
+            await group.scale(wanted if wanted > 0 else group.count, GRACE)
+
+    async def _left_running(
+        self, entry: AppWorkflows, launch: LaunchSpec
+    ) -> dict[str, list[tuple[WorkerRecord, InstanceProcess]]]:
+        """Judge the workers a previous daemon left (their records): those to adopt, by
+        group; the others are stopped (another version or group) or buried (dead)."""
+        log = self.log_for(entry.key)
+        adopt: dict[str, list[tuple[WorkerRecord, InstanceProcess]]] = {}
+        groups = {spec.name for spec in entry.spec.groups}
+        for record in read_worker_records(log.log_dir / WORKERS_DIR):
+            if record.worker_id in self.owned:
+                continue
+            stale = record.group not in groups
+            verdict = judge(record, read_proc_stat(record.pid), launch.version, stale)
+            handle = None if verdict is Verdict.GONE else adopt_worker(record, log)
+            if handle is None:
+                await self._bury(entry, record, log)
+            elif verdict is Verdict.STALE:
+                self.owned.add(record.worker_id)
+                self.tasks.spawn(self._retire(entry, record, handle, log),
+                                 name=f"tako-workflows-retire-{record.worker_id}")
+            else:
+                adopt.setdefault(record.group, []).append((record, handle))
+        return adopt
+
+    async def _bury(self, entry: AppWorkflows, record: WorkerRecord, log: AppLog) -> None:
+        """A worker that ended while no daemon watched: its last output, a note, and its
+        runs back to the queue."""
+        files = worker_files(log.log_dir, record.worker_id)
+        try:
+            await InstanceOutput(files, None, log, resume=True,
+                                 prefix=f"[{record.group}] ").finish()
+        except OSError:
+            files.remove()
+        log.write(f"[{record.group}] worker pid {record.pid} exited while no tako-server"
+                  f" watched it: replacing it")
+        await entry.store.release_worker(record.worker_id, self.clock(), random.random())
+
+    async def _retire(
+        self, entry: AppWorkflows, record: WorkerRecord, handle: InstanceProcess, log: AppLog
+    ) -> None:
+        """Stop a worker not worth adopting (another version or group); its runs go back."""
+        log.write(f"[{record.group}] worker pid {record.pid} is not adopted (another version"
+                  " or group): stopping it")
+        try:
+            handle.signal_group(signal.SIGTERM)
+            exited = self.tasks.spawn(handle.wait(), name=f"tako-workflows-wait-{record.pid}")
+            _, pending = await asyncio.wait({exited}, timeout=GRACE)
+            if pending:
+                handle.signal_group(signal.SIGKILL)
+            await exited
+            await handle.close_output()
+            await entry.store.release_worker(record.worker_id, self.clock(), random.random())
+        finally:
+            self.owned.discard(record.worker_id)
 
     def _make_group(
         self, entry: AppWorkflows, launch: LaunchSpec, spec: WorkflowGroupSpec
@@ -335,6 +448,7 @@ class WorkflowService:
         return WorkerGroup(
             spec.name, list(spec.run), launch.workdir, environ, self.log_for(entry.key),
             id_prefix=prefix, on_exit=exited, isolation=launch.isolation,
+            version=launch.version, owned=self.owned,
         )
 
     def _drain(self, entry: AppWorkflows) -> None:
@@ -390,7 +504,7 @@ class WorkflowService:
         poll = 0.25 if entry.spec.shared else 1.0  # other servers enqueue without telling us
         while True:
             event.clear()
-            if worker in self.draining:
+            if worker in self.draining or self.closed:
                 return None
             run = await entry.store.claim(
                 entry.app, entry.env, group, worker, self.clock(), LEASE_SECONDS

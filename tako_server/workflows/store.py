@@ -100,6 +100,7 @@ class QueueStore(Protocol):
     ) -> Run | None: ...
     async def expire(self, now: float, rand: float) -> int: ...
     async def release_worker(self, worker: str, now: float, rand: float) -> int: ...
+    async def renew_worker(self, worker: str, now: float, lease: float) -> int: ...
     async def get(self, app: str, env: str, run_id: int) -> Run | None: ...
     async def runs(
         self, app: str, env: str, group: str | None, state: str | None, limit: int
@@ -247,6 +248,13 @@ class SqliteStore:
         for row in rows:
             self._apply_failure(run_from_row(row), WORKER_EXITED, True, now, rand)
         return len(rows)
+
+    async def renew_worker(self, worker: str, now: float, lease: float) -> int:
+        cur = self.db.execute(
+            "UPDATE runs SET lease_until = ? WHERE state = 'running' AND worker = ?",
+            (now + lease, worker),
+        )
+        return cur.rowcount
 
     async def get(self, app: str, env: str, run_id: int) -> Run | None:
         return self._one("id = ? AND app = ? AND env = ?", (run_id, app, env))

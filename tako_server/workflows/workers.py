@@ -1,4 +1,5 @@
-"""Worker processes of one workflow group: started, watched, restarted, stopped.
+"""Worker processes of one workflow group: started, watched, restarted, stopped, handed
+over to the next tako-server and adopted by it.
 
 Rules (the same as the app's instances, :mod:`tako_server.supervisor.process`):
 
@@ -6,21 +7,27 @@ Rules (the same as the app's instances, :mod:`tako_server.supervisor.process`):
   instance environment (:func:`tako_server.launch.instance_environ`) plus what only the
   queue knows (``TAKO_API_URL``, ``TAKO_API_TOKEN``, ``TAKO_WORKFLOW_GROUP``,
   ``TAKO_WORKFLOW_CONCURRENCY``, ``TAKO_WORKER_ID``), in its own process group, with
-  ``PR_SET_PDEATHSIG=SIGKILL`` and stdin from ``/dev/null``;
-- its stdout and stderr are always read to EOF into the app log, each line prefixed with
-  ``[group]`` (so ``tako logs`` shows which group wrote it);
+  stdin from ``/dev/null``; it does NOT die with the daemon (no ``PR_SET_PDEATHSIG``);
+- its stdout and stderr go to append-only files tailed into the app log
+  (:mod:`tako_server.supervisor.outputs`, under ``<log_dir>/workers/``), each line
+  prefixed with ``[group]`` (so ``tako logs`` shows which group wrote it); right after the
+  spawn its record (:class:`~tako_server.supervisor.adopt.WorkerRecord`: worker id, pid,
+  kernel start time, group, version) is written beside them;
 - a worker that exits while it should run is restarted after ``0.5 s * 2**(n-1)`` (capped
   at 30 s; ``n`` counts exits that came less than 60 s after the start), and
   ``on_exit(worker_id)`` is called so its claimed runs go back to the queue at once;
 - stopping sends SIGTERM to each worker's group and SIGKILL after the grace period (a
-  worker finishes its current runs in that time).
+  worker finishes its current runs in that time);
+- releasing (a takeover, a restart that keeps apps) leaves the process running, records
+  how far its output was read and keeps its record; the next daemon adopts it
+  (:func:`adopt_worker`: pidfd, same start time, else it is not the same process) with
+  the same worker id, so the runs it holds stay its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import time
@@ -28,14 +35,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tako_common.tasks import spawn
-from tako_server.supervisor.logs import AppLog, LineSplitter, Stream
-from tako_server.supervisor.process import FALLBACK_PATH, as_app
+from tako_server.supervisor.adopt import WorkerRecord, write_record
+from tako_server.supervisor.logs import AppLog
+from tako_server.supervisor.outputs import InstanceFiles, InstanceOutput
+from tako_server.supervisor.process import FALLBACK_PATH, InstanceProcess, child_setup
 from tako_server.supervisor.spec import Isolation
+from tako_server.takeover import read_proc_stat
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 STABLE_AFTER = 60.0
-_READ_CHUNK = 64 * 1024
+WORKERS_DIR = "workers"  # under the app's log dir: records and output files
 
 
 def restart_delay(crashes: int) -> float:
@@ -43,26 +53,63 @@ def restart_delay(crashes: int) -> float:
     return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(crashes - 1, 16)))
 
 
-class Worker:
-    """One supervised worker process slot: runs, restarts, stops."""
+def worker_files(log_dir: Path, worker_id: str) -> InstanceFiles:
+    """The record and output files of one worker."""
+    return InstanceFiles(log_dir, 0, subdir=WORKERS_DIR, stem=worker_id)
 
-    def __init__(self, group: WorkerGroup, worker_id: str) -> None:
+
+def adopt_worker(record: WorkerRecord, log: AppLog) -> InstanceProcess | None:
+    """Watch a recorded worker again (None when its pid is gone or names another process)."""
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except OSError:
+        return None
+    stat = read_proc_stat(record.pid)  # checked after the pidfd pins the process
+    if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
+        os.close(pidfd)
+        return None
+    files = worker_files(log.log_dir, record.worker_id)
+    output = InstanceOutput(files, None, log, resume=True, prefix=f"[{record.group}] ")
+    output.start()
+    return InstanceProcess(0, record.pid, 0, output, pidfd=pidfd)
+
+
+class Worker:
+    """One supervised worker process slot: runs, restarts, stops, is handed over."""
+
+    def __init__(
+        self, group: WorkerGroup, worker_id: str, adopted: InstanceProcess | None = None
+    ) -> None:
         self.group = group
         self.worker_id = worker_id
-        self.proc: asyncio.subprocess.Process | None = None
+        self.handle: InstanceProcess | None = adopted
         self.stopping = False
         self.restarts = 0
-        self.task = spawn(self._run(), name=f"tako-worker-{worker_id}")
+        group.owned.add(worker_id)
+        self.task = spawn(self._run(adopted), name=f"tako-worker-{worker_id}")
 
     def __repr__(self) -> str:
-        pid = self.proc.pid if self.proc is not None else None
+        pid = self.handle.pid if self.handle is not None else None
         return f"Worker({self.worker_id}, pid={pid}, restarts={self.restarts})"
 
-    async def _run(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle is not None else None
+
+    async def _run(self, adopted: InstanceProcess | None) -> None:
+        try:
+            await self._loop(adopted)
+        finally:
+            self.group.owned.discard(self.worker_id)
+
+    async def _loop(self, adopted: InstanceProcess | None) -> None:
         crashes = 0
         while not self.stopping:
             started = time.monotonic()
-            code = await self._once()
+            if adopted is not None:
+                code, adopted = await self._watch(adopted), None
+            else:
+                code = await self._once()
             self.group.on_exit(self.worker_id)
             if self.stopping:
                 return
@@ -78,50 +125,69 @@ class Worker:
     async def _once(self) -> int | str:
         group = self.group
         environ = {"PATH": FALLBACK_PATH, **group.environ, "TAKO_WORKER_ID": self.worker_id}
+        files = worker_files(group.log.log_dir, self.worker_id)
+        out_fd, err_fd = files.create_outputs()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 *group.command, cwd=str(group.workdir), env=environ,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
-                preexec_fn=functools.partial(as_app, group.isolation), limit=_READ_CHUNK,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
+                start_new_session=True, preexec_fn=child_setup(group.isolation),
             )
         except OSError as exc:
+            files.remove()
             group.log.write(f"[{group.name}] cannot start worker: {exc}")
             return str(exc)
-        pipes: list[tuple[asyncio.StreamReader | None, Stream]] = [
-            (self.proc.stdout, "out"),
-            (self.proc.stderr, "err"),
-        ]
-        readers = [
-            spawn(_pump(stream, name, group), name=f"tako-worker-log-{self.worker_id}-{name}")
-            for stream, name in pipes
-            if stream is not None
-        ]
-        code = await self.proc.wait()
-        _killpg(self.proc.pid, signal.SIGKILL)
-        await asyncio.wait(readers, timeout=1.0)
-        for reader in readers:
-            reader.cancel()
-        return code
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+        stat = read_proc_stat(proc.pid)
+        ticks = stat.start_ticks if stat is not None else 0
+        record = WorkerRecord(self.worker_id, proc.pid, ticks, group.name, group.version)
+        write_record(files.record, record)
+        output = InstanceOutput(files, None, group.log, prefix=f"[{group.name}] ")
+        output.start()
+        return await self._watch(InstanceProcess(0, proc.pid, 0, output, proc=proc))
+
+    async def _watch(self, handle: InstanceProcess) -> int | str:
+        """Wait for the exit, then copy the rest of its output and remove its files."""
+        self.handle = handle
+        code = await handle.wait()
+        with contextlib.suppress(OSError, TimeoutError):
+            await handle.close_output(timeout=1.0)
+        return code if code is not None else "an unknown status (adopted)"
+
+    def _signal(self, sig: signal.Signals) -> None:
+        handle = self.handle
+        if handle is not None and not handle.exited:
+            handle.signal_group(sig)
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            _killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), grace)
-            except TimeoutError:
-                _killpg(proc.pid, signal.SIGKILL)
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), grace)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)
+        except Exception:  # noqa: BLE001 - the task's own failure is logged by spawn
+            pass
         if not self.task.done():
             self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
 
+    async def release(self) -> None:
+        """Stop watching, leave the process running for the next daemon."""
+        self.stopping = True
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        handle = self.handle
+        if handle is not None and not handle.exited:
+            await handle.release()
+
     def kill(self) -> None:
         self.stopping = True
-        if self.proc is not None and self.proc.returncode is None:
-            _killpg(self.proc.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
 
 class WorkerGroup:
@@ -138,6 +204,8 @@ class WorkerGroup:
         id_prefix: str,
         on_exit: Callable[[str], None],
         isolation: Isolation | None = None,
+        version: str = "",
+        owned: set[str] | None = None,
     ) -> None:
         self.name = name
         self.command = command
@@ -148,6 +216,10 @@ class WorkerGroup:
         self.on_exit = on_exit
         #: the app's user and cgroup, as its instances have (None: the server's own user)
         self.isolation = isolation
+        self.version = version  # of the release, in each worker's record
+        #: worker ids watched by this daemon (shared by the service's groups: a record of
+        #: one of them is never adopted a second time)
+        self.owned = owned if owned is not None else set()
         self.workers: list[Worker] = []
         self._next = 0
 
@@ -170,25 +242,19 @@ class WorkerGroup:
         extra, self.workers = self.workers[count:], self.workers[:count]
         await asyncio.gather(*(w.stop(grace) for w in extra))
 
+    def adopt(self, worker_id: str, handle: InstanceProcess) -> None:
+        """Supervise a worker a previous daemon left running (it keeps its id)."""
+        self.workers.append(Worker(self, worker_id, adopted=handle))
+        self.log.write(f"[{self.name}] adopted worker {worker_id}: pid {handle.pid}")
+
     async def stop(self, grace: float) -> None:
         await self.scale(0, grace)
+
+    async def release(self) -> None:
+        """Leave every worker running for the next daemon (nothing is stopped)."""
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(w.release() for w in workers))
 
     def kill(self) -> None:
         for worker in self.workers:
             worker.kill()
-
-
-async def _pump(stream: asyncio.StreamReader, name: Stream, group: WorkerGroup) -> None:
-    splitter = LineSplitter()
-    while True:
-        chunk = await stream.read(_READ_CHUNK)
-        lines = splitter.feed(chunk) if chunk else splitter.flush()
-        if lines:
-            group.log.write_lines([f"[{group.name}] {line}" for line in lines], stream=name)
-        if not chunk:
-            return
-
-
-def _killpg(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

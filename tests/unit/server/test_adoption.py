@@ -13,9 +13,12 @@ from tako_server.stopmode import restart_pending, take_keep_marker, write_keep_m
 from tako_server.supervisor.adopt import (
     InstanceRecord,
     Verdict,
+    WorkerRecord,
     judge,
     parse_record,
+    parse_worker_record,
     read_records,
+    read_worker_records,
     write_record,
 )
 from tako_server.supervisor.events import Adopted, Exited, Log, ProbeHealth, Restore, Spawn, Tick
@@ -69,6 +72,53 @@ def test_records_round_trip_and_only_files_named_by_their_id_count(tmp_path: Pat
     assert oct((tmp_path / "3.json").stat().st_mode & 0o777) == "0o600"
     assert read_records(tmp_path) == [RECORD]
     assert read_records(tmp_path / "missing") == []
+
+
+WORKER = WorkerRecord(
+    worker_id="host.ab12cd.web.production.jobs.v2-1", pid=4343, start_ticks=1000,
+    group="jobs", version="v2",
+)
+
+
+@pytest.mark.parametrize(
+    ("stat", "version", "stale", "verdict"),
+    [
+        (ProcStat("S", 1000), "v2", False, Verdict.ADOPT),
+        (ProcStat("S", 999), "v2", False, Verdict.GONE),  # the pid was reused
+        (None, "v2", False, Verdict.GONE),
+        (ProcStat("S", 1000), "v3", False, Verdict.STALE),  # a worker of another release
+        (ProcStat("S", 1000), "v2", True, Verdict.STALE),  # its group is gone
+    ],
+)
+def test_a_worker_record_is_judged_by_the_same_rule(
+    stat: ProcStat | None, version: str, stale: bool, verdict: Verdict
+) -> None:
+    assert judge(WORKER, stat, version, stale) is verdict
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{",
+        json.dumps({"worker_id": "w-1", "pid": 4242}),
+        json.dumps({**WORKER.__dict__, "pid": 1}),
+        json.dumps({**WORKER.__dict__, "worker_id": ""}),
+        json.dumps({**WORKER.__dict__, "start_ticks": "soon"}),
+    ],
+)
+def test_torn_or_foreign_worker_records_are_ignored(text: str) -> None:
+    assert parse_worker_record(text) is None
+
+
+def test_worker_records_round_trip_and_only_files_named_by_their_id_count(
+    tmp_path: Path,
+) -> None:
+    write_record(tmp_path / f"{WORKER.worker_id}.json", WORKER)
+    write_record(tmp_path / "other-2.json", WORKER)  # names another worker: not this file's
+    (tmp_path / "3.json").write_text(json.dumps(RECORD.__dict__))  # an instance's record
+    assert read_worker_records(tmp_path) == [WORKER]
+    assert read_worker_records(tmp_path / "missing") == []
 
 
 @pytest.mark.parametrize(
