@@ -9,7 +9,9 @@ Rules:
 - At most :data:`MAX_CONNECTING` connects are under way to one backend at once: a burst
   of thousands of new requests does not open thousands of connections in the same
   instant (the app's listen queue overflows, connects time out, 502s); a request over
-  the bound takes the first connection another request releases or the next free slot.
+  the bound waits in line (first come, first served: a finished connect hands its slot,
+  and a released connection goes, to the oldest waiting request) for whichever comes
+  first.
 - :class:`UpstreamConnection` parses responses with ``httptools.HttpResponseParser`` and
   hands every event to the exchange it serves (:class:`~.links.ExchangeLink`); it never
   buffers a body. The exchange also names the client's :class:`~.links.Sink`: writes are
@@ -258,15 +260,18 @@ class UpstreamPool:
     async def connect(self, addr: Address) -> UpstreamConnection:
         """A connection for a request that found none idle (raises ``OSError`` or
         ``TimeoutError``): a new one while fewer than ``max_connecting`` are being opened
-        to ``addr``; over that, the first connection another request releases or the next
-        free connect slot, whichever comes first. All of it within ``connect_timeout``."""
+        to ``addr``; over that, the request waits in line (first come, first served) for
+        the first connection another request releases or the next free connect slot. All
+        of it within ``connect_timeout``."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
-            while self._connecting.get(addr, 0) >= self.max_connecting:
+            if self._connecting.get(addr, 0) >= self.max_connecting or addr in self._waiters:
                 conn = await self._wait(loop, addr)
                 if conn is not None:
                     return conn
-            self._connecting[addr] = self._connecting.get(addr, 0) + 1
+                # else a finished connect passed its slot on to this request
+            else:
+                self._connecting[addr] = self._connecting.get(addr, 0) + 1
             try:
                 _, conn = await loop.create_connection(
                     lambda: UpstreamConnection(self, addr), *addr
@@ -278,7 +283,8 @@ class UpstreamPool:
     async def _wait(
         self, loop: asyncio.AbstractEventLoop, addr: Address
     ) -> UpstreamConnection | None:
-        """Wait for a released connection (returned) or a free connect slot (None)."""
+        """Wait in line for a released connection (returned) or a connect slot (None:
+        the slot is this request's, already counted)."""
         waiter: asyncio.Future[UpstreamConnection | None] = loop.create_future()
         self._waiters.setdefault(addr, deque()).append(waiter)
         try:
@@ -290,7 +296,7 @@ class UpstreamPool:
                 if given is not None:
                     self.put(given)
                 else:
-                    self._wake(addr, None)
+                    self._connect_done(addr)
             raise
 
     def connecting(self, addr: Address) -> int:
@@ -302,23 +308,28 @@ class UpstreamPool:
         return len(self._idle.get(addr, ()))
 
     def _connect_done(self, addr: Address) -> None:
+        """A connect ended: its slot goes to the first request in line, else is freed."""
+        if self._wake(addr, None):
+            return
         left = self._connecting[addr] - 1
         if left:
             self._connecting[addr] = left
         else:
             del self._connecting[addr]
-        self._wake(addr, None)
 
     def _wake(self, addr: Address, conn: UpstreamConnection | None) -> bool:
         """Give ``conn`` (or a connect slot: None) to the oldest live waiter for ``addr``."""
         waiters = self._waiters.get(addr)
+        if waiters is None:
+            return False
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(conn)
+                if not waiters:
+                    del self._waiters[addr]
                 return True
-        if waiters is not None:
-            del self._waiters[addr]
+        del self._waiters[addr]
         return False
 
     def put(self, conn: UpstreamConnection) -> None:

@@ -167,3 +167,31 @@ async def test_idle_connections_close_after_the_idle_timeout(
     assert old.closed and not new.closed
     assert pool.take(addr) is new
     new.close()
+
+
+async def test_requests_in_line_are_served_first_come_first_served(
+    server: tuple[Counting, tuple[str, int]],
+) -> None:
+    """A finished connect hands its slot to the oldest waiting request, and a request that
+    arrives later waits behind it (it used to take the freed slot first, and the oldest
+    request went back to the end of the line)."""
+    _, addr = server
+    pool = UpstreamPool(5.0, 10, max_connecting=1)
+    pool._connecting[addr] = 1  # a connect under way: the next requests wait
+    order: list[str] = []
+
+    async def request(name: str) -> UpstreamConnection:
+        conn = await pool.connect(addr)
+        order.append(name)
+        return conn
+
+    first = asyncio.ensure_future(request("first"))
+    second = asyncio.ensure_future(request("second"))
+    await asyncio.sleep(0.01)
+    late = asyncio.ensure_future(request("late"))  # a new request, about to run...
+    pool._connect_done(addr)  # ...as the connect under way ends: its slot is "first"'s
+    conns = await asyncio.wait_for(asyncio.gather(first, second, late), 5)
+    assert order == ["first", "second", "late"]
+    assert pool.connecting(addr) == 0 and not pool._waiters
+    for conn in conns:
+        conn.close()
