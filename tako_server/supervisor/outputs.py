@@ -158,7 +158,6 @@ class InstanceOutput:
         out_at, err_at = read_offsets(files.pos) if resume else (0, 0)
         self._pos_fd = os.open(files.pos, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._tails = [_Tail(files.out, "out", out_at), _Tail(files.err, "err", err_at)]
-        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def pump(self, final: bool = False) -> int:
@@ -185,16 +184,15 @@ class InstanceOutput:
         self._task = spawn(self._follow(), name=f"tako-output-{self.files.record.stem}")
 
     async def _follow(self) -> None:
-        while not self._stop.is_set():
-            delay = POLL_BUSY if self.pump() else POLL_IDLE
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+        # pump() never awaits: a cancellation (see _halt) lands only in the sleep
+        while True:
+            await asyncio.sleep(POLL_BUSY if self.pump() else POLL_IDLE)
 
     async def _halt(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def finish(self) -> None:
         """The instance exited: copy the rest (a last unterminated line too), remove the files."""
