@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tako_common.protocol import WorkflowGroupSpec, WorkflowsSpec
 from tako_server.supervisor.adopt import read_worker_records
 from tako_server.supervisor.logs import AppLog
+from tako_server.supervisor.spec import LaunchSpec
 from tako_server.workflows import workers
+from tako_server.workflows.service import WorkflowService
 from tako_server.workflows.workers import WORKERS_DIR, WorkerGroup, adopt_worker
 
 DEAF = ["sh", "-c", "trap '' TERM; echo hi; sleep 30"]
@@ -124,3 +127,28 @@ async def test_new_worker_ids_skip_adopted_and_recorded_ones_and_leave_draining(
     finally:
         for pid in pids:
             with_pid_gone(pid)
+
+
+async def test_a_same_version_restart_gives_new_ids_that_claim_runs(tmp_path: Path) -> None:
+    svc = WorkflowService(tmp_path, 1, log_for=lambda key: AppLog(tmp_path / "logs"),
+                          credentials=lambda app, env: {})
+    launch = LaunchSpec(app="web", env="production", version="v1", workdir=tmp_path,
+                        command=[], environ={}, log_dir=tmp_path / "logs")
+    spec = WorkflowsSpec(groups=[WorkflowGroupSpec(name="jobs", run=["sleep", "30"], workers=1)])
+    try:
+        await svc.deploy(launch, spec, 300)
+        old = [w.worker_id for w in svc.apps[launch.key].groups["jobs"].workers]
+        await svc.restart(launch)  # update_secrets, a rollback to this version, a start
+        entry = svc.apps[launch.key]
+        new = [w.worker_id for w in entry.groups["jobs"].workers]
+        assert set(new).isdisjoint(old)
+        await svc.enqueue(entry, "jobs", {"n": 1})
+        run = await svc.claim(entry, "jobs", new[0], 2.0)
+        assert run is not None, "the new worker claims nothing (its id is draining)"
+        for _ in range(100):  # the old worker ends on SIGTERM: its id leaves draining
+            if not svc.draining:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.draining == set()
+    finally:
+        await svc.shutdown()
