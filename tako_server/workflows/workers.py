@@ -17,7 +17,11 @@ Rules (the same as the app's instances, :mod:`tako_server.supervisor.process`):
   at 30 s; ``n`` counts exits that came less than 60 s after the start), and
   ``on_exit(worker_id)`` is called so its claimed runs go back to the queue at once;
 - stopping sends SIGTERM to each worker's group and SIGKILL after the grace period (a
-  worker finishes its current runs in that time);
+  worker finishes its current runs in that time), then waits up to ``KILL_WAIT`` for the
+  exit to be reaped and its output and files closed; a worker waiting to restart stops
+  at once;
+- worker ids are unique per daemon: the service's groups share one counter and a new id
+  skips those this daemon watches and those of records on disk;
 - releasing (a takeover, a restart that keeps apps) leaves the process running, records
   how far its output was read and keeps its record; the next daemon adopts it
   (:func:`adopt_worker`: pidfd, same start time, else it is not the same process) with
