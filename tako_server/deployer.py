@@ -262,7 +262,9 @@ async def remove_app_images(ctx: ServerContext, app: str, env: str) -> None:
     if not socket.exists():
         return
     try:
-        await podman.remove_app_containers(socket, f"{app}/{env}")
+        await podman.remove_app_containers(
+            socket, f"{app}/{env}", ctx.layout.logs_dir(app, env)
+        )
         await podman.remove_images(socket, await podman.app_images(socket, app, env))
     except (TakoError, OSError) as exc:
         log.warning("removing the containers and images of %s/%s failed: %s", app, env, exc)

@@ -23,7 +23,7 @@ import aiodocker
 
 from tako_common.errors import TakoError
 from tako_server.launch import podman_ref
-from tako_server.supervisor.container import LABEL_APP
+from tako_server.supervisor import container
 
 #: the image archive inside a container release's artifact
 IMAGE_ARCHIVE = "image.tar"
@@ -137,15 +137,10 @@ async def app_images(socket: Path, app: str, env: str) -> list[str]:
     return sorted(tag for tag in tags if tag.startswith(repo + ":"))
 
 
-async def remove_app_containers(socket: Path, key: str) -> int:
-    """Force-remove every container labelled with the app (``tako delete``)."""
-    async with engine(socket) as docker:
-        containers = await docker.containers.list(
-            all=True, filters=json.dumps({"label": [f"{LABEL_APP}={key}"]})
-        )
-        for container in containers:
-            await container.delete(force=True)
-    return len(containers)
+async def remove_app_containers(socket: Path, key: str, log_dir: Path) -> int:
+    """Force-remove every container labelled with the app and their log cursors under
+    ``log_dir`` (``tako delete``)."""
+    return await container.remove_app_containers(socket, key, log_dir)
 
 
 async def engine_status(socket: Path) -> str:

@@ -222,7 +222,10 @@ class FoundContainer:
 
 
 async def app_containers(socket: Path, key: str) -> list[FoundContainer]:
-    """Every container labelled with the app, running or not (raises ContainerError)."""
+    """Every container labelled with the app, running or not (raises ContainerError,
+    also when the engine's socket is not there yet)."""
+    if not socket.exists():
+        raise ContainerError(f"containers of {key}: no container engine socket at {socket}")
     try:
         async with aiodocker.Docker(url=f"unix://{socket}") as docker:
             found = await docker.containers.list(
@@ -245,6 +248,15 @@ async def remove_container(socket: Path, container_id: str, log_dir: Path) -> No
             await docker.containers.container(container_id).delete(force=True)
     with contextlib.suppress(FileNotFoundError):
         (log_dir / CURSORS_DIR / f"{container_id}.cursor").unlink()
+
+
+async def remove_app_containers(socket: Path, key: str, log_dir: Path) -> int:
+    """Force-remove every container labelled with the app and their log cursors (``tako
+    delete``); how many there were. Raises ContainerError when they cannot be listed."""
+    found = await app_containers(socket, key)
+    for box in found:
+        await remove_container(socket, box.id, log_dir)
+    return len(found)
 
 
 class _CursorFile:

@@ -220,8 +220,10 @@ class InstanceProcess:
 
     async def close_output(self, timeout: float = 2.0) -> None:
         """The process exited: copy the rest of its output, remove its files."""
-        await asyncio.wait_for(self.output.finish(), timeout)
-        self._close_pidfd()
+        try:
+            await asyncio.wait_for(self.output.finish(), timeout)
+        finally:
+            self._close_pidfd()
 
     async def release(self) -> None:
         """Leave the process running for another daemon: record how far its output was

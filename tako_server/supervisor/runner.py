@@ -16,6 +16,7 @@ import itertools
 import logging
 import signal
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from tako_common.tasks import spawn
@@ -69,6 +70,7 @@ logger = logging.getLogger("tako.supervisor")
 
 _SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL}
 _RETIRE_GRACE = 5.0
+BURY_WAIT = 5.0  # for a found container that is not running to end (then force-removed)
 
 
 class AppRunner:
@@ -251,11 +253,7 @@ class AppRunner:
         ``spec``'s version; copy the last output of those that exited, remove the rest."""
         assert spec.container is not None
         socket = spec.container.socket
-        try:
-            found = await app_containers(socket, self.key)
-        except ContainerError as exc:
-            logger.warning("adoption of %s: %s", self.key, exc)
-            return ()
+        found = await app_containers(socket, self.key)  # raises: no restore, no duplicates
         adopted = []
         for box in sorted(found, key=lambda f: f.id):
             verdict = judge_container(box.state, box.labels, spec.version, stopped)
@@ -266,11 +264,13 @@ class AppRunner:
                 continue
             try:
                 handle = await ContainerInstance.adopt(box, socket, self.log, self.key)
-            except ContainerError as exc:
-                logger.warning("adoption of %s: %s", self.key, exc)
+            except ContainerError as exc:  # never left running unsupervised
+                self.log.write(f"container {box.id[:12]} cannot be adopted ({exc}):"
+                               " removing it", stream="tako")
+                await remove_container(socket, box.id, self.log.log_dir)
                 continue
             if verdict is ContainerVerdict.GONE:
-                await self._bury_container(handle, box)
+                await self._bury_container(handle, box, socket)
                 continue
             self._procs[box.instance_id] = handle
             self._task(self._watch(handle), f"tako-exit-{self.key}-{box.instance_id}")
@@ -279,9 +279,17 @@ class AppRunner:
         self.machine.next_id = max([self.machine.next_id, *(i + 1 for i in ids)])
         return tuple(adopted)
 
-    async def _bury_container(self, handle: ContainerInstance, box: FoundContainer) -> None:
-        """A container that ended while no daemon watched: its last output, then it goes."""
-        code = await handle.wait()
+    async def _bury_container(
+        self, handle: ContainerInstance, box: FoundContainer, socket: Path
+    ) -> None:
+        """A container that ended while no daemon watched (or is paused, restarting...):
+        its last output, then it goes (force-removed when it does not end at once)."""
+        code: int | str
+        try:
+            code = await asyncio.wait_for(handle.wait(), BURY_WAIT)
+        except TimeoutError:
+            code = f"no exit (it was {box.state})"
+            await remove_container(socket, box.id, self.log.log_dir)
         await handle.close_output(timeout=2.0)
         self.log.write(
             f"container {box.id[:12]} exited with {code} while no tako-server watched it:"

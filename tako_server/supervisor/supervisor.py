@@ -14,6 +14,7 @@ static files.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -38,6 +39,8 @@ from tako_server.supervisor.spec import (
     SupervisorSettings,
     UnknownApp,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class Supervisor:
@@ -101,7 +104,10 @@ class Supervisor:
         """Adopt again what :meth:`release` handed over (the takeover failed)."""
         released, self._released = self._released, {}
         for spec, desired, idle_timeout, stopped in released.values():
-            await self.restore(spec, desired, idle_timeout, stopped=stopped)
+            try:
+                await self.restore(spec, desired, idle_timeout, stopped=stopped)
+            except OSError as exc:  # e.g. its containers cannot be listed: the others go on
+                logger.error("reclaim of %s failed: %s", spec.key, exc)
 
     async def scale(self, key: str, desired: int) -> None:
         """Change the desired count; returns once it is reached (0 keeps a warm instance

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -152,6 +153,8 @@ class WorkflowService:
         self.closed = False  # the stores are closing: no claim reaches them any more
         #: ids of the workers this daemon watches (their records are not adopted again)
         self.owned: set[str] = set()
+        #: numbers of new worker ids, shared by all groups (an id never serves twice)
+        self._worker_ids = itertools.count(1)
         #: apps whose workers were released to another daemon (reclaimed if it fails)
         self._released: set[str] = set()
         self.tasks = TaskGroup()
@@ -448,7 +451,8 @@ class WorkflowService:
         return WorkerGroup(
             spec.name, list(spec.run), launch.workdir, environ, self.log_for(entry.key),
             id_prefix=prefix, on_exit=exited, isolation=launch.isolation,
-            version=launch.version, owned=self.owned,
+            version=launch.version, owned=self.owned, draining=self.draining,
+            ids=self._worker_ids,
         )
 
     def _drain(self, entry: AppWorkflows) -> None:

@@ -17,7 +17,11 @@ Rules (the same as the app's instances, :mod:`tako_server.supervisor.process`):
   at 30 s; ``n`` counts exits that came less than 60 s after the start), and
   ``on_exit(worker_id)`` is called so its claimed runs go back to the queue at once;
 - stopping sends SIGTERM to each worker's group and SIGKILL after the grace period (a
-  worker finishes its current runs in that time);
+  worker finishes its current runs in that time), then waits up to ``KILL_WAIT`` for the
+  exit to be reaped and its output and files closed; a worker waiting to restart stops
+  at once;
+- worker ids are unique per daemon: the service's groups share one counter and a new id
+  skips those this daemon watches and those of records on disk;
 - releasing (a takeover, a restart that keeps apps) leaves the process running, records
   how far its output was read and keeps its record; the next daemon adopts it
   (:func:`adopt_worker`: pidfd, same start time, else it is not the same process) with
@@ -28,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from tako_common.tasks import spawn
@@ -45,6 +50,7 @@ from tako_server.takeover import read_proc_stat
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 STABLE_AFTER = 60.0
+KILL_WAIT = 5.0  # after SIGKILL: for the exit to be reaped and the output closed
 WORKERS_DIR = "workers"  # under the app's log dir: records and output files
 
 
@@ -84,6 +90,7 @@ class Worker:
         self.worker_id = worker_id
         self.handle: InstanceProcess | None = adopted
         self.stopping = False
+        self._sleeping = False  # waiting to restart: no process runs
         self.restarts = 0
         group.owned.add(worker_id)
         self.task = spawn(self._run(adopted), name=f"tako-worker-{worker_id}")
@@ -101,6 +108,7 @@ class Worker:
             await self._loop(adopted)
         finally:
             self.group.owned.discard(self.worker_id)
+            self.group.draining.discard(self.worker_id)  # the id may serve again
 
     async def _loop(self, adopted: InstanceProcess | None) -> None:
         crashes = 0
@@ -120,9 +128,22 @@ class Worker:
                 f"[{self.group.name}] worker {self.worker_id} exited with {code};"
                 f" restarting in {delay:.1f}s"
             )
-            await asyncio.sleep(delay)
+            self._sleeping = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._sleeping = False
 
     async def _once(self) -> int | str:
+        handle = await self._spawn()
+        if isinstance(handle, str):
+            return handle
+        if self.stopping:  # stop() came while spawning: it found no process to signal
+            handle.signal_group(signal.SIGTERM)
+        return await self._watch(handle)
+
+    async def _spawn(self) -> InstanceProcess | str:
+        """Start the process, write its record, follow its output (an error: why not)."""
         group = self.group
         environ = {"PATH": FALLBACK_PATH, **group.environ, "TAKO_WORKER_ID": self.worker_id}
         files = worker_files(group.log.log_dir, self.worker_id)
@@ -146,7 +167,8 @@ class Worker:
         write_record(files.record, record)
         output = InstanceOutput(files, None, group.log, prefix=f"[{group.name}] ")
         output.start()
-        return await self._watch(InstanceProcess(0, proc.pid, 0, output, proc=proc))
+        self.handle = InstanceProcess(0, proc.pid, 0, output, proc=proc)
+        return self.handle
 
     async def _watch(self, handle: InstanceProcess) -> int | str:
         """Wait for the exit, then copy the rest of its output and remove its files."""
@@ -162,18 +184,29 @@ class Worker:
             handle.signal_group(sig)
 
     async def stop(self, grace: float) -> None:
+        """SIGTERM, SIGKILL after ``grace``; then wait (bounded) for the exit to be reaped
+        and its output and files closed. A worker with no process (waiting to restart)
+        ends at once."""
         self.stopping = True
-        self._signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), grace)
-        except TimeoutError:
-            self._signal(signal.SIGKILL)
-        except Exception:  # noqa: BLE001 - the task's own failure is logged by spawn
-            pass
+        if not self._sleeping:
+            self._signal(signal.SIGTERM)
+            if not await self._ended(grace):
+                self._signal(signal.SIGKILL)
+                await self._ended(KILL_WAIT)
         if not self.task.done():
             self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
+
+    async def _ended(self, timeout: float) -> bool:
+        """Whether the worker's task ended within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except TimeoutError:
+            return False
+        except Exception:  # noqa: BLE001 - the task's own failure is logged by spawn
+            pass
+        return True
 
     async def release(self) -> None:
         """Stop watching, leave the process running for the next daemon."""
@@ -206,6 +239,8 @@ class WorkerGroup:
         isolation: Isolation | None = None,
         version: str = "",
         owned: set[str] | None = None,
+        draining: set[str] | None = None,
+        ids: Iterator[int] | None = None,
     ) -> None:
         self.name = name
         self.command = command
@@ -220,8 +255,11 @@ class WorkerGroup:
         #: worker ids watched by this daemon (shared by the service's groups: a record of
         #: one of them is never adopted a second time)
         self.owned = owned if owned is not None else set()
+        #: worker ids told to stop (shared with the service; an id leaves when its worker ends)
+        self.draining = draining if draining is not None else set()
+        #: numbers for new worker ids (shared by the service's groups: unique per daemon)
+        self.ids = ids if ids is not None else itertools.count(1)
         self.workers: list[Worker] = []
-        self._next = 0
 
     def __repr__(self) -> str:
         return f"WorkerGroup({self.name}, workers={len(self.workers)})"
@@ -237,10 +275,18 @@ class WorkerGroup:
     async def scale(self, count: int, grace: float) -> None:
         """Start or stop workers until ``count`` run (the newest stop first)."""
         while len(self.workers) < count:
-            self._next += 1
-            self.workers.append(Worker(self, f"{self.id_prefix}-{self._next}"))
+            self.workers.append(Worker(self, self._new_id()))
         extra, self.workers = self.workers[count:], self.workers[:count]
         await asyncio.gather(*(w.stop(grace) for w in extra))
+
+    def _new_id(self) -> str:
+        """An id no worker of this daemon has and no record on disk names."""
+        while True:
+            worker_id = f"{self.id_prefix}-{next(self.ids)}"
+            files = worker_files(self.log.log_dir, worker_id)
+            if worker_id not in self.owned and not files.record.exists() \
+                    and not files.out.exists():
+                return worker_id
 
     def adopt(self, worker_id: str, handle: InstanceProcess) -> None:
         """Supervise a worker a previous daemon left running (it keeps its id)."""
