@@ -424,6 +424,16 @@ class TestHost:
                 interval=0.1,
             )
 
+    def signal_servers(self) -> None:
+        """SIGTERM this host's tako-server (the harness's and an installed one) without
+        waiting: :meth:`close` waits for them (and SIGKILLs what hangs)."""
+        pids = self.installed_server_pids() if self.bare else set()
+        if self._server is not None and self._server.poll() is None:
+            pids.add(self._server.pid)
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
     def close(self) -> None:
         if self.bare:
             self.stop_installed_server()
@@ -663,6 +673,9 @@ class HostNetwork:
         return home
 
     def close(self) -> None:
+        # every tako-server stops its apps at once (seconds each), then each host is closed
+        for host in self.hosts:
+            host.signal_servers()
         for host in reversed(self.hosts):
             host.close()
         self.hosts.clear()

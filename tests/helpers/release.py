@@ -4,6 +4,9 @@ Job: give tests the path of ``dist/tako-server-linux-<arch>-<libc>.tar.gz`` for 
 machine. Rules: the build itself is cached by ``scripts/build-release`` (build venv and
 executable keyed by source hashes under ``build/``), so calling :func:`build_release`
 again is fast; a failed build raises :class:`ReleaseBuildError` with the output tail.
+Within one test process the script runs once per kind of build (server only, or server and
+wheel): later calls return the same tarball while it still exists, instead of re-running the
+script (which re-checks the executable and re-packs the tarball, seconds each time).
 """
 
 from __future__ import annotations
@@ -48,8 +51,16 @@ def daemon_sources_present() -> bool:
     return (REPO / "tako_server" / "cli.py").is_file()
 
 
+_BUILT: set[bool] = set()  # the ``wheel`` values this process already built successfully
+
+
 def build_release(*, wheel: bool = False) -> Path:
-    """Run scripts/build-release (server only unless ``wheel``); return the tarball path."""
+    """Run scripts/build-release (server only unless ``wheel``); return the tarball path.
+
+    Once per process and kind: a server-and-wheel build also answers server-only calls."""
+    covered = True in _BUILT or (not wheel and False in _BUILT)
+    if covered and tarball_path().is_file():
+        return tarball_path()
     argv = [str(REPO / "scripts" / "build-release")]
     if not wheel:
         argv.append("--server-only")
@@ -60,4 +71,5 @@ def build_release(*, wheel: bool = False) -> Path:
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         raise ReleaseBuildError(f"scripts/build-release exited {result.returncode}:\n{tail}")
+    _BUILT.add(wheel)
     return tarball_path()

@@ -230,6 +230,33 @@ def control(tako_server: ServerProcess) -> Iterator[ControlClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def shared_tako_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One tako-server for the tests of a module that leave it as they found it: queries,
+    and requests it must refuse while changing nothing (each such test checks that itself;
+    placing an artifact in ``incoming`` for it to refuse is part of such a test).
+    A test that changes the server (deploys, stops it, writes into its data dir) takes its
+    own ``tako_server``. Starting a server is about a second of imports: per test it adds up.
+    """
+    server = ServerProcess(tmp_path_factory.mktemp("shared-server"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def shared_control(
+    shared_tako_server: ServerProcess, request: pytest.FixtureRequest
+) -> Iterator[ControlClient]:
+    """A new connection to ``shared_tako_server`` for one test (its output shown on failure)."""
+    with shared_tako_server.client() as client:
+        yield client
+    failed = getattr(getattr(request.node, "rep_call", None), "failed", False)
+    if failed:
+        print(f"\n----- shared tako-server output -----\n{shared_tako_server.output()}")
+
+
 APPS_DIR = Path(__file__).resolve().parent.parent / "apps"
 PYAPP_MANIFEST = {"runtime": "python", "main": "app.py"}
 NODEAPP_MANIFEST = {"runtime": "node", "main": "server.js"}

@@ -20,21 +20,21 @@ from tests.integration.conftest import ControlClient, ServerProcess
 HELLO = {"command": "hello", "protocol_version": PROTOCOL_VERSION}
 
 
-def test_fresh_server_lists_no_apps(control: ControlClient) -> None:
-    assert control.ok({"command": "list"}) == {"apps": []}
-    assert control.ok({"command": "status"}) == {"apps": []}
-    assert control.ok({"command": "routes"}) == {"routes": []}
+def test_fresh_server_lists_no_apps(shared_control: ControlClient) -> None:
+    assert shared_control.ok({"command": "list"}) == {"apps": []}
+    assert shared_control.ok({"command": "status"}) == {"apps": []}
+    assert shared_control.ok({"command": "routes"}) == {"routes": []}
 
 
-def test_hello_reports_version_and_capabilities(control: ControlClient) -> None:
-    data = control.ok(HELLO)
+def test_hello_reports_version_and_capabilities(shared_control: ControlClient) -> None:
+    data = shared_control.ok(HELLO)
     assert data["protocol_version"] == PROTOCOL_VERSION
     assert data["server_version"] == __version__
     assert {"rollback", "deploy_lock", "upgrade_mode_control"} <= set(data["capabilities"])
 
 
-def test_hello_with_another_protocol_version_is_refused(control: ControlClient) -> None:
-    reply = control.request({"command": "hello", "protocol_version": PROTOCOL_VERSION + 1})
+def test_hello_with_another_protocol_version_is_refused(shared_control: ControlClient) -> None:
+    reply = shared_control.request({"command": "hello", "protocol_version": PROTOCOL_VERSION + 1})
     assert reply["status"] == "error"
     assert reply["code"] == "version_mismatch"
     assert "protocol version mismatch" in reply["message"]
@@ -60,20 +60,20 @@ def test_hello_with_another_protocol_version_is_refused(control: ControlClient) 
     ],
 )
 def test_bad_line_gets_an_error_and_the_connection_stays_usable(
-    control: ControlClient, line: bytes, code: str
+    shared_control: ControlClient, line: bytes, code: str
 ) -> None:
-    control.send_raw(line)
-    reply = control.read_line()
+    shared_control.send_raw(line)
+    reply = shared_control.read_line()
     assert (reply["status"], reply["code"]) == ("error", code)
-    assert control.ok(HELLO)["protocol_version"] == PROTOCOL_VERSION
+    assert shared_control.ok(HELLO)["protocol_version"] == PROTOCOL_VERSION
 
 
 def test_empty_and_too_deep_lines_each_get_their_own_error_in_order(
-    control: ControlClient,
+    shared_control: ControlClient,
 ) -> None:
     deep = b'{"command": "status", "app": ' + b"[" * 33 + b"]" * 33 + b"}"
-    control.send_raw(b"\n" + deep + b'\n{"command": "list"}\n')
-    empty, too_deep, listed = (control.read_line() for _ in range(3))
+    shared_control.send_raw(b"\n" + deep + b'\n{"command": "list"}\n')
+    empty, too_deep, listed = (shared_control.read_line() for _ in range(3))
     assert (empty["code"], too_deep["code"]) == ("bad_request", "bad_request")
     assert "empty line" in empty["message"]
     assert too_deep["message"] == f"request nesting is deeper than {MAX_DEPTH} levels"
@@ -81,55 +81,61 @@ def test_empty_and_too_deep_lines_each_get_their_own_error_in_order(
 
 
 def test_duplicate_keys_are_refused_naming_the_key_and_change_nothing(
-    control: ControlClient,
+    shared_control: ControlClient,
 ) -> None:
-    control.send_raw(b'{"command": "enter_upgrading", "owner": "a", "owner": "b"}\n')
-    reply = control.read_line()
+    shared_control.send_raw(b'{"command": "enter_upgrading", "owner": "a", "owner": "b"}\n')
+    reply = shared_control.read_line()
     assert reply["code"] == "bad_request"
     assert reply["message"] == "duplicate key 'owner' in request: every key may appear once"
-    assert control.ok({"command": "server_info"})["mode"] == "normal"
+    assert shared_control.ok({"command": "server_info"})["mode"] == "normal"
 
 
-def test_oversized_frame_is_refused_and_the_connection_stays_usable(control: ControlClient) -> None:
-    control.send_raw(b'{"command": "hello", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}\n')
-    reply = control.read_line()
+def test_oversized_frame_is_refused_and_the_connection_stays_usable(
+    shared_control: ControlClient,
+) -> None:
+    shared_control.send_raw(
+        b'{"command": "hello", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}\n'
+    )
+    reply = shared_control.read_line()
     assert (reply["status"], reply["code"]) == ("error", "frame_too_large")
-    assert control.ok(HELLO)["server_version"] == __version__
+    assert shared_control.ok(HELLO)["server_version"] == __version__
 
 
-def test_many_requests_on_one_connection_are_answered_in_order(control: ControlClient) -> None:
-    control.send_raw(
+def test_many_requests_on_one_connection_are_answered_in_order(
+    shared_control: ControlClient,
+) -> None:
+    shared_control.send_raw(
         b"".join([b'{"command": "hello", "protocol_version": 1}\n', b'{"command": "list"}\n'] * 5)
     )
-    replies = [control.read_line() for _ in range(10)]
+    replies = [shared_control.read_line() for _ in range(10)]
     assert all(r["status"] == "ok" for r in replies)
     assert ["protocol_version" in r["data"] for r in replies] == [True, False] * 5
 
 
 def test_server_info_reports_paths_ports_and_disk(
-    tako_server: ServerProcess, control: ControlClient
+    shared_tako_server: ServerProcess, shared_control: ControlClient
 ) -> None:
-    info = control.ok({"command": "server_info"})
+    info = shared_control.ok({"command": "server_info"})
     assert info["mode"] == "normal"
-    assert info["data_dir"] == str(tako_server.data_dir)
-    assert info["incoming_dir"] == str(tako_server.incoming)
+    assert info["data_dir"] == str(shared_tako_server.data_dir)
+    assert info["incoming_dir"] == str(shared_tako_server.incoming)
     assert (info["http_port"], info["https_port"]) == (
-        tako_server.http_port,
-        tako_server.https_port,
+        shared_tako_server.http_port,
+        shared_tako_server.https_port,
     )
     assert info["disk_free_bytes"] > 0
     assert info["acme_enabled"] is False
 
 
 def test_server_info_names_the_process_and_its_takeover_status(
-    tako_server: ServerProcess, control: ControlClient
+    shared_tako_server: ServerProcess, shared_control: ControlClient
 ) -> None:
     """pid + kernel start time name the process; no takeover has run (idle); a normal
     start took over from nobody."""
-    assert tako_server.proc is not None
-    info = control.ok({"command": "server_info"})
+    assert shared_tako_server.proc is not None
+    info = shared_control.ok({"command": "server_info"})
     started = datetime.fromisoformat(info["started_at"].replace("Z", "+00:00"))
-    assert info["pid"] == tako_server.proc.pid
+    assert info["pid"] == shared_tako_server.proc.pid
     assert abs((datetime.now(UTC) - started).total_seconds()) < 600
     assert info["executable"] == os.path.realpath(sys.executable)
     assert (info["took_over_from"], info["predecessor_running"]) == (None, False)
@@ -143,14 +149,14 @@ def test_server_info_names_the_process_and_its_takeover_status(
     }
 
 
-def test_socket_is_a_symlink_to_a_private_pid_socket(tako_server: ServerProcess) -> None:
-    assert tako_server.proc is not None
-    target = os.readlink(tako_server.socket)
-    assert target == f"tako-{tako_server.proc.pid}.sock"
-    real = tako_server.socket.parent / target
+def test_socket_is_a_symlink_to_a_private_pid_socket(shared_tako_server: ServerProcess) -> None:
+    assert shared_tako_server.proc is not None
+    target = os.readlink(shared_tako_server.socket)
+    assert target == f"tako-{shared_tako_server.proc.pid}.sock"
+    real = shared_tako_server.socket.parent / target
     assert stat.S_ISSOCK(real.stat().st_mode)
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
-    assert stat.S_IMODE(tako_server.socket.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(shared_tako_server.socket.parent.stat().st_mode) == 0o700
 
 
 def test_stop_removes_the_pid_socket_and_the_link(tako_server: ServerProcess) -> None:
@@ -169,12 +175,12 @@ def test_has_artifact_answers_whether_the_upload_exists(
     assert control.ok({"command": "has_artifact", "sha256": digest})["present"] is True
 
 
-def test_unknown_app_commands_say_the_app_is_not_deployed(control: ControlClient) -> None:
+def test_unknown_app_commands_say_the_app_is_not_deployed(shared_control: ControlClient) -> None:
     for command in ("list_releases", "stop", "scale", "logs"):
         message = {"command": command, "app": "ghost", "env": "production"}
         if command == "scale":
             message["instances"] = 1
-        reply = control.request(message)
+        reply = shared_control.request(message)
         assert reply["status"] == "error", reply
         assert "ghost/production is not deployed" in reply["message"]
 

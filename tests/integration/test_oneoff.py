@@ -365,12 +365,12 @@ def test_exec_is_killed_when_the_client_goes_away(
     ],
 )
 def test_exec_refuses_bad_input_and_runs_nothing(
-    control: ControlClient, message: dict[str, Any], code: str, words: str
+    shared_control: ControlClient, message: dict[str, Any], code: str, words: str
 ) -> None:
-    reply = control.request(message)
+    reply = shared_control.request(message)
     assert reply["status"] == "error" and reply["code"] == code, reply
     assert words in reply["message"]
-    assert control.ok({"command": "hello", "protocol_version": 1})  # the connection goes on
+    assert shared_control.ok({"command": "hello", "protocol_version": 1})  # the connection goes on
 
 
 def test_exec_of_a_missing_program_is_a_clear_error(

@@ -412,6 +412,13 @@ def test_docker_builder_stage_builds_from_the_files_it_copies(tmp_path: Path) ->
             shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(REPO / source, target)
+    # The build venv holds only pyproject's dependencies and PyInstaller, keyed (its stamp)
+    # by pyproject.toml, the PyInstaller requirement and `python -VV`: the checkout's venv has
+    # the same key, so the replay reuses it (a fresh one is minutes of pip) and still builds
+    # the executable from the copied files alone (a wrong key would rebuild it in the copy).
+    release.build_release()
+    (context / "build").mkdir()
+    (context / "build" / "release-venv").symlink_to(REPO / "build" / "release-venv")
     env = {**os.environ, "PYTHON": sys.executable, "SOURCE_DATE_EPOCH": "0"}
     build = subprocess.run(
         [str(context / "scripts" / "build-release"), "--server-only"],

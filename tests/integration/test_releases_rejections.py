@@ -1,4 +1,8 @@
-"""Refused deploys change nothing on disk: validation, checksum and unsafe archives."""
+"""Refused deploys change nothing on disk: validation, checksum and unsafe archives.
+
+Every test here is refused, so they share one server (``shared_tako_server``); each test
+lists the data dir just before its request and checks the listing is the same after it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from tests.integration.conftest import ControlClient, ServerProcess, deploy_mess
 
 
 @pytest.fixture
-def artifact(tako_server: ServerProcess) -> tuple[str, str]:
+def artifact(shared_tako_server: ServerProcess) -> tuple[str, str]:
     data = tar_zst_from_entries([Entry("app.py", data=b"print('hi')\n")])
-    return place_artifact(data, tako_server.incoming)
+    return place_artifact(data, shared_tako_server.incoming)
 
 
 @pytest.mark.parametrize(
@@ -39,23 +43,23 @@ def artifact(tako_server: ServerProcess) -> tuple[str, str]:
     ],
 )
 def test_invalid_deploy_is_rejected_and_nothing_changes_on_disk(
-    tako_server: ServerProcess,
-    control: ControlClient,
+    shared_tako_server: ServerProcess,
+    shared_control: ControlClient,
     artifact: tuple[str, str],
     changes: dict[str, Any],
     message: str,
 ) -> None:
     name, digest = artifact
-    before = tree_listing(tako_server.data_dir)
-    reply = control.request({**deploy_message(name, digest), **changes})
+    before = tree_listing(shared_tako_server.data_dir)
+    reply = shared_control.request({**deploy_message(name, digest), **changes})
     assert reply["status"] == "error", reply
     assert message in reply["message"]
-    assert tree_listing(tako_server.data_dir) == before
-    assert control.ok({"command": "list"}) == {"apps": []}
+    assert tree_listing(shared_tako_server.data_dir) == before
+    assert shared_control.ok({"command": "list"}) == {"apps": []}
 
 
-def test_missing_artifact_is_rejected_with_a_hint(control: ControlClient) -> None:
-    reply = control.request(deploy_message("f" * 64 + ".tar.zst", "f" * 64))
+def test_missing_artifact_is_rejected_with_a_hint(shared_control: ControlClient) -> None:
+    reply = shared_control.request(deploy_message("f" * 64 + ".tar.zst", "f" * 64))
     assert reply["status"] == "error"
     assert "is not in" in reply["message"] and "upload" in reply["hint"]
 
@@ -73,11 +77,14 @@ def test_missing_artifact_is_rejected_with_a_hint(control: ControlClient) -> Non
     ],
 )
 def test_unsafe_archive_is_rejected_and_nothing_changes_on_disk(
-    tako_server: ServerProcess, control: ControlClient, entries: list[Entry], message: str
+    shared_tako_server: ServerProcess,
+    shared_control: ControlClient,
+    entries: list[Entry],
+    message: str,
 ) -> None:
-    name, digest = place_artifact(tar_zst_from_entries(entries), tako_server.incoming)
-    before = tree_listing(tako_server.data_dir)
-    reply = control.request(deploy_message(name, digest))
+    name, digest = place_artifact(tar_zst_from_entries(entries), shared_tako_server.incoming)
+    before = tree_listing(shared_tako_server.data_dir)
+    reply = shared_control.request(deploy_message(name, digest))
     assert reply["status"] == "error", reply
     assert message in reply["message"]
-    assert tree_listing(tako_server.data_dir) == before
+    assert tree_listing(shared_tako_server.data_dir) == before
