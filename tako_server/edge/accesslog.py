@@ -5,8 +5,8 @@ Rules:
 - A finished request leaves a row (a tuple) on the event loop (:meth:`AccessLog.add`);
   every :data:`BATCH` rows, and at the runtime's sweep (every ``tick``), the rows are
   formatted in one go, still on the loop (:meth:`AccessLog.hand_off`: ~0.4 ms for 256
-  rows, so the loop is never held long, and formatting in a batch costs half of what one
-  line at a time between requests did, measured in bench/README.md), and the lines go
+  rows, so the loop is never held long; what the log costs is measured in
+  bench/README.md), and the lines go
   to the log's writer thread, which joins them and appends them with one ``write``
   (``O_APPEND``: every edge process appends whole lines to the same file). The thread
   never formats: a CPU-bound thread beside the event loop can make the loop wait for the
