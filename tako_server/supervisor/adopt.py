@@ -27,10 +27,14 @@ from __future__ import annotations
 import enum
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tako_server.takeover import ProcStat
+
+R = TypeVar("R", "InstanceRecord", "WorkerRecord")
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,17 @@ class Verdict(enum.Enum):
     STALE = "stale"
 
 
+def is_recorded_process(stat: ProcStat | None, start_ticks: int) -> bool:
+    """Whether ``stat`` is the running process a record names (a reused pid has another
+    start time) (pure)."""
+    return stat is not None and not stat.has_exited and stat.start_ticks == start_ticks
+
+
 def judge(
     record: InstanceRecord | WorkerRecord, stat: ProcStat | None, version: str, stopped: bool
 ) -> Verdict:
     """What to do with a recorded instance given what the kernel says of its pid (pure)."""
-    if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
+    if not is_recorded_process(stat, record.start_ticks):
         return Verdict.GONE
     if stopped or record.version != version:
         return Verdict.STALE
@@ -95,15 +105,8 @@ def parse_record(text: str) -> InstanceRecord | None:
 
 def read_records(instances_dir: Path) -> list[InstanceRecord]:
     """Every valid record in ``instances_dir``, by instance id."""
-    records = []
-    for path in sorted(instances_dir.glob("*.json")) if instances_dir.is_dir() else []:
-        try:
-            record = parse_record(path.read_text())
-        except OSError:
-            continue
-        if record is not None and path.stem == str(record.instance_id):
-            records.append(record)
-    return sorted(records, key=lambda r: r.instance_id)
+    found = _read_dir(instances_dir, parse_record, lambda r: str(r.instance_id))
+    return sorted(found, key=lambda r: r.instance_id)
 
 
 def parse_worker_record(text: str) -> WorkerRecord | None:
@@ -124,12 +127,20 @@ def parse_worker_record(text: str) -> WorkerRecord | None:
 
 def read_worker_records(workers_dir: Path) -> list[WorkerRecord]:
     """Every valid worker record in ``workers_dir``, by worker id."""
+    return _read_dir(workers_dir, parse_worker_record, lambda r: r.worker_id)
+
+
+def _read_dir(
+    directory: Path, parse: Callable[[str], R | None], stem: Callable[[R], str]
+) -> list[R]:
+    """The records ``parse`` accepts among ``directory``'s ``*.json`` files, in name order,
+    each in the file named after it (``stem``); unreadable or misnamed files are skipped."""
     records = []
-    for path in sorted(workers_dir.glob("*.json")) if workers_dir.is_dir() else []:
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
-            record = parse_worker_record(path.read_text())
+            record = parse(path.read_text())
         except OSError:
             continue
-        if record is not None and path.stem == record.worker_id:
+        if record is not None and path.stem == stem(record):
             records.append(record)
     return records

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tako_server import cgroups
-from tako_server.supervisor.adopt import InstanceRecord, write_record
+from tako_server.supervisor.adopt import InstanceRecord, is_recorded_process, write_record
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.outputs import InstanceFiles, InstanceOutput
 from tako_server.supervisor.spec import Isolation
@@ -94,6 +94,19 @@ def as_app(isolation: Isolation | None) -> None:  # in the child between fork an
     setup = child_setup(isolation)
     if setup is not None:
         setup()
+
+
+def pin_recorded(pid: int, start_ticks: int) -> int | None:
+    """A pidfd of the recorded process (an instance's or a worker's), or None when the pid
+    is gone or now names another process (checked after the pidfd pins it)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if not is_recorded_process(read_proc_stat(pid), start_ticks):
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
 class InstanceProcess:
@@ -168,13 +181,8 @@ class InstanceProcess:
     @classmethod
     def adopt(cls, record: InstanceRecord, log: AppLog) -> InstanceProcess | None:
         """Supervise a recorded instance again (None when its pid is gone or reused)."""
-        try:
-            pidfd = os.pidfd_open(record.pid)
-        except OSError:
-            return None
-        stat = read_proc_stat(record.pid)  # checked after the pidfd pins the process
-        if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
-            os.close(pidfd)
+        pidfd = pin_recorded(record.pid, record.start_ticks)
+        if pidfd is None:
             return None
         files = InstanceFiles(log.log_dir, record.instance_id)
         output = InstanceOutput(files, record.instance_id, log, resume=True)

@@ -43,7 +43,12 @@ from tako_common.tasks import spawn
 from tako_server.supervisor.adopt import WorkerRecord, write_record
 from tako_server.supervisor.logs import AppLog
 from tako_server.supervisor.outputs import InstanceFiles, InstanceOutput
-from tako_server.supervisor.process import FALLBACK_PATH, InstanceProcess, child_setup
+from tako_server.supervisor.process import (
+    FALLBACK_PATH,
+    InstanceProcess,
+    child_setup,
+    pin_recorded,
+)
 from tako_server.supervisor.spec import Isolation
 from tako_server.takeover import read_proc_stat
 
@@ -66,13 +71,8 @@ def worker_files(log_dir: Path, worker_id: str) -> InstanceFiles:
 
 def adopt_worker(record: WorkerRecord, log: AppLog) -> InstanceProcess | None:
     """Watch a recorded worker again (None when its pid is gone or names another process)."""
-    try:
-        pidfd = os.pidfd_open(record.pid)
-    except OSError:
-        return None
-    stat = read_proc_stat(record.pid)  # checked after the pidfd pins the process
-    if stat is None or stat.has_exited or stat.start_ticks != record.start_ticks:
-        os.close(pidfd)
+    pidfd = pin_recorded(record.pid, record.start_ticks)
+    if pidfd is None:
         return None
     files = worker_files(log.log_dir, record.worker_id)
     output = InstanceOutput(files, None, log, resume=True, prefix=f"[{record.group}] ")
