@@ -9,7 +9,6 @@ plain stop (``systemctl stop``) stops and removes it.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -33,7 +32,12 @@ from tests.integration.test_container_deploy import (
     server,
     status,
 )
-from tests.integration.test_upgrade import pid_alive, server_pids, stop_pid, wait_for
+from tests.integration.test_upgrade import (
+    kill_daemon,
+    server_pids,
+    stop_pid,
+    wait_for,
+)
 
 __all__ = ["podman_socket", "server"]
 
@@ -75,14 +79,6 @@ def ticks(server: ServerProcess) -> list[int]:
 def log_text(server: ServerProcess) -> str:
     with server.client() as control:
         return "\n".join(control.ok({"command": "logs", **APP, "lines": 100_000})["lines"])
-
-
-def kill_daemon(server: ServerProcess, pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(pid), "the killed daemon", 10)
-    if server.proc is not None and server.proc.pid == pid:
-        server.proc.wait(10)
-    server.proc = None
 
 
 @pytest.fixture

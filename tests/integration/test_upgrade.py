@@ -242,6 +242,15 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> N
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def kill_daemon(server: ServerProcess, pid: int) -> None:
+    """``kill -9`` of a tako-server (apps and all left as they are), reaped if ours."""
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), "the killed daemon", 10)
+    if server.proc is not None and server.proc.pid == pid:
+        server.proc.wait(10)
+    server.proc = None
+
+
 # --------------------------------------------------------------------------- load
 
 

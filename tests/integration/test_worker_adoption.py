@@ -28,7 +28,13 @@ import pytest
 from tests.helpers.artifacts import place_artifact, tar_zst_from_dir
 from tests.integration.conftest import APPS_DIR, ServerProcess, deploy_message, free_port
 from tests.integration.test_adoption import app_lines, assert_contiguous, kill_groups
-from tests.integration.test_upgrade import make_server, pid_alive, server_info, wait_for
+from tests.integration.test_upgrade import (
+    kill_daemon,
+    make_server,
+    pid_alive,
+    server_info,
+    wait_for,
+)
 from tests.integration.test_workflows import WORKER, _call, _group
 
 __all__ = ["make_server"]
@@ -125,14 +131,6 @@ def settled_pids(server: ServerProcess, count: int) -> set[int]:
 def ticks(lines: list[str], pid: int) -> list[int]:
     pattern = re.compile(rf"\[out\] \[-\] \[jobs\] wtick {pid} (\d+)$")
     return [int(m.group(1)) for line in lines if (m := pattern.search(line))]
-
-
-def kill_daemon(server: ServerProcess, pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(pid), "the killed daemon", 10)
-    if server.proc is not None and server.proc.pid == pid:
-        server.proc.wait(10)
-    server.proc = None
 
 
 @pytest.fixture
