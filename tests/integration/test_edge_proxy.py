@@ -207,6 +207,40 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     assert first < second < third
 
 
+async def test_tls_connections_read_and_write_through_the_c_methods(
+    edge_env: EdgeEnv, upstreams: list[Upstream]
+) -> None:
+    """uvloop binds the SSL object's read/write/pending once per connection: they are the
+    C methods (DirectSSLObject), and a request and a large response still pass intact."""
+    if edge_env.workers:
+        pytest.skip("the SSL objects live in the worker processes")
+    await setup_app(edge_env, upstreams)
+    rt = edge_env.edge._rt
+    assert rt is not None
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", edge_env.https, ssl=client_tls(), server_hostname=HOST
+    )
+    try:
+        writer.write(f"GET /big?size=300000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        assert body == b"x" * 300_000
+        objects = [
+            conn.transport.get_extra_info("ssl_object")
+            for conn in rt.connections
+            if conn.transport is not None
+        ]
+        direct = [o for o in objects if o is not None and type(o).__name__ == "DirectSSLObject"]
+        assert direct, objects
+        for obj in direct:
+            for name in ("read", "write", "pending"):
+                assert type(getattr(obj, name)).__name__ == "builtin_function_or_method", name
+    finally:
+        writer.close()
+
+
 async def test_head_request_gets_headers_only_and_connection_is_reused(
     edge_env: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
