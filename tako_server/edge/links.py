@@ -108,6 +108,14 @@ class ExchangeLink(Protocol):
     def upstream_lost(self, conn: UpstreamLink, exc: Exception | None) -> None: ...
 
 
+class PoolWaiter(Protocol):
+    """A request in line for an upstream connection: the pool calls back, in the same
+    event-loop callback that released or opened the connection."""
+
+    def upstream_ready(self, conn: UpstreamLink) -> bool: ...  # False: no longer wanted
+    def upstream_unavailable(self, exc: Exception) -> None: ...  # connect failed / timed out
+
+
 class Connection(Protocol):
     """What the runtime's sweeper and drain do with a client connection."""
 

@@ -115,30 +115,33 @@ class ProxyExchange(ExchangeState):
         rt = self.rt
         backend = self.backend = rt.begin_request(key, backends)
         self.client.set_deadline(rt.now + rt.config.response_timeout)
-        conn = rt.pool.take((backend.host, backend.port))
+        addr = (backend.host, backend.port)
+        conn = rt.pool.take(addr)
         if conn is not None:
             self._send(conn)
         else:
-            rt.spawn(self._connect(), name=f"edge-connect-{backend.host}:{backend.port}")
+            rt.pool.wait(addr, self)  # upstream_ready or upstream_unavailable follows
 
-    async def _connect(self) -> None:
-        backend = self.backend
-        if backend is None or self.finished:  # answered or abandoned before the task ran
-            return
-        try:
-            conn = await self.rt.pool.connect((backend.host, backend.port))
-        except (OSError, TimeoutError) as exc:
-            self.rt.meter.count("upstream_connect_errors", self.key)
-            self._fail(
-                502,
-                f"cannot connect to instance {backend.instance_id} "
-                f"({backend.host}:{backend.port}): {exc!r}",
-            )
-            return
-        if self.client.closed or self.response_done or self.finished:
-            conn.release()
-            return
+    # --- the pool's answers (links.PoolWaiter) --------------------------------------------
+    def upstream_ready(self, conn: UpstreamLink) -> bool:
+        """A connection for this request, which waited in line; False when the request
+        no longer wants one (answered, or its client left): the pool passes it on."""
+        if self.backend is None or self.client.closed or self.response_done or self.finished:
+            return False
         self._send(conn)
+        return True
+
+    def upstream_unavailable(self, exc: Exception) -> None:
+        """No connection: a connect failed, or none came within the connect timeout."""
+        backend = self.backend
+        if backend is None or self.client.closed or self.response_done or self.finished:
+            return
+        self.rt.meter.count("upstream_connect_errors", self.key)
+        self._fail(
+            502,
+            f"cannot connect to instance {backend.instance_id} "
+            f"({backend.host}:{backend.port}): {exc!r}",
+        )
 
     def _send(self, conn: UpstreamLink) -> None:
         head = self.head
@@ -255,7 +258,9 @@ class ProxyExchange(ExchangeState):
                 # the body was empty (or there is no retry), so its end marker is all of it:
                 # the stale connection took it, the new one needs it again
                 self.pending = [b"0\r\n\r\n"]
-            self.rt.spawn(self._connect(), name="edge-reconnect")  # stale pooled connection
+            backend = self.backend  # a stale pooled connection: a fresh or released one
+            if backend is not None:
+                self.rt.pool.wait((backend.host, backend.port), self)
         else:
             self.conn = None
             self._fail(502, f"instance closed the connection early ({exc!r})")
