@@ -47,7 +47,7 @@ from tako_common.tasks import TaskGroup
 
 from .channel import Channel
 from .hooks import ColdStartError, ColdStartKind, EdgeHooks
-from .listen import open_listeners, serve_sockets
+from .listen import Acceptor, open_listeners, serve_sockets
 from .messages import (
     ActivityReport,
     AppLogLine,
@@ -134,7 +134,7 @@ class Edge:
         self.config = self._base_config
         self._inherited = {kind: list(socks) for kind, socks in (listeners or {}).items()}
         self._listeners: dict[str, list[socket.socket]] = {}
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Acceptor] = []
         self._rt: EdgeRuntime | None = None
         self._retired_meter = empty_snapshot()
         self.worker_restarts = 0  # worker processes that exited while the edge served

@@ -44,7 +44,7 @@ from typing import Any
 
 from .channel import Channel
 from .hooks import ColdStartError
-from .listen import serve, serve_sockets
+from .listen import Acceptor, serve, serve_sockets
 from .messages import (
     ActivityReport,
     AppLogLine,
@@ -187,7 +187,7 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
     rt.on_meter = lambda snapshot: channel.send(MeterReport(snapshot))
     reader = rt.spawn(_read_loop(channel, hooks, rt, tls, control), name="edge-worker-channel")
     channel.send(Started(os.getpid()))
-    servers: list[asyncio.Server] = []
+    servers: list[Acceptor] = []
     if await control.wait_snapshot():
         tls.refresh()  # certificates at least as new as the snapshot (main wrote them first)
         servers = await _serve(rt, tls, config, inherited)
@@ -210,7 +210,7 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
 
 async def _serve(
     rt: EdgeRuntime, tls: EdgeTls, config: dict[str, Any], inherited: dict[str, list[socket.socket]]
-) -> list[asyncio.Server]:
+) -> list[Acceptor]:
     """Start accepting: on the inherited listeners, or bind our own (no fds in config)."""
     if "http_fds" in config:
         return await serve_sockets(rt, inherited["http"], inherited["https"], tls.context)
