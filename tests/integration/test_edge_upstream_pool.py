@@ -187,19 +187,49 @@ async def test_a_request_that_no_longer_wants_a_connection_is_passed_over(
     pool.close_all()
 
 
-async def test_connects_and_waits_are_bounded_by_the_connect_timeout(
+async def test_waits_are_bounded_by_the_connect_timeout_and_connects_by_theirs(
     full_backlog: tuple[str, int],
 ) -> None:
+    """Against a backend whose connects hang, every request in line fails at its own
+    deadline (the runtime's sweep calls ``expire``); the connects time out too, and fail
+    nobody by themselves (under load a slow connect is often the loop, not the app)."""
     pool = UpstreamPool(0.3, 10, max_connecting=1)
+
+    async def sweep() -> None:  # as EdgeRuntime._sweep does every tick
+        while True:
+            await asyncio.sleep(0.05)
+            pool.expire(time.monotonic())
+
+    sweeper = asyncio.ensure_future(sweep())
     started = time.monotonic()
-    results = await asyncio.gather(
-        *(acquire(pool, full_backlog) for _ in range(3)), return_exceptions=True
-    )
+    try:
+        results = await asyncio.gather(
+            *(acquire(pool, full_backlog) for _ in range(3)), return_exceptions=True
+        )
+    finally:
+        sweeper.cancel()
     took = time.monotonic() - started
     assert all(isinstance(r, TimeoutError) for r in results), results
-    assert took < 2.0, took
+    assert all("no connection within 0.3s" in str(r) for r in results), results
+    assert 0.3 <= took < 1.0, took
     await settled(pool, full_backlog)
     assert pool.waiting(full_backlog) == 0
+
+
+async def test_a_connect_that_times_out_fails_no_request_in_line(
+    full_backlog: tuple[str, int],
+) -> None:
+    pool = UpstreamPool(0.2, 10, max_connecting=1)
+    waiter = Waiter()
+    pool.wait(full_backlog, waiter)  # starts the one connect, which hangs
+    await asyncio.sleep(0.5)  # it timed out by now (no sweep runs here)
+    assert pool.connecting(full_backlog) == 1  # the next connect for the line is under way
+    assert not waiter.done.done() and pool.waiting(full_backlog) == 1
+    pool.expire(time.monotonic())
+    assert isinstance(waiter.done.exception(), TimeoutError)
+    for task in list(pool._tasks):
+        task.cancel()
+    await settled(pool, full_backlog)
 
 
 async def test_a_request_waiting_past_the_connect_timeout_is_failed_by_the_sweep(
@@ -229,9 +259,7 @@ async def test_a_failed_connect_fails_the_oldest_waiting_request_at_once() -> No
     closed.close()  # nothing listens there: every connect is refused
     pool = UpstreamPool(5.0, 10, max_connecting=2)
     started = time.monotonic()
-    results = await asyncio.gather(
-        *(acquire(pool, addr) for _ in range(5)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(acquire(pool, addr) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, ConnectionRefusedError) for r in results), results
     assert time.monotonic() - started < 2.0
     await settled(pool, addr)
