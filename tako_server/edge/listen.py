@@ -59,7 +59,9 @@ class Acceptor:
         self.ssl_shutdown_timeout = ssl_shutdown_timeout
         self.loop = asyncio.get_running_loop()
         self.closed = False
-        self._starting: set[asyncio.Task[None]] = set()  # connections in their TLS handshake
+        # accepted connections not yet served (a task each: in their TLS handshake, or
+        # waiting for their first step)
+        self._starting: dict[asyncio.Task[None], socket.socket] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._warned_at = 0.0
         sock.setblocking(False)
@@ -84,8 +86,11 @@ class Acceptor:
                     return
                 raise
             task = spawn(self._start(conn), name="edge-accept")
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
+            self._starting[task] = conn
+            task.add_done_callback(self._started)
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        self._starting.pop(task, None)
 
     async def _start(self, conn: socket.socket) -> None:
         try:
@@ -121,8 +126,9 @@ class Acceptor:
             self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def close(self) -> None:
-        """Stop accepting and close the listening socket (connections already being
-        served are not touched; those still in their handshake are dropped)."""
+        """Stop accepting and close the listening socket. Connections already accepted go
+        on, also those still in their TLS handshake: the drain waits for them
+        (``EdgeRuntime.drain``); :meth:`abort` drops what is left after it."""
         if self.closed:
             return
         self.closed = True
@@ -131,8 +137,14 @@ class Acceptor:
         else:
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        for task in list(self._starting):
+
+    def abort(self) -> None:
+        """Drop the connections still starting (after the drain)."""
+        self.close()
+        for task, conn in list(self._starting.items()):
             task.cancel()
+            conn.close()  # a task cancelled before its first step never saw its socket
+        self._starting.clear()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -238,6 +238,8 @@ class Edge:
         self._listeners = {}
         if self._rt is not None:
             await self._rt.drain(drain_timeout)
+            for server in self._servers:
+                server.abort()  # connections still in their handshake after the drain
             self._rt.close()
         for handle in self._handles:
             handle.send(StopWorker(drain_timeout))

@@ -139,9 +139,18 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is done with this connection: back to the pool (or closed), once
         the response being parsed has been parsed."""
         if self.feeding:
+            self.ex = self.out = None  # whatever the parser still finds is not the exchange's
             self.release_after_feed = True
         else:
             self.pool.put(self)
+
+    def _stray(self) -> None:
+        """Bytes after the response that ended (the app broke its own framing, e.g. more
+        body than its Content-Length): they reach no exchange, and the connection is
+        never reused (the next request would read them as its response)."""
+        self.release_after_feed = False
+        if not self.closed:
+            self.abort()
 
     def close(self) -> None:
         self.ex = self.out = None
@@ -190,15 +199,22 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            ex.upstream_spliced(data[exc.args[0] :])
+            if self.ex is ex:
+                ex.upstream_spliced(data[exc.args[0] :])
+            else:
+                self._stray()
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _EndOfHead):
                 self.parser = httptools.HttpResponseParser(self)
             elif self.ex is not None:
                 self.ex.upstream_failed(self, f"response handling failed: {exc.__context__!r}")
+            else:
+                self._stray()
         except httptools.HttpParserError as exc:
             if self.ex is not None:
                 self.ex.upstream_failed(self, f"invalid HTTP response from the app: {exc}")
+            else:
+                self._stray()
         finally:
             self.feeding = False
             client.flush()
@@ -218,6 +234,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers, self.reason = [], b""
         ex = self.ex
         if ex is None:
+            self._stray()
             return
         if status == 101:
             self.splice = True
@@ -237,6 +254,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.ex is not None:
             self.ex.upstream_body(body)
+        else:
+            self._stray()
 
     def on_message_complete(self) -> None:
         ex = self.ex
@@ -363,6 +382,8 @@ class UpstreamPool:
                 self._connecting[addr] = left
             else:
                 self._connecting.pop(addr, None)
+        if conn is not None and conn.closed:  # the app closed it before we could use it
+            conn, error = None, ConnectionResetError("the instance closed the new connection")
         if conn is not None:
             if not self._give(addr, conn):
                 self._keep(addr, conn)
@@ -399,7 +420,10 @@ class UpstreamPool:
         who = queue.popleft().who
         if not queue:
             del self._waiters[addr]
-        who.upstream_unavailable(exc)
+        try:
+            who.upstream_unavailable(exc)
+        except Exception:  # a broken exchange must not stop the connects for the others
+            log.exception("edge: failing %r after a failed connect failed", who)
 
     def _keep(self, addr: Address, conn: UpstreamConnection) -> None:
         """Keep ``conn`` idle (at most ``max_idle`` per address, live addresses only)."""

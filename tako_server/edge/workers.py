@@ -202,6 +202,8 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
         for sock in (s for socks in inherited.values() for s in socks):
             sock.close()
     await rt.drain(control.drain)
+    for server in servers:
+        server.abort()  # connections still in their handshake after the drain
     rt.close()
     reader.cancel()
     await channel.drain()

@@ -113,6 +113,47 @@ async def test_tls_connections_are_served_and_failed_handshakes_are_dropped(
         acceptor.close()
 
 
+async def test_close_keeps_connections_in_their_handshake_and_abort_drops_them(
+    listener: socket.socket, tmp_path: Path
+) -> None:
+    """Closing the listener (a drain begins) must not drop a connection accepted just
+    before, still in its TLS handshake: the drain waits for it; abort (after the drain)
+    drops what is left."""
+    from tako_server.tls.selfsigned import make_self_signed
+
+    cert, key = make_self_signed("accept.test", datetime.now(UTC))
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    client_ctx = ssl.create_default_context()
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    acceptor = Acceptor(listener, Echo, server_ctx, 1.0)
+    addr = listener.getsockname()
+    early, late = socket.create_connection(addr), socket.create_connection(addr)
+    try:
+        deadline = time.monotonic() + 5
+        while len(acceptor._starting) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(acceptor._starting) == 2  # accepted, handshakes not begun by the clients
+        acceptor.close()
+        early.setblocking(False)
+        reader, writer = await asyncio.open_connection(
+            sock=early, ssl=client_ctx, server_hostname="accept.test"
+        )
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+        acceptor.abort()
+        late.settimeout(5)
+        assert late.recv(100) == b""  # dropped: closed by the edge
+        assert not acceptor._starting
+        writer.close()
+    finally:
+        acceptor.abort()
+        late.close()
+
+
 CHILD = r"""
 import asyncio, os, resource, socket, sys, uvloop
 from tako_server.edge.listen import Acceptor

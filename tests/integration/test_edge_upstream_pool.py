@@ -310,3 +310,119 @@ async def test_requests_in_line_are_served_first_come_first_served(
     assert pool.waiting(addr) == 0
     for conn in [*conns, third]:
         conn.close()
+
+
+class Recorder:
+    """An exchange (``links.ExchangeLink``) and its client (``links.Sink``) in one: keeps
+    every event; releases a keep-alive connection as the proxy does."""
+
+    closed = False
+    write_paused = False
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.done = asyncio.get_running_loop().create_future()
+
+    def write(self, data: bytes) -> None:
+        self.events.append(("write", data))
+
+    def cork(self) -> None: ...
+    def flush(self) -> None: ...
+    def block_reading(self, reason: int) -> None: ...
+    def unblock_reading(self, reason: int) -> None: ...
+
+    def upstream_interim(self, status: int, reason: bytes, headers: object) -> None:
+        self.events.append(("interim", status))
+
+    def upstream_head(self, status: int, reason: bytes, headers: object) -> None:
+        self.events.append(("head", status))
+
+    def upstream_body(self, data: bytes) -> None:
+        self.events.append(("body", data))
+
+    def upstream_complete(self, conn: UpstreamLink, keep_alive: bool) -> None:
+        self.events.append(("complete", keep_alive))
+        if keep_alive:
+            conn.release()
+        else:
+            conn.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def upstream_spliced(self, rest: bytes) -> None:
+        self.events.append(("spliced", rest))
+
+    def upstream_failed(self, conn: UpstreamLink, detail: str) -> None:
+        self.events.append(("failed", detail))
+
+    def upstream_lost(self, conn: UpstreamLink, exc: Exception | None) -> None:
+        self.events.append(("lost", exc))
+
+
+async def _answer_with(reply: bytes) -> tuple[asyncio.Server, tuple[str, int]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, ("127.0.0.1", srv.sockets[0].getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"GARBAGE", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad", b"HTTP/1.1 101 X\r\n\r\n"],
+    ids=["garbage", "second-response", "upgrade"],
+)
+async def test_bytes_after_a_response_reach_no_exchange_and_the_connection_is_not_reused(
+    extra: bytes,
+) -> None:
+    """An app that sends more than its response (a wrong Content-Length, a stray second
+    response) loses the connection; the exchange gets its response and nothing else."""
+    srv, addr = await _answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra)
+    pool = UpstreamPool(5.0, 10)
+    try:
+        conn = await acquire(pool, addr)
+        await settled(pool, addr)
+        first, after = Recorder(), Waiter()
+        conn.start(first, first, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
+        pool._connecting[addr] = 1  # the next request only waits for this connection
+        pool.wait(addr, after)
+        await asyncio.wait_for(first.done, 5)
+        await asyncio.sleep(0.05)
+        assert first.events == [("head", 200), ("body", b"ok"), ("complete", True)]
+        assert conn.closed and pool.idle(addr) == 0
+        assert not after.done.done()  # never handed a connection with stray bytes
+        del pool._connecting[addr]
+    finally:
+        pool.close_all()
+        srv.close()
+
+
+async def test_a_connection_released_while_its_response_is_parsed_is_handed_over_after() -> None:
+    srv, addr = await _answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pool = UpstreamPool(5.0, 10)
+    try:
+        conn = await acquire(pool, addr)
+        await settled(pool, addr)
+        first, after = Recorder(), Waiter()
+        conn.start(first, first, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
+        pool._connecting[addr] = 1
+        pool.wait(addr, after)
+        await asyncio.wait_for(first.done, 5)
+        assert await asyncio.wait_for(after.done, 1) is conn  # in the same callback, after
+        assert not conn.closed and conn.reused and not conn.feeding
+        assert first.events == [("head", 200), ("body", b"ok"), ("complete", True)]
+        second = Recorder()
+        conn.start(second, second, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
+        await asyncio.wait_for(second.done, 5)
+        assert second.events == [("head", 200), ("body", b"ok"), ("complete", True)]
+        assert pool.idle(addr) == 1  # back in the pool once nobody waits
+        del pool._connecting[addr]
+    finally:
+        pool.close_all()
+        srv.close()
