@@ -207,13 +207,13 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     assert first < second < third
 
 
+@pytest.mark.parametrize("edge_env", [0], indirect=True, ids=["inprocess"])
 async def test_tls_connections_read_and_write_through_the_c_methods(
     edge_env: EdgeEnv, upstreams: list[Upstream]
 ) -> None:
     """uvloop binds the SSL object's read/write/pending once per connection: they are the
-    C methods (DirectSSLObject), and a request and a large response still pass intact."""
-    if edge_env.workers:
-        pytest.skip("the SSL objects live in the worker processes")
+    C methods (DirectSSLObject), and a request and a large response still pass intact
+    (in-process: with workers the SSL objects live in the worker processes)."""
     await setup_app(edge_env, upstreams)
     rt = edge_env.edge._rt
     assert rt is not None
