@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from tako_server.edge.listen import ACCEPT_BATCH, Acceptor
+from tako_server.tls.selfsigned import make_self_signed
+from tests.integration.test_edge_harness import client_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +45,16 @@ def listener() -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+def server_tls(directory: Path) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate for ``accept.test``."""
+    cert, key = make_self_signed("accept.test", datetime.now(UTC))
+    (directory / "c.pem").write_bytes(cert)
+    (directory / "k.pem").write_bytes(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(directory / "c.pem", directory / "k.pem")
+    return ctx
 
 
 async def test_one_readiness_event_takes_a_batch_of_queued_connections(
@@ -78,16 +90,7 @@ async def test_one_readiness_event_takes_a_batch_of_queued_connections(
 async def test_tls_connections_are_served_and_failed_handshakes_are_dropped(
     listener: socket.socket, tmp_path: Path
 ) -> None:
-    from tako_server.tls.selfsigned import make_self_signed
-
-    cert, key = make_self_signed("accept.test", datetime.now(UTC))
-    (tmp_path / "c.pem").write_bytes(cert)
-    (tmp_path / "k.pem").write_bytes(key)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
-    client_ctx = ssl.create_default_context()
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
+    server_ctx, client_ctx = server_tls(tmp_path), client_tls()
     Echo.made = []
     acceptor = Acceptor(listener, Echo, server_ctx, 1.0)
     port = listener.getsockname()[1]
@@ -119,16 +122,7 @@ async def test_close_keeps_connections_in_their_handshake_and_abort_drops_them(
     """Closing the listener (a drain begins) must not drop a connection accepted just
     before, still in its TLS handshake: the drain waits for it; abort (after the drain)
     drops what is left."""
-    from tako_server.tls.selfsigned import make_self_signed
-
-    cert, key = make_self_signed("accept.test", datetime.now(UTC))
-    (tmp_path / "c.pem").write_bytes(cert)
-    (tmp_path / "k.pem").write_bytes(key)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
-    client_ctx = ssl.create_default_context()
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
+    server_ctx, client_ctx = server_tls(tmp_path), client_tls()
     acceptor = Acceptor(listener, Echo, server_ctx, 1.0)
     addr = listener.getsockname()
     early, late = socket.create_connection(addr), socket.create_connection(addr)

@@ -373,6 +373,20 @@ async def _answer_with(reply: bytes) -> tuple[asyncio.Server, tuple[str, int]]:
     return srv, ("127.0.0.1", srv.sockets[0].getsockname()[1])
 
 
+async def request_and_one_in_line(
+    pool: UpstreamPool, addr: tuple[str, int]
+) -> tuple[UpstreamConnection, Recorder, Waiter]:
+    """A request sent on a fresh connection, and a second request in line that only this
+    connection can serve (the connect slot is taken)."""
+    conn = await acquire(pool, addr)
+    await settled(pool, addr)
+    first, after = Recorder(), Waiter()
+    conn.start(first, first, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
+    pool._connecting[addr] = 1
+    pool.wait(addr, after)
+    return conn, first, after
+
+
 @pytest.mark.parametrize(
     "extra",
     [b"GARBAGE", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad", b"HTTP/1.1 101 X\r\n\r\n"],
@@ -386,12 +400,7 @@ async def test_bytes_after_a_response_reach_no_exchange_and_the_connection_is_no
     srv, addr = await _answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra)
     pool = UpstreamPool(5.0, 10)
     try:
-        conn = await acquire(pool, addr)
-        await settled(pool, addr)
-        first, after = Recorder(), Waiter()
-        conn.start(first, first, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
-        pool._connecting[addr] = 1  # the next request only waits for this connection
-        pool.wait(addr, after)
+        conn, first, after = await request_and_one_in_line(pool, addr)
         await asyncio.wait_for(first.done, 5)
         await asyncio.sleep(0.05)
         assert first.events == [("head", 200), ("body", b"ok"), ("complete", True)]
@@ -407,12 +416,7 @@ async def test_a_connection_released_while_its_response_is_parsed_is_handed_over
     srv, addr = await _answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pool = UpstreamPool(5.0, 10)
     try:
-        conn = await acquire(pool, addr)
-        await settled(pool, addr)
-        first, after = Recorder(), Waiter()
-        conn.start(first, first, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False)
-        pool._connecting[addr] = 1
-        pool.wait(addr, after)
+        conn, first, after = await request_and_one_in_line(pool, addr)
         await asyncio.wait_for(first.done, 5)
         assert await asyncio.wait_for(after.done, 1) is conn  # in the same callback, after
         assert not conn.closed and conn.reused and not conn.feeding
