@@ -170,8 +170,10 @@ def run_matrix(proxies: list[Proxy], args: argparse.Namespace, env: dict[str, st
             for p in proxies:  # warm-up: connections, TLS, pools
                 run_wrk(url_of(p, scheme), conns, 1.0, env, args.work / f"wrk-{p.name}.txt")
             duration = cell_duration(args.duration, conns)
-            for _ in range(args.reps):
-                for p in proxies:
+            for rep in range(args.reps):
+                # each repetition starts with the next proxy: none is always the one that
+                # runs right after another's load (its connections closing, its log flushed)
+                for p in proxies[rep % len(proxies) :] + proxies[: rep % len(proxies)]:
                     log = args.work / f"wrk-{p.name}.txt"
                     runs[p.name].append(measured(p, url_of(p, scheme), conns, duration, env, log))
             for p in proxies:

@@ -2,15 +2,15 @@
 
 Rules:
 
-- A finished request leaves a row (a tuple) on the event loop (:meth:`AccessLog.add`);
-  every :data:`BATCH` rows, and at the runtime's sweep (every ``tick``), the rows are
-  formatted in one go, still on the loop (:meth:`AccessLog.hand_off`: ~0.4 ms for 256
-  rows, so the loop is never held long; what the log costs is measured in
-  bench/README.md), and the lines go
-  to the log's writer thread, which joins them and appends them with one ``write``
-  (``O_APPEND``: every edge process appends whole lines to the same file). The thread
-  never formats: a CPU-bound thread beside the event loop can make the loop wait for the
-  GIL after a system call (up to the 5 ms switch interval). Sampling (``sample`` < 1)
+- A finished request's row (a tuple) is formatted at once into its JSON line, as bytes
+  (:meth:`AccessLog.add`: ~1 us; nothing of the request is kept alive past it). Every
+  :data:`BATCH` lines, and at the runtime's sweep (every ``tick``), the lines are joined
+  and the block goes to the log's writer thread (:meth:`AccessLog.hand_off`), which
+  appends it with one ``write`` (``O_APPEND``: every edge process appends whole lines to
+  the same file) and never formats: a CPU-bound thread beside the event loop can make
+  the loop wait for the GIL after a system call (up to the 5 ms switch interval); a
+  ``write`` releases the GIL, and a stalled disk holds the thread, never the loop. What
+  the log costs per request is measured in bench/README.md. Sampling (``sample`` < 1)
   keeps that fraction of requests, but every 5xx and every request that waited for a cold
   start is kept.
 - Fields: ``time`` (UTC, ISO 8601 with milliseconds), ``host``, ``method``, ``path``
@@ -32,68 +32,84 @@ import logging
 import os
 import queue
 import random
-import re
 import threading
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 100_000  # lines kept between flushes at most (a stalled disk cannot eat memory)
-BATCH = 256  # rows formatted and handed to the writer at once
-# host (checked by the Host rule), method (an HTTP token), app and env (names), request id
-# (checked or made by the edge) and client address never need escaping: they go in as is
+BATCH = 256  # lines handed to the writer at once
 _FMT = (
-    '{"time":"%s.%03dZ","host":"%s","method":"%s","path":%s,"status":%d,"bytes":%d,'
-    '"duration_ms":%.2f,"upstream_ms":%s,"cold_start_ms":%s,"app":"%s","env":"%s",'
-    '"instance":%s,"request_id":"%s","client":"%s"}\n'
+    b'{"time":"%s.%03dZ","host":"%s","method":"%s","path":%s,"status":%d,"bytes":%d,'
+    b'"duration_ms":%.2f,"upstream_ms":%s,"cold_start_ms":%s,"app":"%s","env":"%s",'
+    b'"instance":%s,"request_id":"%s","client":"%s"}\n'
+)
+# the common line (an app answered, no cold start): no field is null, no nested formatting
+_PROXIED = (
+    b'{"time":"%s.%03dZ","host":"%s","method":"%s","path":%s,"status":%d,"bytes":%d,'
+    b'"duration_ms":%.2f,"upstream_ms":%.2f,"cold_start_ms":null,"app":"%s","env":"%s",'
+    b'"instance":%d,"request_id":"%s","client":"%s"}\n'
 )
 Row = tuple[float, str, bytes, str, bytes, int, int, float, float, float, str, int, bytes, bytes]
 
-
-def _ms(value: float) -> str:
-    return "null" if value < 0 else f"{value * 1000:.2f}"
-
-
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
-_SECONDS: dict[int, str] = {}  # formatted UTC second, the last few
+_SECONDS: dict[int, bytes] = {}  # formatted UTC second, the last few
+_KEYS: dict[str, tuple[bytes, bytes]] = {}  # app key -> (app, env), as bytes
 
 
-def _str(text: str) -> str:
-    """A JSON string: quoted as is in the common case (nothing to escape)."""
-    return json.dumps(text, ensure_ascii=False) if _NEEDS_ESCAPE.search(text) else f'"{text}"'
-
-
-def _second(when: float) -> str:
-    second = int(when)
-    text = _SECONDS.get(second)
-    if text is None:
-        if len(_SECONDS) > 8:
-            _SECONDS.clear()
-        text = _SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+def _second(second: int) -> bytes:
+    if len(_SECONDS) > 8:
+        _SECONDS.clear()
+    text = _SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
     return text
 
 
-def format_row(row: Row, query: bool) -> str:
-    """One JSON line for a row (pure; :meth:`AccessLog.add` calls it per request)."""
-    when, host, method, path, qs, status, sent, dur, up, cold, key, inst, rid, ip = row
+def _names(key: str) -> tuple[bytes, bytes]:
+    if len(_KEYS) > 1024:
+        _KEYS.clear()
     app, _, env = key.partition("/")
-    return _FMT % (
-        _second(when),
-        int(when * 1000) % 1000,
-        host,
-        method.decode("latin-1"),
-        _str(path + qs.decode("latin-1") if query and qs else path),
-        status,
-        sent,
-        dur * 1000,
-        "null" if up < 0 else f"{up * 1000:.2f}",
-        "null" if cold < 0 else f"{cold * 1000:.2f}",
-        app,
-        env,
-        "null" if inst < 0 else inst,
-        rid.decode("latin-1"),
-        ip.decode("latin-1"),
-    )
+    names = _KEYS[key] = (app.encode(), env.encode())
+    return names
+
+
+def format_row(row: Row, query: bool) -> bytes:
+    """One JSON line (UTF-8) for a row (pure)."""
+    return format_rows([row], query)
+
+
+def format_rows(rows: list[Row], query: bool) -> bytes:
+    """The JSON lines (UTF-8) of a batch of rows, joined (pure; :meth:`AccessLog.hand_off`
+    calls it every :data:`BATCH` requests: one tight loop formats a batch for less than
+    each request formatting its own line). host (checked by the Host rule), method (an
+    HTTP token), app and env (names), request id (checked or made by the edge) and
+    client address never need escaping: they go in as they are; the path is escaped
+    when it needs to be."""
+    lines: list[bytes] = []
+    add = lines.append
+    seconds, keys, proxied, fmt = _SECONDS, _KEYS, _PROXIED, _FMT
+    for when, host, method, path, qs, status, sent, dur, up, cold, key, inst, rid, ip in rows:
+        second = int(when)
+        stamp = seconds.get(second) or _second(second)
+        app, env = keys.get(key) or _names(key)
+        if query and qs:
+            path += qs.decode("latin-1")
+        if path.isprintable() and '"' not in path and "\\" not in path:
+            quoted = b'"%s"' % path.encode()
+        else:
+            quoted = json.dumps(path, ensure_ascii=False).encode()
+        ms = int(when * 1000) % 1000
+        if up >= 0 and cold < 0 and inst >= 0:
+            add(proxied % (
+                stamp, ms, host.encode(), method, quoted, status, sent, dur * 1000, up * 1000,
+                app, env, inst, rid, ip,
+            ))  # fmt: skip
+        else:
+            add(fmt % (
+                stamp, ms, host.encode(), method, quoted, status, sent, dur * 1000,
+                b"null" if up < 0 else b"%.2f" % (up * 1000),
+                b"null" if cold < 0 else b"%.2f" % (cold * 1000),
+                app, env, b"null" if inst < 0 else b"%d" % inst, rid, ip,
+            ))  # fmt: skip
+    return b"".join(lines)
 
 
 class AccessLog:
@@ -117,13 +133,13 @@ class AccessLog:
         self.path = path
         self.sample = sample
         self.query = query
-        self.rows: list[Row] = []
+        self.rows: list[Row] = []  # not yet formatted
         self._handed = 0  # lines given to the writer (counted by the loop's thread only)
         self._written = 0  # lines it has done with (counted by the writer only)
         self._fd = -1
         self._ino = 0
         self._warned_at = 0.0
-        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -138,40 +154,31 @@ class AccessLog:
         if len(rows) >= BATCH:
             self.hand_off()
 
-    def _lines(self) -> list[str]:
-        rows, self.rows = self.rows, []
-        query = self.query
-        return [format_row(row, query) for row in rows]
-
     def hand_off(self) -> None:
-        """Format the rows and give the lines to the writer thread (joining and writing
-        them would hold the event loop for longer). While the disk stalls, at most
+        """Format the rows and give the block to the writer thread (writing it would hold
+        the event loop while the disk is slow). While the disk stalls, at most
         :data:`MAX_BATCH` lines wait; later ones are dropped."""
-        if not self.rows:
+        rows, self.rows = self.rows, []
+        if not rows or self._handed - self._written >= MAX_BATCH:
             return
-        if self._handed - self._written >= MAX_BATCH:
-            self.rows = []
-            return
-        lines = self._lines()
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
             self._writer.start()
-        self._handed += len(lines)
-        self._queue.put(lines)
+        self._handed += len(rows)
+        self._queue.put((format_rows(rows, self.query), len(rows)))
 
     def _write_loop(self) -> None:
-        while (lines := self._queue.get()) is not None:
-            self._write(lines)
-            self._written += len(lines)
+        while (block := self._queue.get()) is not None:
+            self._write(*block)
+            self._written += block[1]
 
     def flush(self) -> None:
         """Write the pending rows now, in this thread (tests, and at close)."""
-        lines = self._lines()
-        if lines:
-            self._write(lines)
+        rows, self.rows = self.rows, []
+        if rows:
+            self._write(format_rows(rows, self.query), len(rows))
 
-    def _write(self, lines: list[str]) -> None:
-        data = "".join(lines).encode()
+    def _write(self, data: bytes, count: int) -> None:
         try:
             fd = self._open()
             os.write(fd, data)
@@ -179,7 +186,7 @@ class AccessLog:
             now = time.monotonic()
             if now - self._warned_at > 60:
                 self._warned_at = now
-                log.warning("access log %s: dropped %d line(s): %s", self.path, len(lines), exc)
+                log.warning("access log %s: dropped %d line(s): %s", self.path, count, exc)
 
     def _open(self) -> int:
         """The descriptor to append to, reopened when the file was rotated or removed."""

@@ -47,6 +47,15 @@ def test_a_line_is_json_with_every_field() -> None:
     assert json.loads(format_row(ROW, query=True))["path"] == '/cart/"x"\\y?token=secret'
     edge = json.loads(format_row((*ROW[:9], -1.0, "", -1, *ROW[12:]), query=False))
     assert (edge["app"], edge["env"], edge["instance"]) == ("", "", None)
+    cold = json.loads(format_row((*ROW[:8], -1.0, 2.5, *ROW[10:]), query=False))
+    assert (cold["upstream_ms"], cold["cold_start_ms"], cold["instance"]) == (None, 2500.0, 3)
+
+
+def test_paths_are_escaped_only_when_they_need_it() -> None:
+    for path in ("/plain/path", "/caf\u00e9", "/tab\there", "/del\x7f", '/q"uote', "/back\\slash"):
+        line = format_row((*ROW[:3], path, *ROW[4:]), query=False)
+        assert json.loads(line)["path"] == path
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
 
 
 def test_sampling_keeps_errors_and_cold_starts(tmp_path: Path) -> None:
@@ -98,6 +107,7 @@ def test_rows_are_formatted_and_written_in_batches(tmp_path: Path) -> None:
     for _ in range(BATCH - 1):
         log.add(ROW)
     assert len(log.rows) == BATCH - 1  # nothing formatted yet
+    assert not path.exists()
     log.add(ROW)
     assert log.rows == []  # the batch went to the writer thread
     log.add(ROW)
