@@ -331,7 +331,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--proxies",
         default="tako,nginx,haproxy,caddy",
-        help="also tako-nolog (access log off) and tako@REF (the edge of git commit REF)",
+        help="also tako-nolog (access log off), tako@REF (the edge of git commit REF) and "
+        "nginx-log (nginx with a JSON access log like tako's)",
     )
     ap.add_argument("--idle-conns", type=int, default=5000, help="idle TLS connections (0: skip)")
     ap.add_argument("--source-addresses", type=int, default=64, help="loopback client addresses")
@@ -380,6 +381,7 @@ def main() -> None:
         print_tables(cells, memory, args)
         write_json(args.json, cells, memory, args)
         report_access_log(work / "access.log")
+        report_access_log(work / "nginx-access.log", "nginx-log")
         tako = next((p for p in proxies if p.name == "tako"), None)
         if args.profile and tako is not None and tako.proc is not None:
             worker = measure.tree(tako.proc.pid)[1:2]
@@ -391,13 +393,13 @@ def main() -> None:
         print(f"\nlogs and configs: {work}")
 
 
-def report_access_log(access: Path) -> None:
-    """Proof tako's access log was on; then it is deleted (it reaches GBs in a full run)."""
+def report_access_log(access: Path, who: str = "tako") -> None:
+    """Proof ``who``'s access log was on; then it is deleted (it reaches GBs in a full run)."""
     if access.exists():
         size = access.stat().st_size
         with access.open("rb") as handle:
             lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-        print(f"tako access log: {lines} lines, {size / 1e6:.0f} MB (deleted)")
+        print(f"{who} access log: {lines} lines, {size / 1e6:.0f} MB (deleted)")
         access.unlink()
 
 
