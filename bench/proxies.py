@@ -73,7 +73,7 @@ http {{
 # 64 KiB writes as tako's batches are: what a log line per request costs nginx
 NGINX_ACCESS_LOG = """log_format tako escape=json '{{"time":"$time_iso8601","host":"$host",'
     '"method":"$request_method","path":"$uri","status":$status,"bytes":$body_bytes_sent,'
-    '"duration_ms":$request_time,"upstream_ms":$upstream_header_time,'
+    '"duration_ms":$request_time,"upstream_ms":"$upstream_header_time",'
     '"cold_start_ms":null,"app":"bench","env":"prod","instance":1,'
     '"request_id":"$request_id","client":"$remote_addr"}}';
   access_log {dir}/nginx-access.log tako buffer=64k flush=1s;"""

@@ -171,9 +171,11 @@ def run_matrix(proxies: list[Proxy], args: argparse.Namespace, env: dict[str, st
                 run_wrk(url_of(p, scheme), conns, 1.0, env, args.work / f"wrk-{p.name}.txt")
             duration = cell_duration(args.duration, conns)
             for rep in range(args.reps):
-                # each repetition starts with the next proxy: none is always the one that
-                # runs right after another's load (its connections closing, its log flushed)
-                for p in proxies[rep % len(proxies) :] + proxies[: rep % len(proxies)]:
+                # each repetition starts with the next proxy, every other one in reverse:
+                # no proxy always runs right after the same one's load (its connections
+                # closing, its log being flushed)
+                order = proxies[rep % len(proxies) :] + proxies[: rep % len(proxies)]
+                for p in reversed(order) if rep % 2 else order:
                     log = args.work / f"wrk-{p.name}.txt"
                     runs[p.name].append(measured(p, url_of(p, scheme), conns, duration, env, log))
             for p in proxies:
@@ -182,7 +184,7 @@ def run_matrix(proxies: list[Proxy], args: argparse.Namespace, env: dict[str, st
                 if any(r.requests == 0 for r in runs[p.name]):
                     print(f"  {p.name}: a run completed no request (see wrk-{p.name}.txt)")
                 print(
-                    f"  {c.proxy:8} {scheme:5} c={conns:<5} {c.rps:9.0f} req/s "
+                    f"  {c.proxy:12} {scheme:5} c={conns:<5} {c.rps:9.0f} req/s "
                     f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}  cpu {c.cpu_ms_per_1k:.1f} ms/1k"
                     f"  listen drops {c.listen_overflows}",
                     flush=True,
@@ -390,6 +392,8 @@ def main() -> None:
                 profile(worker[0], url_of(tako, "https"), out, args, env, work / "wrk-tako.txt")
     finally:
         stop(procs)
+        for log in ("access.log", "nginx-access.log"):  # GBs after a full run, even a failed one
+            (work / log).unlink(missing_ok=True)
         print(f"\nlogs and configs: {work}")
 
 

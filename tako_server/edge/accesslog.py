@@ -2,17 +2,18 @@
 
 Rules:
 
-- A finished request's row (a tuple) is formatted at once into its JSON line, as bytes
-  (:meth:`AccessLog.add`: ~1 us; nothing of the request is kept alive past it). Every
-  :data:`BATCH` lines, and at the runtime's sweep (every ``tick``), the lines are joined
-  and the block goes to the log's writer thread (:meth:`AccessLog.hand_off`), which
-  appends it with one ``write`` (``O_APPEND``: every edge process appends whole lines to
-  the same file) and never formats: a CPU-bound thread beside the event loop can make
-  the loop wait for the GIL after a system call (up to the 5 ms switch interval); a
-  ``write`` releases the GIL, and a stalled disk holds the thread, never the loop. What
-  the log costs per request is measured in bench/README.md. Sampling (``sample`` < 1)
-  keeps that fraction of requests, but every 5xx and every request that waited for a cold
-  start is kept.
+- A finished request leaves a row (a tuple) on the event loop (:meth:`AccessLog.add`).
+  Every :data:`BATCH` rows, and at the runtime's sweep (every ``tick``), the batch is
+  formatted in one loop into one block of JSON lines, still on the loop
+  (:meth:`AccessLog.hand_off`, :func:`format_rows`: ~1 us a row, less than each request
+  formatting its own line), and the block goes to the log's writer thread, which appends
+  it with one ``write`` (``O_APPEND``: every edge process appends whole lines to the same
+  file) and does nothing else: a CPU-bound thread beside the event loop can make the loop
+  wait for the GIL after a system call (up to the 5 ms switch interval); a ``write``
+  releases the GIL, and a stalled disk holds the thread, never the loop. What the log
+  costs per request is measured in bench/README.md. Sampling (``sample`` < 1) keeps that
+  fraction of requests, but every 5xx and every request that waited for a cold start is
+  kept.
 - Fields: ``time`` (UTC, ISO 8601 with milliseconds), ``host``, ``method``, ``path``
   (without the query unless ``query`` is set), ``status`` (``499``: the client went away
   before an answer), ``bytes`` (response body bytes sent), ``duration_ms``,
@@ -161,11 +162,12 @@ class AccessLog:
         rows, self.rows = self.rows, []
         if not rows or self._handed - self._written >= MAX_BATCH:
             return
+        block = format_rows(rows, self.query)
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
             self._writer.start()
         self._handed += len(rows)
-        self._queue.put((format_rows(rows, self.query), len(rows)))
+        self._queue.put((block, len(rows)))
 
     def _write_loop(self) -> None:
         while (block := self._queue.get()) is not None:
@@ -203,11 +205,22 @@ class AccessLog:
         return self._fd
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let the writer finish what it was given (bounded), write the rest, close."""
+        """Let the writer finish what it was given (bounded), write the rest, close. A
+        writer still stuck in a ``write`` after ``timeout`` (a stalled disk) keeps the
+        descriptor, which the process's exit closes: closing it under the writer could
+        let its next ``write`` land in whatever file reuses the number."""
         writer, self._writer = self._writer, None
         if writer is not None:
             self._queue.put(None)
             writer.join(timeout)
+            if writer.is_alive():
+                log.warning(
+                    "access log %s: the writer is stuck (disk stalled?); %d line(s) not written",
+                    self.path,
+                    self._handed - self._written + len(self.rows),
+                )
+                self.rows = []
+                return
         self.flush()
         self._close_fd()
 

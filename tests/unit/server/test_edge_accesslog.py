@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 
-from tako_server.edge.accesslog import BATCH, MAX_BATCH, AccessLog, Row, format_row, rotate
+import pytest
+
+from tako_server.edge.accesslog import (
+    BATCH,
+    MAX_BATCH,
+    AccessLog,
+    Row,
+    format_row,
+    format_rows,
+    rotate,
+)
 
 ROW: Row = (
     1_800_000_000.123,
@@ -52,10 +64,45 @@ def test_a_line_is_json_with_every_field() -> None:
 
 
 def test_paths_are_escaped_only_when_they_need_it() -> None:
-    for path in ("/plain/path", "/caf\u00e9", "/tab\there", "/del\x7f", '/q"uote', "/back\\slash"):
+    paths = (
+        "/plain",
+        "/caf\u00e9",
+        "/tab\t",
+        "/nl\n",
+        "/cr\r",
+        "/nel\x85",
+        "/ls\u2028",
+        '/q"',
+        "/b\\",
+    )
+    for path in paths:
         line = format_row((*ROW[:3], path, *ROW[4:]), query=False)
         assert json.loads(line)["path"] == path
         assert line.endswith(b"\n") and line.count(b"\n") == 1
+    line = format_row((*ROW[:3], "/p", b"?a=\n", *ROW[5:]), query=True)
+    assert json.loads(line)["path"] == "/p?a=\n" and line.count(b"\n") == 1
+
+
+def test_a_batch_formats_each_row_on_its_own() -> None:
+    a, b, c = ROW[0] + 1.5, ROW[0] + 2.0, ROW[0] + 3.25
+    rows: list[Row] = [
+        ROW,
+        (a, "a.example", b"GET", "/a\tb", b"?x=1", 200, 1, 0.001, 0.0005, -1.0, "a/prod", 1,
+         b"r1", b"192.0.2.1"),
+        (b, "b.example", b"HEAD", "/", b"", 404, 0, 0.0002, -1.0, -1.0, "", -1, b"r2", b"::1"),
+        (c, "c.example", b"PUT", "/c", b"?y", 503, 9, 2.0, -1.0, 1.75, "c/staging", 2,
+         b"r3", b"198.51.100.7"),
+    ]  # fmt: skip
+    block = format_rows(rows, query=True)
+    assert block == b"".join(format_row(row, query=True) for row in rows)
+    lines = [json.loads(line) for line in block.splitlines()]
+    assert [(x["host"], x["path"], x["status"], x["app"], x["env"]) for x in lines] == [
+        ("shop.example.com", '/cart/"x"\\y?token=secret', 201, "shop", "prod"),
+        ("a.example", "/a\tb?x=1", 200, "a", "prod"),
+        ("b.example", "/", 404, "", ""),
+        ("c.example", "/c?y", 503, "c", "staging"),
+    ]
+    assert [x["time"][-7:] for x in lines] == ["00.123Z", "01.623Z", "02.123Z", "03.373Z"]
 
 
 def test_sampling_keeps_errors_and_cold_starts(tmp_path: Path) -> None:
@@ -130,3 +177,30 @@ def test_a_stalled_writer_holds_at_most_max_batch_lines(tmp_path: Path) -> None:
     assert log._handed == BATCH
     log.close()
     assert len((tmp_path / "access.log").read_text().splitlines()) == BATCH
+
+
+def test_close_leaves_a_stuck_writer_its_descriptor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AccessLog(tmp_path / "access.log")
+    release, writing = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def stuck_write(self: AccessLog, data: bytes, count: int) -> None:  # a disk that hangs
+        writing.set()
+        release.wait(10)
+        written.append(count)
+
+    monkeypatch.setattr(AccessLog, "_write", stuck_write)
+    for _ in range(BATCH + 3):
+        log.add(ROW)
+    assert writing.wait(5)
+    writer = log._writer
+    assert writer is not None
+    with caplog.at_level(logging.WARNING):
+        log.close(timeout=0.1)
+    assert "the writer is stuck" in caplog.text and f"{BATCH + 3} line(s)" in caplog.text
+    assert log.rows == [] and log._fd == -1 and not (tmp_path / "access.log").exists()
+    release.set()
+    writer.join(5)
+    assert written == [BATCH]  # the writer finished its block and stopped
