@@ -185,7 +185,7 @@ def open_listeners(
     return socks
 
 
-async def serve_sockets(
+def serve_sockets(
     rt: EdgeRuntime,
     http: Sequence[socket.socket],
     https: Sequence[socket.socket],
@@ -208,7 +208,7 @@ async def serve_sockets(
     ]
 
 
-async def serve(
+def serve(
     rt: EdgeRuntime,
     host: str,
     http_port: int,
@@ -218,4 +218,4 @@ async def serve(
     """Listen on both ports in this process; return the acceptors (close them to stop)."""
     http = open_listeners(host, http_port, 1)
     https = open_listeners(host, https_port, 1)
-    return await serve_sockets(rt, http, https, ssl_context)
+    return serve_sockets(rt, http, https, ssl_context)

@@ -134,7 +134,7 @@ class Edge:
         self.config = self._base_config
         self._inherited = {kind: list(socks) for kind, socks in (listeners or {}).items()}
         self._listeners: dict[str, list[socket.socket]] = {}
-        self._servers: list[Acceptor] = []
+        self._acceptors: list[Acceptor] = []
         self._rt: EdgeRuntime | None = None
         self._retired_meter = empty_snapshot()
         self.worker_restarts = 0  # worker processes that exited while the edge served
@@ -176,7 +176,7 @@ class Edge:
         self._started = True
         self._push()  # the routes every serving process starts with
         if self._rt is not None:
-            self._servers = await serve_sockets(
+            self._acceptors = serve_sockets(
                 self._rt,
                 [s.dup() for s in self._listeners["http"]],
                 [s.dup() for s in self._listeners["https"]],
@@ -230,16 +230,16 @@ class Edge:
         if self._push_handle is not None:
             self._push_handle.cancel()
             self._push_handle = None
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         for socks in self._listeners.values():
             for sock in socks:
                 sock.close()
         self._listeners = {}
         if self._rt is not None:
             await self._rt.drain(drain_timeout)
-            for server in self._servers:
-                server.abort()  # connections still in their handshake after the drain
+            for acceptor in self._acceptors:
+                acceptor.abort()  # connections still in their handshake after the drain
             self._rt.close()
         for handle in self._handles:
             handle.send(StopWorker(drain_timeout))

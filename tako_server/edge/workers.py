@@ -187,36 +187,36 @@ async def run_worker(channel_fd: int, config: dict[str, Any]) -> None:
     rt.on_meter = lambda snapshot: channel.send(MeterReport(snapshot))
     reader = rt.spawn(_read_loop(channel, hooks, rt, tls, control), name="edge-worker-channel")
     channel.send(Started(os.getpid()))
-    servers: list[Acceptor] = []
+    acceptors: list[Acceptor] = []
     if await control.wait_snapshot():
         tls.refresh()  # certificates at least as new as the snapshot (main wrote them first)
-        servers = await _serve(rt, tls, config, inherited)
+        acceptors = _serve(rt, tls, config, inherited)
         gc.collect()
         gc.freeze()  # start-up objects never need scanning again
         gc.set_threshold(GC_THRESHOLD, 20, 100)
         channel.send(Ready(os.getpid()))
     await control.stop.wait()
-    for server in servers:
-        server.close()
-    if not servers:  # stopped before serving: the listeners were never handed to a server
+    for acceptor in acceptors:
+        acceptor.close()
+    if not acceptors:  # stopped before serving: the listeners were never handed to one
         for sock in (s for socks in inherited.values() for s in socks):
             sock.close()
     await rt.drain(control.drain)
-    for server in servers:
-        server.abort()  # connections still in their handshake after the drain
+    for acceptor in acceptors:
+        acceptor.abort()  # connections still in their handshake after the drain
     rt.close()
     reader.cancel()
     await channel.drain()
     channel.close()
 
 
-async def _serve(
+def _serve(
     rt: EdgeRuntime, tls: EdgeTls, config: dict[str, Any], inherited: dict[str, list[socket.socket]]
 ) -> list[Acceptor]:
     """Start accepting: on the inherited listeners, or bind our own (no fds in config)."""
     if "http_fds" in config:
-        return await serve_sockets(rt, inherited["http"], inherited["https"], tls.context)
-    return await serve(rt, config["host"], config["http_port"], config["https_port"], tls.context)
+        return serve_sockets(rt, inherited["http"], inherited["https"], tls.context)
+    return serve(rt, config["host"], config["http_port"], config["https_port"], tls.context)
 
 
 def _adopt(fd: int) -> socket.socket:

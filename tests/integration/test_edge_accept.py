@@ -21,6 +21,7 @@ import pytest
 from tako_server.edge.listen import ACCEPT_BATCH, Acceptor
 from tako_server.tls.selfsigned import make_self_signed
 from tests.integration.test_edge_harness import client_tls
+from tests.integration.test_edge_worker_start import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,9 +69,7 @@ async def test_one_readiness_event_takes_a_batch_of_queued_connections(
         acceptor._accept()  # what one readiness event does
         assert len(acceptor._starting) == ACCEPT_BATCH  # not 1, as libuv's server does
         acceptor._accept()  # the next event takes the rest
-        deadline = time.monotonic() + 10
-        while len(Echo.made) < 300 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(Echo.made) == 300, "300 connections served", 10)
         assert len(Echo.made) == 300
         loop = asyncio.get_running_loop()
         for client in clients[:5]:  # served (the echo runs on this loop: no blocking calls)
@@ -105,9 +104,7 @@ async def test_tls_connections_are_served_and_failed_handshakes_are_dropped(
         bad.settimeout(5)
         while bad.recv(100):  # the server closes it (after a TLS alert, if it sends one)
             pass
-        deadline = time.monotonic() + 5
-        while acceptor._starting and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: not acceptor._starting, "the failed handshake dropped", 5)
         assert not acceptor._starting  # the failed handshake left nothing behind
         assert len(Echo.made) == 1
         writer.close()
@@ -127,9 +124,7 @@ async def test_close_keeps_connections_in_their_handshake_and_abort_drops_them(
     addr = listener.getsockname()
     early, late = socket.create_connection(addr), socket.create_connection(addr)
     try:
-        deadline = time.monotonic() + 5
-        while len(acceptor._starting) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acceptor._starting) == 2, "both connections accepted", 5)
         assert len(acceptor._starting) == 2  # accepted, handshakes not begun by the clients
         acceptor.close()
         early.setblocking(False)
